@@ -1,0 +1,17 @@
+"""drawzoo: DRAW and other deep generative models of images as Pyro model/guide pairs.
+
+>>> import drawzoo
+>>> drawzoo.available()
+['draw', 'vae']
+>>> m = drawzoo.load("draw", attention=True)       # the paper's MNIST configuration
+"""
+
+from .errors import CheckpointError, ConfigError, DataError, DrawzooError, InputError, UnknownModelError
+from .registry import available, load, model_class
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "available", "load", "model_class",
+    "DrawzooError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
+]

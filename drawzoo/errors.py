@@ -1,0 +1,28 @@
+"""The errors drawzoo raises: each names what is wrong, and the CLI prints them as one line."""
+
+
+class DrawzooError(Exception):
+    """Base class of every error drawzoo raises on purpose."""
+
+
+class UnknownModelError(DrawzooError, LookupError):
+    """A model name that no installed package registers."""
+
+    def __str__(self):  # LookupError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(DrawzooError, ValueError):
+    """A configuration key or value that the model does not accept."""
+
+
+class InputError(DrawzooError, ValueError):
+    """Images of the wrong type, shape or range."""
+
+
+class CheckpointError(DrawzooError):
+    """A checkpoint that cannot be read, or that belongs to another model."""
+
+
+class DataError(DrawzooError, ValueError):
+    """A data file that is missing or malformed."""

@@ -1,0 +1,77 @@
+"""A one-latent-layer VAE (Kingma & Welling 2014) with MLP encoder and decoder: the baseline."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import Tensor, nn
+
+from ..config import check_fields, check_image_shape, check_positive
+from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """VAE hyper-parameters; the defaults are the usual binarized-MNIST sizes (Pyro's VAE example)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  #: (C, H, W)
+    hidden_dim: int = 400  #: units of the single hidden layer, encoder and decoder
+    latent_dim: int = 50  #: size of z
+
+    def __post_init__(self):
+        check_fields(self)
+        check_image_shape(self.image_shape)
+        check_positive(self, "hidden_dim", "latent_dim")
+
+
+class VAE(ZooModel):
+    """Variational auto-encoder with one Gaussian latent site ``"z"``::
+
+        z ~ Normal(0, I)                                   site "z"
+        x ~ Bernoulli(sigmoid(MLP_dec(z)))                 site "x"
+        q: z ~ Normal(mu(MLP_enc(x)), sigma(MLP_enc(x)))
+    """
+
+    Config = VAEConfig
+    zoo_name = "vae"
+
+    def __init__(self, config: VAEConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        cfg = self.config
+        pixels = math.prod(cfg.image_shape)
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(pixels, cfg.hidden_dim), nn.Softplus())
+        self.posterior = GaussianPosterior(cfg.hidden_dim, cfg.latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(cfg.latent_dim, cfg.hidden_dim), nn.Softplus(), nn.Linear(cfg.hidden_dim, pixels),
+            nn.Unflatten(1, cfg.image_shape),
+        )
+
+    def model(self, x=None, *, batch_size=None) -> Tensor:
+        """p(x, z); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None. Returns logits."""
+        x, B = self._data(x, batch_size)
+        pyro.module(self.pyro_name, self)
+        with pyro.plate("data", B):
+            z = pyro.sample("z", standard_normal(B, self.config.latent_dim, self.decoder[0].weight))
+            logits = self.decoder(z)
+            pyro.sample("x", pixel_likelihood(logits), obs=x)
+        return logits
+
+    def guide(self, x) -> None:
+        """q(z | x) for images `x` ``[B, C, H, W]`` in [0, 1]."""
+        x = self.check_images(x)
+        pyro.module(self.pyro_name, self)
+        with pyro.plate("data", x.shape[0]):
+            mu, sigma = self.posterior(self.encoder(x))
+            pyro.sample("z", dist.Normal(mu, sigma).to_event(1))
+
+    @torch.no_grad()
+    def generate(self, n: int) -> Tensor:
+        """Pixel means of `n` prior samples, ``[1, n, C, H, W]`` in [0, 1] (one "step")."""
+        with poutine.block():
+            logits = self.model(batch_size=n)
+        return torch.sigmoid(logits)[None]

@@ -1,0 +1,192 @@
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from pyro.infer import SVI, Predictive, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+
+import drawzoo
+from drawzoo.models import DRAW, DrawConfig
+from tests.conftest import binary_images
+
+TINY = dict(T=4, hidden_dim=16, latent_dim=3, read_size=2, write_size=3)
+
+
+def tiny(**overrides):
+    return drawzoo.load("draw", **{**TINY, **overrides})
+
+
+def test_config_defaults_are_the_papers_mnist_setup():
+    m = drawzoo.load("draw")
+    assert isinstance(m, torch.nn.Module) and isinstance(m.config, DrawConfig)
+    c = m.config
+    assert (c.T, c.hidden_dim, c.latent_dim, c.read_size, c.write_size, c.attention, c.image_shape) == (
+        64, 256, 100, 2, 5, True, (1, 28, 28))
+
+
+def _sample_sites(trace):
+    return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+
+
+@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 16, 16), (1, 28, 40), (3, 12, 20)])
+def test_model_and_guide_have_one_site_per_step_in_one_plate(attention, shape):
+    m = tiny(attention=attention, image_shape=shape)
+    x = binary_images(5, shape)
+    guide_tr = poutine.trace(m.guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(m.model, trace=guide_tr)).get_trace(x)
+    names = [f"z_{t}" for t in range(m.config.T)]
+    assert list(_sample_sites(guide_tr)) == names
+    assert list(_sample_sites(model_tr)) == names + ["x"]
+    for tr in (guide_tr, model_tr):
+        tr.compute_log_prob()
+        for name, site in _sample_sites(tr).items():
+            assert [f.name for f in site["cond_indep_stack"]] == ["data"]
+            assert site["log_prob"].shape == (5,)
+            if name.startswith("z_"):
+                assert site["value"].shape == (5, m.config.latent_dim)
+                assert site["fn"].event_dim == 1
+    assert model_tr.nodes["x"]["is_observed"] and torch.equal(model_tr.nodes["x"]["value"], x)
+    assert model_tr.nodes["_RETURN"]["value"].shape == (5, *shape)
+
+
+def test_svi_loss_is_the_papers_reconstruction_plus_latent_loss():
+    m = tiny(T=5)
+    x = binary_images(6)
+    pyro.set_rng_seed(3)
+    guide_tr = poutine.trace(m.guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(m.model, trace=guide_tr)).get_trace(x)
+    L_x = -model_tr.nodes["x"]["fn"].log_prob(x)  # [B], nats
+    L_z = 0
+    for t in range(m.config.T):
+        q = guide_tr.nodes[f"z_{t}"]["fn"].base_dist
+        mu, sigma = q.loc, q.scale
+        L_z = L_z + 0.5 * (mu ** 2 + sigma ** 2 - torch.log(sigma ** 2)).sum(-1) - m.config.latent_dim / 2
+    # L^x by hand: binary cross-entropy of sigmoid(c_T)
+    c_T = model_tr.nodes["_RETURN"]["value"]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(c_T, x, reduction="none").sum((1, 2, 3))
+    torch.testing.assert_close(L_x, bce)
+    pyro.set_rng_seed(3)
+    loss = TraceMeanField_ELBO().loss(m.model, m.guide, x)
+    assert loss == pytest.approx((L_x + L_z).sum().item(), rel=1e-5)
+
+
+def test_guide_reads_with_the_previous_decoder_state_and_feeds_it_to_the_encoder():
+    m = tiny()
+    assert m.encoder.input_size == m.reader.out_dim + m.config.hidden_dim
+    assert m.decoder.input_size == m.config.latent_dim
+    # the decoder is shared: one set of weights, registered once with Pyro
+    tr = poutine.trace(m.guide).get_trace(binary_images(2))
+    params = [n for n, s in tr.nodes.items() if s["type"] == "param"]
+    assert f"{m.pyro_name}$$$decoder.weight_ih" in params
+    assert len(params) == len(list(m.parameters()))
+
+
+def test_svi_training_lowers_the_loss():
+    m = tiny(T=3, hidden_dim=32, image_shape=(1, 8, 8))
+    x = binary_images(32, (1, 8, 8))
+    x[:, :, 2:6, 2:6] = 1.0  # structure to learn
+    svi = SVI(m.model, m.guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO())
+    losses = [svi.step(x) / len(x) for _ in range(60)]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_no_attention_reads_the_whole_image_and_writes_a_full_canvas():
+    m = tiny(attention=False, image_shape=(3, 6, 10))
+    assert m.reader.out_dim == 2 * 3 * 6 * 10
+    r, glimpse = m.reader(torch.ones(2, 3, 6, 10), torch.zeros(2, 3, 6, 10), torch.zeros(2, 16))
+    assert glimpse is None and torch.equal(r, torch.cat([torch.ones(2, 180), torch.zeros(2, 180)], 1))
+    update, glimpse = m.writer(torch.randn(2, 16))
+    assert glimpse is None and update.shape == (2, 3, 6, 10)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 12, 20)])
+def test_generate_returns_the_canvas_through_time(shape):
+    m = tiny(image_shape=shape)
+    canvases = m.generate(7)
+    assert canvases.shape == (m.config.T + 1, 7, *shape)
+    assert canvases.min() >= 0 and canvases.max() <= 1
+    assert torch.all(canvases[0] == 0.5)  # the blank initial canvas
+    canvases, writes = m.generate(7, return_attention=True)
+    assert set(writes._fields) == {"g_x", "g_y", "delta", "sigma2", "gamma"}
+    for f in writes:
+        assert f.shape == (m.config.T, 7) and torch.isfinite(f).all()
+    # pixel units: the initial grid is centred on the image
+    _, H, W = shape
+    assert writes.g_x.mean().item() == pytest.approx((W + 1) / 2, abs=W / 4)
+    assert writes.g_y.mean().item() == pytest.approx((H + 1) / 2, abs=H / 4)
+
+
+def test_generate_leaves_no_sites_in_an_outer_trace():
+    m = tiny()
+    tr = poutine.trace(lambda: m.generate(2)).get_trace()
+    assert not [n for n, s in tr.nodes.items() if s["type"] in ("sample", "param")]
+
+
+def test_reconstruct_returns_read_and_write_attention_per_step():
+    m = tiny()
+    x = binary_images(3)
+    rec = m.reconstruct(x)
+    assert rec.canvases.shape == (m.config.T + 1, 3, 1, 28, 28)
+    for glimpses in (rec.reads, rec.writes):
+        assert all(f.shape == (m.config.T, 3) for f in glimpses)
+    # the first read happens before any decoding: from h_dec_0 = 0, i.e. at the bias
+    assert torch.allclose(rec.reads.g_x[0], torch.full((3,), 14.5))
+    assert tiny(attention=False).reconstruct(x).reads is None
+
+
+def test_generate_with_attention_on_a_model_without_it_is_an_error():
+    with pytest.raises(drawzoo.ConfigError, match="attention"):
+        tiny(attention=False).generate(2, return_attention=True)
+
+
+def test_predictive_with_the_guide():
+    m = tiny()
+    x = binary_images(4)
+    samples = Predictive(m.model, guide=m.guide, num_samples=3, return_sites=["z_0", "z_3", "_RETURN"])(x)
+    assert samples["z_0"].shape == (3, 4, m.config.latent_dim)
+    assert samples["_RETURN"].shape == (3, 4, 1, 28, 28)
+    prior = Predictive(m.model, num_samples=2, return_sites=["x"])(None, batch_size=5)
+    assert prior["x"].shape == (2, 5, 1, 28, 28) and set(prior["x"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_condition_on_latent_sites():
+    m = tiny()
+    zs = {f"z_{t}": torch.zeros(2, m.config.latent_dim) for t in range(m.config.T)}
+    tr = poutine.trace(poutine.condition(m.model, data=zs)).get_trace(None, batch_size=2)
+    for name, value in zs.items():
+        assert tr.nodes[name]["is_observed"] and torch.equal(tr.nodes[name]["value"], value)
+    # fixing every z makes the canvas deterministic
+    again = poutine.trace(poutine.condition(m.model, data=zs)).get_trace(None, batch_size=2)
+    torch.testing.assert_close(tr.nodes["_RETURN"]["value"], again.nodes["_RETURN"]["value"])
+
+
+def test_iwae_bound_and_tracegraph_elbo_run_and_are_ordered():
+    m = tiny()
+    x = binary_images(4)
+    pyro.set_rng_seed(1)
+    elbo = sum(Trace_ELBO(num_particles=50).loss(m.model, m.guide, x) for _ in range(4)) / 4
+    iwae = sum(RenyiELBO(alpha=0, num_particles=50).loss(m.model, m.guide, x) for _ in range(4)) / 4
+    assert iwae < elbo  # the IWAE bound is tighter (a loss, so lower)
+    svi = SVI(m.model, m.guide, pyro.optim.Adam({"lr": 1e-3}), TraceGraph_ELBO())
+    assert torch.isfinite(torch.tensor(svi.step(x)))
+    svi = SVI(m.model, m.guide, pyro.optim.Adam({"lr": 1e-3}), RenyiELBO(alpha=0, num_particles=3))
+    assert torch.isfinite(torch.tensor(svi.step(x)))
+
+
+def test_two_models_do_not_share_pyro_parameters():
+    x = binary_images(4)
+    a = tiny()
+    SVI(a.model, a.guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO()).step(x)
+    b = tiny()  # same name, same shapes: Pyro's global param store must not mix them up
+    assert a.pyro_name != b.pyro_name
+    svi = SVI(b.model, b.guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO())
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    svi.step(x)
+    assert all(not torch.equal(before[k], v) for k, v in b.state_dict().items())
+
+
+def test_direct_construction_matches_load():
+    m = DRAW(DrawConfig(T=2, hidden_dim=8, latent_dim=2))
+    assert m.config.T == 2 and DRAW(T=3).config.T == 3

@@ -1,0 +1,93 @@
+import textwrap
+
+import pytest
+
+import drawzoo
+from drawzoo.models import DRAW, VAE
+
+
+def test_available_lists_the_zoo_sorted():
+    names = drawzoo.available()
+    assert names == sorted(names) and {"draw", "vae"} <= set(names)
+
+
+def test_load_builds_registered_models():
+    assert isinstance(drawzoo.load("draw", T=2), DRAW)
+    assert isinstance(drawzoo.load("vae"), VAE)
+
+
+def test_unknown_model_lists_what_is_available():
+    with pytest.raises(drawzoo.UnknownModelError) as e:
+        drawzoo.load("drwa")
+    assert "'drwa'" in str(e.value) and "draw" in str(e.value) and "vae" in str(e.value)
+
+
+def test_unknown_config_key_names_it_and_the_valid_ones():
+    with pytest.raises(drawzoo.ConfigError) as e:
+        drawzoo.load("draw", attension=True)
+    msg = str(e.value)
+    assert "'attension'" in msg
+    for key in ("T", "hidden_dim", "latent_dim", "read_size", "write_size", "attention", "image_shape"):
+        assert key in msg
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(T=0), "'T' must be >= 1"),
+    (dict(T=-3), "'T' must be >= 1"),
+    (dict(T=2.5), "'T' must be an integer"),
+    (dict(attention="yes"), "'attention' must be True or False"),
+    (dict(image_shape=(28, 28)), "'image_shape' must have 3 values"),
+    (dict(image_shape=(1, 0, 28)), "'image_shape' must be positive"),
+    (dict(read_size=30), "'read_size'=30 is larger than the image"),
+    (dict(write_size=9, image_shape=(1, 8, 40)), "'write_size'=9 is larger than the image"),
+])
+def test_bad_config_values_are_named(bad, match):
+    with pytest.raises(drawzoo.ConfigError, match=match):
+        drawzoo.load("draw", **bad)
+
+
+def test_config_values_are_coerced_to_their_types():
+    m = drawzoo.load("draw", image_shape=[3, 16, 16], T=2)
+    assert m.config.image_shape == (3, 16, 16)
+    # the size check only applies to attention grids
+    assert drawzoo.load("draw", attention=False, image_shape=(1, 4, 4), T=1).config.write_size == 5
+
+
+def _fake_distribution(root, model_name="mymodel"):
+    """A third-party package `zoo_extra` declaring a drawzoo.models entry point."""
+    (root / "zoo_extra").mkdir()
+    (root / "zoo_extra" / "__init__.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from drawzoo.models import VAE, VAEConfig
+
+        @dataclass(frozen=True)
+        class TinyConfig(VAEConfig):
+            hidden_dim: int = 7
+            latent_dim: int = 2
+
+        class TinyVAE(VAE):
+            Config = TinyConfig
+            zoo_name = "mymodel"
+    '''))
+    dist_info = root / "zoo_extra-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-extra\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[drawzoo.models]\n{model_name} = zoo_extra:TinyVAE\n")
+
+
+def test_a_third_party_entry_point_joins_the_zoo(tmp_path, monkeypatch):
+    _fake_distribution(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "mymodel" in drawzoo.available()
+    m = drawzoo.load("mymodel", latent_dim=3)
+    assert type(m).__name__ == "TinyVAE" and m.config.hidden_dim == 7 and m.config.latent_dim == 3
+    assert m.generate(2).shape == (1, 2, 1, 28, 28)
+    with pytest.raises(drawzoo.ConfigError, match="'T'"):
+        drawzoo.load("mymodel", T=3)
+
+
+def test_a_name_registered_twice_is_an_error(tmp_path, monkeypatch):
+    _fake_distribution(tmp_path, model_name="vae")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(drawzoo.DrawzooError, match="registered twice"):
+        drawzoo.load("vae")
