@@ -7,11 +7,13 @@
 """
 
 from .errors import CheckpointError, ConfigError, DataError, DrawzooError, InputError, UnknownModelError
+from .evaluation import evaluate
 from .registry import available, load, model_class
+from .training import TrainingError, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "available", "load", "model_class",
-    "DrawzooError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
+    "available", "load", "model_class", "train", "evaluate",
+    "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
 ]

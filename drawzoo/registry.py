@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 from importlib.metadata import EntryPoint, entry_points
 
-from .config import build_config
-from .errors import DrawzooError, UnknownModelError
+from .checkpoints import config_mismatches, load_weights, read_checkpoint
+from .config import as_dict, build_config
+from .errors import CheckpointError, DrawzooError, UnknownModelError
 
 GROUP = "drawzoo.models"
 
@@ -52,12 +53,35 @@ def model_class(name: str) -> type:
     return cls
 
 
-def load(name: str, **config):
+def load(name: str | None = None, *, checkpoint=None, **config):
     """Build the registered model `name`, its config being the defaults updated by `config`.
 
+    With `checkpoint` (a path written by `drawzoo.train`), rebuild the model from the config
+    stored there and load its weights; `name` may then be omitted, and any `config` given must
+    agree with the stored one (`CheckpointError` names each mismatched field, with both values).
+
     >>> m = load("draw", attention=False, T=10)
+    >>> m = load("draw", checkpoint="runs/draw.pt")
     """
-    cls = model_class(name)
-    model = cls(build_config(cls.Config, config, model_name=name))
+    if checkpoint is None:
+        if name is None:
+            raise UnknownModelError(f"load() needs a model name or a checkpoint; available: {', '.join(available())}")
+        return _build(name, build_config(model_class(name).Config, config, model_name=name))
+    payload = read_checkpoint(checkpoint)
+    stored_name, stored = payload["model"], payload["config"]
+    if name is not None and name != stored_name:
+        raise CheckpointError(f"{checkpoint}: checkpoint is of model {stored_name!r}, not {name!r}")
+    config_cls = model_class(stored_name).Config
+    given = as_dict(build_config(config_cls, {**stored, **config}, model_name=stored_name))
+    diffs = config_mismatches(stored, {key: given[key] for key in config})
+    if diffs:
+        raise CheckpointError(f"{checkpoint}: given config contradicts the checkpoint's: " + "; ".join(diffs))
+    model = _build(stored_name, build_config(config_cls, stored, model_name=stored_name))
+    load_weights(model, payload, checkpoint)
+    return model
+
+
+def _build(name: str, config):
+    model = model_class(name)(config)
     model.zoo_name = name
     return model

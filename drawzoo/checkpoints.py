@@ -1,0 +1,94 @@
+"""Checkpoints: one file holding a zoo model's name, config, weights and training state.
+
+Files are written atomically (temp file, fsync, rename), read with ``torch.load(weights_only=True)``
+(plain tensors and builtins only: nothing is unpickled that could run code), and refuse to load
+into a model whose name or config differs, naming each mismatched field.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import as_dict
+from .errors import CheckpointError
+
+FORMAT = "drawzoo-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path, model, **state) -> Path:
+    """Write `model` (``zoo_name``, ``config``, weights) and `state` (optimizer state, epoch, step,
+    RNG states, history...: tensors and builtins) to `path`, atomically."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT, "version": VERSION,
+        "model": model.zoo_name, "config": as_dict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The checkpoint at `path` as a dict; `CheckpointError` (path and reason) if it is missing,
+    truncated, corrupted, or not a drawzoo checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = "it holds objects that are not plain tensors or builtins (refused, not unpickled)"
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {reason}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a drawzoo checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}, "
+                              f"this drawzoo reads version {VERSION}")
+    return payload
+
+
+def config_mismatches(stored: dict, config: dict) -> list[str]:
+    """``"field: checkpoint has A, given B"`` for each key of `config` that differs from `stored`."""
+    return [f"{key}: checkpoint has {stored.get(key)!r}, given {value!r}"
+            for key, value in config.items() if stored.get(key) != value]
+
+
+def check_matches(payload: dict, path, model) -> None:
+    """`CheckpointError` unless the checkpoint holds `model`'s name and config."""
+    if payload["model"] != model.zoo_name:
+        raise CheckpointError(f"{path}: checkpoint is of model {payload['model']!r}, not {model.zoo_name!r}")
+    diffs = config_mismatches(payload["config"], as_dict(model.config))
+    if diffs:
+        raise CheckpointError(f"{path}: checkpoint config differs from the model's: " + "; ".join(diffs))
+
+
+def load_weights(model, payload: dict, path) -> None:
+    """Copy the checkpoint's weights into `model` (same name and config, checked first)."""
+    check_matches(payload, path, model)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model: {e}") from None

@@ -1,0 +1,248 @@
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import drawzoo
+from drawzoo.checkpoints import read_checkpoint
+from drawzoo.training import _exclusive
+from tests.conftest import binary_images
+
+SHAPE = (1, 8, 8)
+FAST = dict(batch_size=16, lr=3e-3, progress=False)
+
+
+def tiny_draw(**kw):
+    torch.manual_seed(0)
+    return drawzoo.load("draw", image_shape=SHAPE, T=3, hidden_dim=16, latent_dim=3, **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = binary_images(96, SHAPE)
+    x[:48, :, 2:6, 2:6] = 1.0
+    return x[:80], x[80:]
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _losses(history):
+    return [(h["epoch"], h["step"], h["train_loss"], h["valid_loss"]) for h in history]
+
+
+def test_train_returns_a_history_and_learns(data):
+    train, valid = data
+    history = drawzoo.train(tiny_draw(), train, valid, epochs=6, **FAST)
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[-1]["step"] == 6 * 5
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["valid_loss"] < history[0]["valid_loss"]
+
+
+def test_numpy_and_datasets_are_accepted(data):
+    train, valid = data
+
+    class Pairs(Dataset):  # (image, label) items, as torchvision datasets give
+        def __len__(self):
+            return len(train)
+
+        def __getitem__(self, i):
+            return train[i], 0
+
+    a = drawzoo.train(tiny_draw(), train.numpy(), valid.numpy(), epochs=1, **FAST)
+    b = drawzoo.train(tiny_draw(), Pairs(), valid, epochs=1, **FAST)
+    assert _losses(a) == _losses(b)
+
+
+def test_same_seed_same_run_and_another_seed_another(data):
+    train, valid = data
+    a = drawzoo.train(tiny_draw(), train, valid, epochs=2, seed=3, **FAST)
+    b = drawzoo.train(tiny_draw(), train, valid, epochs=2, seed=3, **FAST)
+    c = drawzoo.train(tiny_draw(), train, valid, epochs=2, seed=4, **FAST)
+    assert _losses(a) == _losses(b) and _losses(a) != _losses(c)
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp_path):
+    train, valid = data
+    straight = tiny_draw()
+    full = drawzoo.train(straight, train, valid, epochs=4, seed=1, **FAST)
+
+    path = tmp_path / "run.pt"
+    first = drawzoo.train(tiny_draw(), train, valid, epochs=2, seed=1, checkpoint=path, **FAST)
+    assert read_checkpoint(path)["progress"]["epoch"] == 2
+    resumed = tiny_draw()
+    torch.manual_seed(123)  # whatever the caller's RNG, the checkpoint's takes over
+    rest = drawzoo.train(resumed, train, valid, epochs=4, seed=1, checkpoint=path, **FAST)
+    assert _losses(first) == _losses(full)[:2]
+    assert _losses(rest) == _losses(full)  # the epoch count continues and earlier epochs are kept
+    assert _same_weights(_weights(resumed), _weights(straight))
+    # a finished run has nothing left to do
+    assert _losses(drawzoo.train(tiny_draw(), train, valid, epochs=4, seed=1, checkpoint=path, **FAST)) == _losses(full)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _Crashing(Dataset):
+    """Raises after `limit` batched fetches: a run that dies mid-epoch."""
+
+    def __init__(self, images, limit):
+        self.images, self.limit, self.fetches = images, limit, 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+    def __getitems__(self, idx):
+        self.fetches += 1
+        if self.fetches > self.limit:
+            raise _Interrupt
+        return self.images[torch.as_tensor(idx)]
+
+
+def test_resume_from_a_mid_epoch_checkpoint(data, tmp_path):
+    train, _ = data
+    straight = tiny_draw()
+    full = drawzoo.train(straight, train, epochs=3, seed=2, **FAST)
+    path = tmp_path / "run.pt"
+    with pytest.raises(_Interrupt):  # dies at step 8 (of 15); checkpoints every 3 steps
+        drawzoo.train(tiny_draw(), _Crashing(train, 7), epochs=3, seed=2, checkpoint=path, every_steps=3, **FAST)
+    progress = read_checkpoint(path)["progress"]
+    assert (progress["epoch"], progress["step"], progress["step_in_epoch"]) == (1, 6, 1)
+    resumed = tiny_draw()
+    rest = drawzoo.train(resumed, train, epochs=3, seed=2, checkpoint=path, every_steps=3, **FAST)
+    assert _losses(rest) == _losses(full)
+    assert _same_weights(_weights(resumed), _weights(straight))
+
+
+def test_checkpoint_rebuilds_the_model_and_refuses_contradictions(data, tmp_path):
+    train, _ = data
+    path = tmp_path / "m.pt"
+    model = tiny_draw(attention=False)
+    drawzoo.train(model, train, epochs=1, checkpoint=path, **FAST)
+    loaded = drawzoo.load("draw", checkpoint=path)
+    assert loaded.config == model.config and _same_weights(_weights(loaded), _weights(model))
+    assert drawzoo.load(checkpoint=path, T=3, attention=False).config == model.config
+    with pytest.raises(drawzoo.CheckpointError) as e:
+        drawzoo.load("draw", checkpoint=path, T=5, attention=True, hidden_dim=16)
+    msg = str(e.value)
+    assert "T: checkpoint has 3, given 5" in msg and "attention: checkpoint has False, given True" in msg
+    assert "hidden_dim" not in msg and str(path) in msg
+    with pytest.raises(drawzoo.CheckpointError, match="of model 'draw', not 'vae'"):
+        drawzoo.load("vae", checkpoint=path)
+    with pytest.raises(drawzoo.ConfigError, match="'Tee'"):
+        drawzoo.load("draw", checkpoint=path, Tee=3)
+    # training another config on this checkpoint is refused, naming the field
+    with pytest.raises(drawzoo.CheckpointError, match="latent_dim: checkpoint has 3, given 4"):
+        drawzoo.train(drawzoo.load("draw", image_shape=SHAPE, T=3, hidden_dim=16, latent_dim=4, attention=False),
+                      train, epochs=2, checkpoint=path, **FAST)
+
+
+def test_bad_checkpoint_files_are_reported_not_unpickled(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(drawzoo.CheckpointError, match="no such checkpoint"):
+        drawzoo.load(checkpoint=missing)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(drawzoo.CheckpointError, match="garbage.pt: not a readable checkpoint"):
+        drawzoo.load(checkpoint=garbage)
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "drawzoo-checkpoint", "payload": Evil()}, evil)
+    with pytest.raises(drawzoo.CheckpointError, match="refused, not unpickled"):
+        drawzoo.load(checkpoint=evil)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(drawzoo.CheckpointError, match="not a drawzoo checkpoint"):
+        drawzoo.load(checkpoint=other)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(data, tmp_path, monkeypatch):
+    train, _ = data
+    path = tmp_path / "m.pt"
+    drawzoo.train(tiny_draw(), train, epochs=1, checkpoint=path, **FAST)
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        drawzoo.train(tiny_draw(), train, epochs=2, checkpoint=path, **FAST)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_two_runs_cannot_share_a_checkpoint(data, tmp_path):
+    train, _ = data
+    path = tmp_path / "m.pt"
+    with _exclusive(path):
+        with pytest.raises(drawzoo.CheckpointError, match="another training run"):
+            drawzoo.train(tiny_draw(), train, epochs=1, checkpoint=path, **FAST)
+    drawzoo.train(tiny_draw(), train, epochs=1, checkpoint=path, **FAST)
+
+
+def test_non_finite_losses_are_skipped_then_stop_training(data, tmp_path):
+    train, _ = data
+
+    class NaNAfter(drawzoo.training.TraceMeanField_ELBO):
+        calls = 0
+
+        def differentiable_loss(self, model, guide, *args, **kwargs):
+            NaNAfter.calls += 1
+            loss = super().differentiable_loss(model, guide, *args, **kwargs)
+            return loss * float("nan") if NaNAfter.calls > 7 else loss
+
+    path = tmp_path / "m.pt"
+    model = tiny_draw()
+    with pytest.warns(RuntimeWarning, match="non-finite loss or gradient at step 8"):
+        with pytest.raises(drawzoo.TrainingError, match=r"3 non-finite losses in a row, up to step 10; .* intact"):
+            drawzoo.train(model, train, epochs=3, checkpoint=path, elbo=NaNAfter(), max_bad_steps=3, **FAST)
+    assert read_checkpoint(path)["progress"]["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_tensorboard_summaries(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, valid = data
+    drawzoo.train(tiny_draw(), train, valid, epochs=2, log_dir=tmp_path / "tb", num_preview=4, **FAST)
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    tags = events.Tags()
+    assert {"loss/train", "loss/valid", "loss/train_step"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss/valid")] == [1, 2]
+    assert len(events.Scalars("loss/train_step")) == 10
+    assert "samples" in tags["images"]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(epochs=-1), "epochs"), (dict(batch_size=0), "batch_size"), (dict(lr=0), "lr"),
+    (dict(every=0), "every"), (dict(every_steps=0), "every_steps"),
+])
+def test_bad_arguments(data, bad, match):
+    kwargs = dict(epochs=1, **FAST)
+    kwargs.update(bad)
+    with pytest.raises(ValueError, match=match):
+        drawzoo.train(tiny_draw(), data[0], **kwargs)
+
+
+def test_bad_training_data_is_named(data):
+    with pytest.raises(drawzoo.InputError, match=r"train_data must have values in \[0, 1\]"):
+        drawzoo.train(tiny_draw(), data[0] * 255, epochs=1, **FAST)
+    with pytest.raises(drawzoo.InputError, match=r"valid_data has shape \[4, 1, 9, 9\]"):
+        drawzoo.train(tiny_draw(), data[0], torch.rand(4, 1, 9, 9), epochs=1, **FAST)
