@@ -1,0 +1,213 @@
+"""Pictures of what the zoo draws: image grids as PNG, and DRAW's canvases through time as a GIF.
+
+Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
+attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
+the N x N grid of filter centres, its line width grows with the filters' standard deviation.
+
+Coordinates are in pixels. Glimpses are 1-based (pixel column a is array index a - 1); the boxes
+of `attention_boxes` are 0-based, with pixel a covering [a - 0.5, a + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from os import PathLike
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from .attention import Glimpse
+from .errors import InputError
+
+PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
+MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
+RED = (255, 0, 0)  #: colour of the attention windows
+
+
+def _check_images(x, name: str, layout: str) -> Tensor:
+    """`x` as a float32 CPU tensor of the given layout (``[n, C, H, W]`` or ``[T+1, n, C, H, W]``).
+
+    Raises `InputError` (a ValueError) unless it is a non-empty float tensor of that rank with
+    1 (grey) or 3 (colour) channels and finite values in [0, 1].
+    """
+    rank = len(layout.split(","))
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if x.dim() != rank:
+        raise InputError(f"{name} must have {rank} dimensions {layout}, got shape {list(x.shape)}")
+    if x.numel() == 0:
+        raise InputError(f"{name} is empty (shape {list(x.shape)})")
+    if x.shape[-3] not in (1, 3):
+        raise InputError(f"{name} must have 1 (grey) or 3 (colour) channels {layout}, got {x.shape[-3]}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must hold floats in [0, 1], got dtype {x.dtype}")
+    x = x.detach().to("cpu", torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains NaN or inf")
+    lo, hi = torch.aminmax(x)
+    if lo < 0 or hi > 1:
+        raise InputError(f"{name} must have values in [0, 1], got {lo.item():.4g}..{hi.item():.4g}")
+    return x
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _default_nrow(n: int) -> int:
+    """Images per row of a grid of `n`: about square."""
+    return math.ceil(math.sqrt(n))
+
+
+def save_grid(
+    images: Tensor, path: str | PathLike, nrow: int | None = None, padding: int = PADDING
+) -> None:
+    """Save images ``[n, C, H, W]`` in [0, 1] (C = 1 grey or 3 colour) as one PNG grid.
+
+    `nrow` images per row (default about square), `padding` black pixels around each image.
+    """
+    images = _check_images(images, "images", "[n, C, H, W]")
+    nrow = _default_nrow(images.shape[0]) if nrow is None else nrow
+    _check_positive(nrow=nrow)
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise InputError(f"padding must be a non-negative integer, got {padding!r}")
+    save_image(images, path, nrow=nrow, padding=padding)
+
+
+def attention_boxes(writes: Glimpse, N: int) -> Tensor:
+    """Write attention windows ``[T, n, 4]`` = (x0, y0, x1, y1) in 0-based image pixels (float).
+
+    The window spans the centres of the N x N filters (`drawzoo.attention.filterbank`):
+    ``mu_1 = g - (N - 1) / 2 * delta`` to ``mu_N = g + (N - 1) / 2 * delta`` in 1-based pixels,
+    minus 1 for 0-based; x from g_x, y from g_y. `writes` has fields ``[T, n]``. Boxes are not
+    clipped to the image.
+    """
+    _check_positive(N=N)
+    half = (N - 1) / 2 * writes.delta
+    x, y = writes.g_x - 1, writes.g_y - 1
+    return torch.stack([x - half, y - half, x + half, y + half], -1)
+
+
+def _check_writes(writes: Glimpse, T: int, n: int) -> None:
+    """InputError unless every field of the write Glimpse is a finite ``[T, n]`` tensor."""
+    fields = dict(g_x=writes.g_x, g_y=writes.g_y, delta=writes.delta, sigma2=writes.sigma2)
+    for name, value in fields.items():
+        if not isinstance(value, Tensor) or tuple(value.shape) != (T, n):
+            shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise InputError(f"writes.{name} must be [T, n] = [{T}, {n}] like the canvases, got {shape}")
+        if not bool(torch.isfinite(value).all()):
+            raise InputError(f"writes.{name} contains NaN or inf")
+    if bool((writes.delta < 0).any()) or bool((writes.sigma2 < 0).any()):
+        raise InputError("writes.delta and writes.sigma2 must be non-negative")
+
+
+def _cell_origins(n: int, nrow: int, H: int, W: int) -> list[tuple[int, int]]:
+    """Top-left pixel (x, y) of each image in ``make_grid(..., nrow, padding=PADDING)``."""
+    if n == 1:  # make_grid returns a single image as it is, without padding
+        return [(0, 0)]
+    cols = min(nrow, n)
+    return [(PADDING + col * (W + PADDING), PADDING + row * (H + PADDING))
+            for row, col in (divmod(k, cols) for k in range(n))]
+
+
+def _grid_frame(images: Tensor, nrow: int, scale: int) -> Image.Image:
+    """``make_grid`` of images ``[n, C, H, W]`` as a palette image (255 adaptive colours, grey
+    stays grey), upscaled `scale` times by pixel repetition."""
+    grid = make_grid(images, nrow=nrow, padding=PADDING)  # [3, H', W'], as save_image rounds it
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    frame = Image.fromarray(pixels, "RGB")
+    frame = frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST)
+    return frame.quantize(colors=255)  # leaves one palette entry for pure red
+
+
+def _to_frame(x: float, scale: int) -> int:
+    """The upscaled pixel holding 0-based image coordinate `x`."""
+    return math.floor((x + 0.5) * scale)
+
+
+def _outline(box: list[float], width: int, scale: int, H: int, W: int) -> Image.Image:
+    """Mask of one image's upscaled cell ``[H * scale, W * scale]`` with the outline of `box`.
+
+    The line is `width` pixels wide and centred on the box edges; Pillow clips it to the cell.
+    Coordinates far outside are pulled in to just outside the cell, which draws the same.
+    """
+    mask = Image.new("1", (W * scale, H * scale))
+    x0, y0, x1, y1 = (_to_frame(v, scale) for v in box)
+    inner, outer = (width - 1) // 2, width // 2
+    xy = [x0 - inner, y0 - inner, x1 + outer, y1 + outer]
+    limits = [mask.width, mask.height] * 2
+    xy = [min(max(v, -width - 1), limit + width) for v, limit in zip(xy, limits)]
+    ImageDraw.Draw(mask).rectangle(xy, outline=1, width=width)
+    return mask
+
+
+def _line_width(sigma: float, scale: int, H: int, W: int) -> int:
+    """Outline width in upscaled pixels: sigma * scale / 2, at least 1, at most 1/8 of an image."""
+    cap = max(1, min(H, W) * scale // 8)
+    return min(max(1, math.floor(sigma * scale / 2 + 0.5)), cap)
+
+
+def _draw_windows(frame: Image.Image, windows: list, origins: list, scale: int, H: int, W: int) -> None:
+    """Draw each image's attention window, ``(box, sigma)`` in image pixels, in pure red."""
+    red = frame.palette.getcolor(RED, frame)
+    for (x, y), (box, sigma) in zip(origins, windows):
+        mask = _outline(box, _line_width(sigma, scale, H, W), scale, H, W)
+        frame.paste(red, (x * scale, y * scale), mask)
+
+
+def animate(
+    canvases: Tensor,
+    path: str | PathLike,
+    *,
+    writes: Glimpse | None = None,
+    N: int | None = None,
+    nrow: int | None = None,
+    scale: int | None = None,
+    duration_ms: int = 100,
+    final_pause_ms: int = 1000,
+    loop: int | None = 0,
+) -> int:
+    """Save canvases ``[T+1, n, C, H, W]`` in [0, 1] as a GIF: one frame per time step, each the
+    grid of the n canvases; returns the number of frames in the file.
+
+    Frame 0 is the initial canvas, frame t the canvas after step t. With the write Glimpse
+    `writes` (fields ``[T, n]``, as `DRAW.generate(n, return_attention=True)` returns) and the
+    write grid size `N`, frame t >= 1 shows step t-1's write window on each image as a pure red
+    square (`attention_boxes`), clipped to that image, its line about sigma * scale / 2 pixels wide.
+
+    `nrow` images per row (default about square); `scale` integer upscaling (default: images at
+    least `MIN_HEIGHT` pixels tall); each frame shows for `duration_ms`, the last for
+    `final_pause_ms`; `loop` as Pillow's (0 = forever, None = play once). Pillow merges a frame
+    identical to the previous one into it, so the count is T+1 unless some steps changed nothing
+    visible.
+    """
+    canvases = _check_images(canvases, "canvases", "[T+1, n, C, H, W]")
+    steps, n, _, H, W = canvases.shape
+    nrow = _default_nrow(n) if nrow is None else nrow
+    scale = math.ceil(MIN_HEIGHT / H) if scale is None else scale
+    _check_positive(nrow=nrow, scale=scale)
+    if min(duration_ms, final_pause_ms) < 0:
+        raise InputError(f"durations must be >= 0 ms, got {duration_ms} and {final_pause_ms}")
+    if (writes is None) != (N is None):
+        raise InputError("give both writes and N (the write grid size) to draw attention, or neither")
+    windows = None  # per step, per image: (box, sigma)
+    if writes is not None:
+        _check_writes(writes, steps - 1, n)
+        boxes, sigmas = attention_boxes(writes, N).tolist(), writes.sigma2.sqrt().tolist()
+        windows = [list(zip(*step)) for step in zip(boxes, sigmas)]
+    origins = _cell_origins(n, nrow, H, W)
+
+    frames = []
+    for t in range(steps):
+        frame = _grid_frame(canvases[t], nrow, scale)
+        if windows is not None and t > 0:
+            _draw_windows(frame, windows[t - 1], origins, scale, H, W)
+        frames.append(frame)
+    durations = [duration_ms] * (steps - 1) + [final_pause_ms]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop)
+    with Image.open(path) as gif:
+        return gif.n_frames
