@@ -14,6 +14,11 @@ import typing
 from .errors import ConfigError
 
 
+def param(default, help: str):
+    """A config field with a default and a one-line help (shown by the CLI's ``--help``)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def config_fields(config_cls) -> list[str]:
     """The field names of a config dataclass, in declaration order."""
     return [f.name for f in dataclasses.fields(config_cls)]

@@ -13,7 +13,7 @@ from pyro import poutine
 from torch import Tensor, nn
 
 from ..attention import FullRead, FullWrite, GaussianRead, GaussianWrite, Glimpse
-from ..config import check_fields, check_image_shape, check_positive
+from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
 from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
 
@@ -22,13 +22,13 @@ from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
 class DrawConfig:
     """DRAW's hyper-parameters; the defaults are the paper's binarized-MNIST setup."""
 
-    image_shape: tuple[int, int, int] = (1, 28, 28)  #: (C, H, W)
-    T: int = 64  #: glimpses (time steps), one latent site each
-    hidden_dim: int = 256  #: LSTM size, encoder and decoder
-    latent_dim: int = 100  #: size of each z_t
-    attention: bool = True  #: Gaussian-filterbank read/write, else whole-image read/write
-    read_size: int = 2  #: N of the read grid (N x N filters)
-    write_size: int = 5  #: N of the write grid
+    image_shape: tuple[int, int, int] = param((1, 28, 28), "image size (C, H, W)")
+    T: int = param(64, "glimpses (time steps), one latent site z_t each")
+    hidden_dim: int = param(256, "LSTM size, encoder and decoder")
+    latent_dim: int = param(100, "size of each z_t")
+    attention: bool = param(True, "Gaussian-filterbank read/write (else whole-image read/write)")
+    read_size: int = param(2, "read grid: N x N filters")
+    write_size: int = param(5, "write grid: N x N filters")
 
     def __post_init__(self):
         check_fields(self)

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 from torch import Tensor, nn
 
-from ..config import check_fields, check_image_shape, check_positive
+from ..config import check_fields, check_image_shape, check_positive, param
 from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
 
 
@@ -19,9 +19,9 @@ from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
 class VAEConfig:
     """VAE hyper-parameters; the defaults are the usual binarized-MNIST sizes (Pyro's VAE example)."""
 
-    image_shape: tuple[int, int, int] = (1, 28, 28)  #: (C, H, W)
-    hidden_dim: int = 400  #: units of the single hidden layer, encoder and decoder
-    latent_dim: int = 50  #: size of z
+    image_shape: tuple[int, int, int] = param((1, 28, 28), "image size (C, H, W)")
+    hidden_dim: int = param(400, "units of the hidden layer, encoder and decoder")
+    latent_dim: int = param(50, "size of z")
 
     def __post_init__(self):
         check_fields(self)
