@@ -88,6 +88,9 @@ def binarized_mnist(root: str | os.PathLike | None = None, split: str = "train",
     go when root is not writable), through a cache in ``cache_dir()/binarized_mnist/``. A missing
     file is downloaded when `download` is true. Raises `DataError` for a missing,
     truncated or malformed file, naming the file, the line and the problem.
+
+    The test split is sorted by label: its first rows are no fair sample, so evaluate a subset
+    drawn at random (with a fixed seed) or every k-th row.
     """
     if split not in SPLIT_SIZES:
         raise DataError(f"unknown binarized_mnist split {split!r}; valid splits: {', '.join(SPLIT_SIZES)}")
