@@ -41,3 +41,17 @@ def collate_images(batch) -> torch.Tensor:
     if isinstance(batch, torch.Tensor):
         return batch
     return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in batch])
+
+
+def random_subset(data, n: int | None, seed: int = 0):
+    """`n` items of `data` (tensor or Dataset) drawn at random without replacement with a fixed
+    seed, in their original order; all of it if `n` is None or not smaller. Never the first n
+    rows: benchmark splits may be sorted (binarized MNIST's test split is sorted by label)."""
+    if n is None or n >= len(data):
+        return data
+    if n < 1:
+        raise ValueError(f"a subset needs n >= 1, got {n}")
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        return data[index.numpy() if isinstance(data, np.ndarray) else index]
+    return torch.utils.data.Subset(data, index.tolist())

@@ -1,0 +1,110 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import drawzoo
+from drawzoo.cli import main
+from tests.conftest import binary_images
+
+TINY = ["--T", "3", "--hidden-dim", "12", "--latent-dim", "2", "--write-size", "3"]
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    np.savez(path, images=binary_images(40, (1, 10, 12)).numpy())
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert out.splitlines()[0].startswith("draw ") and "T=64" in out and "vae " in out
+
+
+def test_help_explains_every_option(capsys):
+    for argv in (["--help"], ["train", "draw", "--help"], ["sample", "--help"], ["animate", "--help"],
+                 ["eval", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--attention", "--no-attention", "--T", "--hidden-dim", "--read-size", "--write-size",
+                   "--image-shape", "--data", "--epochs", "--checkpoint", "--every", "--n", "--out",
+                   "--num-samples", "--duration-ms"):
+        assert option in out
+    assert "glimpses (time steps)" in out  # the config fields' own help lines
+
+
+def test_train_resume_sample_animate_eval(capsys, npz, tmp_path):
+    ckpt = tmp_path / "draw.pt"
+    code, out, err = run(capsys, "train", "draw", *TINY, "--data", npz, "--epochs", 1, "--batch-size", 8,
+                         "--checkpoint", ckpt, "--quiet", "--log-dir", tmp_path / "tb")
+    assert code == 0, err
+    assert "image_shape=(1, 10, 12)" in out and "epoch 1: train" in out  # the shape came from the data
+    # resume: the stored config is used without repeating the options
+    code, out, err = run(capsys, "train", "draw", "--data", npz, "--epochs", 2, "--batch-size", 8,
+                         "--checkpoint", ckpt, "--quiet")
+    assert code == 0, err
+    assert "resuming" in out and "epoch 2: train" in out
+    assert drawzoo.load(checkpoint=ckpt).config.T == 3
+
+    code, out, _ = run(capsys, "sample", ckpt, "--n", 6, "--nrow", 3, "--out", tmp_path / "grid.png")
+    assert code == 0 and Image.open(tmp_path / "grid.png").size == (3 * 14 + 2, 2 * 12 + 2)
+
+    code, out, _ = run(capsys, "animate", ckpt, "--n", 4, "--out", tmp_path / "draw.gif")
+    assert code == 0 and "wrote 4 frames" in out  # T + 1
+    with Image.open(tmp_path / "draw.gif") as gif:
+        assert gif.n_frames == 4
+
+    code, out, _ = run(capsys, "eval", ckpt, "--data", npz, "-k", 5, "--limit", 10, "--json", tmp_path / "r.json",
+                       "--quiet")
+    assert code == 0 and "negative ELBO" in out and "K=5" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["num_images"] == 10 and result["nll"] <= result["neg_elbo"]
+
+
+def test_vae_animation_is_one_step(capsys, npz, tmp_path):
+    ckpt = tmp_path / "vae.pt"
+    assert run(capsys, "train", "vae", "--hidden-dim", 8, "--data", npz, "--epochs", 1, "--checkpoint", ckpt,
+               "--quiet")[0] == 0
+    code, out, _ = run(capsys, "animate", ckpt, "--n", 4, "--out", tmp_path / "vae.gif")
+    assert code == 0 and "wrote 1 frames" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "drwa", "--epochs", "1"], "unknown model 'drwa'; available: draw, vae"),
+    (["sample", "missing.pt"], "missing.pt: no such checkpoint file"),
+    (["train", "draw", "--epochs", "1", "--data", "nowhere.npz"], "neither a known data set"),
+    (["train", "draw", "--T", "0", "--epochs", "1", "--data", "{npz}"], "'T' must be >= 1"),
+])
+def test_errors_are_one_line(capsys, npz, tmp_path, argv, message):
+    argv = [a.format(npz=npz) for a in argv]
+    code, out, err = run(capsys, *argv, *(["--checkpoint", tmp_path / "x.pt"] if argv[0] == "train" else []))
+    assert code == 2 and err.startswith("drawzoo: error:") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_resuming_with_a_contradicting_config_names_the_fields(capsys, npz, tmp_path):
+    ckpt = tmp_path / "draw.pt"
+    assert run(capsys, "train", "draw", *TINY, "--data", npz, "--epochs", 1, "--checkpoint", ckpt, "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", "draw", "--no-attention", "--T", "4", "--data", npz, "--epochs", 2,
+                       "--checkpoint", ckpt)
+    assert code == 2
+    assert "attention: checkpoint has True, given False" in err and "T: checkpoint has 3, given 4" in err
+
+
+def test_the_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "drawzoo", "list"], capture_output=True, text=True, check=True)
+    assert "draw" in out.stdout
