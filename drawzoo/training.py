@@ -58,6 +58,7 @@ class Progress:
     loss_sum: float = 0.0  #: sum of per-image losses * images, this epoch so far
     images: int = 0  #: images seen this epoch so far
     history: list = dataclasses.field(default_factory=list)  #: one dict per completed epoch
+    best_valid: float = math.inf  #: lowest validation loss so far (for `best`)
 
 
 def _rng_states() -> dict:
@@ -118,12 +119,13 @@ def resolve_device(device=None) -> torch.device:
     return torch.device(device)
 
 
-def _check_args(epochs, batch_size, lr, every, every_steps):
+def _check_args(epochs, batch_size, lr, every, every_steps, max_steps):
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("every", every)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
             raise ValueError(f"{name} must be an integer >= {0 if name == 'epochs' else 1}, got {value!r}")
-    if every_steps is not None and (not isinstance(every_steps, int) or every_steps < 1):
-        raise ValueError(f"every_steps must be an integer >= 1 or None, got {every_steps!r}")
+    for name, value in (("every_steps", every_steps), ("max_steps", max_steps)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
 
@@ -137,8 +139,8 @@ def _preview(model, n: int, seed: int) -> torch.Tensor:
 
 def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, lr: float,
           checkpoint=None, every: int = 1, seed: int = 0, log_dir=None, device=None,
-          elbo=None, clip_norm: float = 10.0, every_steps: int | None = None,
-          max_bad_steps: int = 5, valid_samples: int = 1, num_preview: int = 64,
+          elbo=None, clip_norm: float = 10.0, lr_min: float | None = None, every_steps: int | None = None,
+          max_steps: int | None = None, best=None, max_bad_steps: int = 5, valid_samples: int = 1, num_preview: int = 64,
           progress: bool = True) -> list[dict]:
     """Train `model` for `epochs` epochs in all (a resumed run counts the epochs already done).
 
@@ -146,10 +148,15 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     Each epoch shuffles with a permutation seeded by ``(seed, epoch)``, takes Adam steps on the
     per-image negative ELBO (`elbo`, default ``TraceMeanField_ELBO()``) with gradients clipped to
     norm `clip_norm`, and evaluates the validation negative ELBO (`valid_samples` samples per image).
+    With `lr_min`, the learning rate follows a cosine from `lr` down to `lr_min` over the whole
+    run (`epochs`, or `max_steps` if that comes first); else it stays at `lr`.
 
     `checkpoint`: a path; if the file exists, training resumes from it (same model name and config
     required) and continues exactly as an uninterrupted run with the same seed would. It is written
     atomically every `every` epochs, every `every_steps` optimizer steps if given, and at the end.
+    `max_steps`: stop after this many optimizer steps in all, possibly mid-epoch (the checkpoint
+    then resumes mid-epoch). `best`: a path where the weights with the lowest validation loss so
+    far are saved (a checkpoint `drawzoo.load` reads): model selection.
 
     A step whose loss or gradient is not finite is skipped (warned once); `max_bad_steps` such steps
     in a row stop training with `TrainingError`, leaving the last checkpoint as it was.
@@ -158,103 +165,171 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch.
 
     Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
-    ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming.
+    ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
+    with ``"partial": True`` and a fractional ``epoch`` if `max_steps` stopped mid-epoch.
     """
-    _check_args(epochs, batch_size, lr, every, every_steps)
+    _check_args(epochs, batch_size, lr, every, every_steps, max_steps)
+    if lr_min is not None and not 0 <= lr_min <= lr:
+        raise ValueError(f"lr_min must be in [0, lr], got {lr_min!r}")
     device = resolve_device(device)
     model.to(device)
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
-    objective = ELBOLoss(model, elbo)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    path = None if checkpoint is None else Path(checkpoint)
-    settings = {"batch_size": batch_size, "lr": float(lr), "seed": seed, "clip_norm": float(clip_norm),
-                "elbo": type(objective.elbo).__name__}
+    run = _Run(model, ELBOLoss(model, elbo), lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed, batch_size=batch_size,
+               path=None if checkpoint is None else Path(checkpoint), best=None if best is None else Path(best),
+               max_bad_steps=max_bad_steps, valid_samples=valid_samples, progress=progress)
+    with _exclusive(run.path):
+        run.start()
+        with run.summaries(log_dir, num_preview):
+            return run.fit(dataset, valid, epochs=epochs, every=every, every_steps=every_steps, max_steps=max_steps)
 
-    with _exclusive(path):
-        state = _resume(path, model, optimizer, settings) if path is not None and path.exists() else None
-        if state is None:
-            state = Progress()
-            pyro.set_rng_seed(seed)
 
-        def save():
-            if path is not None:
-                save_checkpoint(path, model, optimizer=optimizer.state_dict(),
-                                progress=dataclasses.asdict(state), rng=_rng_states(), settings=settings)
+class _Run:
+    """One call of `train`: the model, its objective and optimizer, and where training stands."""
 
-        writer = None
-        if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(log_dir), purge_step=state.step or None)
-        bad_in_a_row, warned = 0, False
+    def __init__(self, model, objective: ELBOLoss, *, lr, lr_min, clip_norm, seed, batch_size, path, best,
+                 max_bad_steps, valid_samples, progress):
+        self.model, self.objective = model, objective
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.lr, self.lr_min, self.total_steps = lr, lr_min, None
+        self.clip_norm, self.seed, self.batch_size = clip_norm, seed, batch_size
+        self.path, self.best = path, best
+        self.max_bad_steps, self.valid_samples, self.progress = max_bad_steps, valid_samples, progress
+        self.settings = {"batch_size": batch_size, "lr": float(lr), "lr_min": lr_min, "seed": seed,
+                         "clip_norm": float(clip_norm), "elbo": type(objective.elbo).__name__}
+        self.state = Progress()
+        self.writer = None
+        self.bad_in_a_row, self.warned = 0, False
+
+    def start(self) -> None:
+        """Resume from the checkpoint if there is one, else seed every RNG with `seed`."""
+        if self.path is not None and self.path.exists():
+            self.state = _resume(self.path, self.model, self.optimizer, self.settings)
+        else:
+            pyro.set_rng_seed(self.seed)
+
+    @contextlib.contextmanager
+    def summaries(self, log_dir, num_preview: int):
+        """TensorBoard summaries to `log_dir` while inside (none if it is None)."""
+        if log_dir is None:
+            yield
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.num_preview = num_preview
+        self.writer = SummaryWriter(str(log_dir), purge_step=self.state.step or None)
         try:
-            while state.epoch < epochs:
-                sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
-                sampler.set_epoch(state.epoch)
-                batches = list(BatchSampler(sampler, batch_size, drop_last=False))
-                loader = DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:],
-                                    collate_fn=collate_images,
-                                    generator=torch.Generator())  # leaves the global RNG alone
-                started = time.perf_counter()
-                bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs}", total=len(batches),
-                           initial=state.step_in_epoch, unit="batch", disable=not progress, leave=False)
-                for x in bar:
-                    x = model.check_images(x, name="train_data batch")
-                    loss = objective(x)
-                    optimizer.zero_grad(set_to_none=True)
-                    finite = bool(torch.isfinite(loss))
-                    if finite:
-                        loss.backward()
-                        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-                        finite = bool(torch.isfinite(norm))
-                    state.step += 1
-                    state.step_in_epoch += 1
-                    if finite:
-                        optimizer.step()
-                        bad_in_a_row = 0
-                        state.loss_sum += loss.item() * len(x)
-                        state.images += len(x)
-                        bar.set_postfix(loss=f"{state.loss_sum / state.images:.2f} nats")
-                        if writer is not None:
-                            writer.add_scalar("loss/train_step", loss.item(), state.step)
-                    else:
-                        bad_in_a_row += 1
-                        if not warned:
-                            warnings.warn(f"non-finite loss or gradient at step {state.step}: update skipped",
-                                          RuntimeWarning, stacklevel=2)
-                            warned = True
-                        if bad_in_a_row >= max_bad_steps:
-                            where = f"; the last checkpoint at {path} is intact" if path is not None else ""
-                            raise TrainingError(f"stopped: {bad_in_a_row} non-finite losses in a row, "
-                                                f"up to step {state.step}{where}")
-                    if every_steps is not None and state.step % every_steps == 0:
-                        save()
-                bar.close()
-                record = {"epoch": state.epoch + 1, "step": state.step,
-                          "train_loss": state.loss_sum / max(state.images, 1), "valid_loss": None,
-                          "seconds": time.perf_counter() - started}
-                if valid is not None:
-                    record["valid_loss"] = evaluate(model, valid, num_samples=valid_samples, seed=seed)["neg_elbo"]
-                state.history.append(record)
-                state.epoch += 1
-                state.step_in_epoch, state.loss_sum, state.images = 0, 0.0, 0
-                if writer is not None:
-                    writer.add_scalar("loss/train", record["train_loss"], state.epoch)
-                    if record["valid_loss"] is not None:
-                        writer.add_scalar("loss/valid", record["valid_loss"], state.epoch)
-                    from torchvision.utils import make_grid
-                    writer.add_image("samples", make_grid(_preview(model, num_preview, seed), nrow=8), state.epoch)
-                    writer.flush()
-                if progress:
-                    valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
-                    tqdm.write(f"epoch {state.epoch}/{epochs}: train {record['train_loss']:.2f}{valid_text} "
-                               f"nats/image ({record['seconds']:.1f} s)")
-                if state.epoch % every == 0 or state.epoch == epochs:
-                    save()
+            yield
         finally:
-            if writer is not None:
-                writer.close()
-    return list(state.history)
+            self.writer.close()
+
+    def fit(self, dataset, valid, *, epochs, every, every_steps, max_steps) -> list[dict]:
+        state = self.state
+        self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
+        while state.epoch < epochs:
+            batches = self._epoch_batches(dataset)
+            loader = DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:], collate_fn=collate_images,
+                                generator=torch.Generator())  # leaves the global RNG alone
+            started = time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs}", total=len(batches),
+                       initial=state.step_in_epoch, unit="batch", disable=not self.progress, leave=False)
+            for x in bar:
+                self._step(x)
+                if state.images:
+                    bar.set_postfix(loss=f"{state.loss_sum / state.images:.2f} nats")
+                if every_steps is not None and state.step % every_steps == 0:
+                    self._save()
+                if max_steps is not None and state.step >= max_steps and state.step_in_epoch < len(batches):
+                    bar.close()
+                    record = self._record(valid, started, state.epoch + state.step_in_epoch / len(batches))
+                    self._save()
+                    return state.history + [{**record, "partial": True}]
+            bar.close()
+            record = self._record(valid, started, state.epoch + 1)
+            state.history.append(record)
+            state.epoch += 1
+            state.step_in_epoch, state.loss_sum, state.images = 0, 0.0, 0
+            if state.epoch % every == 0 or state.epoch == epochs or state.step == max_steps:
+                self._save()
+            if max_steps is not None and state.step >= max_steps:
+                break
+        return list(state.history)
+
+    def _epoch_batches(self, dataset) -> list[list[int]]:
+        """The batches of the current epoch: a permutation seeded by (seed, epoch)."""
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        sampler.set_epoch(self.state.epoch)
+        return list(BatchSampler(sampler, self.batch_size, drop_last=False))
+
+    def _step(self, x) -> None:
+        """One Adam step on batch `x`, skipped if the loss or gradient is not finite."""
+        state, model = self.state, self.model
+        x = model.check_images(x, name="train_data batch")
+        loss = self.objective(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_norm)
+            finite = bool(torch.isfinite(norm))
+        state.step += 1
+        state.step_in_epoch += 1
+        if finite:
+            if self.lr_min is not None:
+                self._anneal(state.step - 1)
+            self.optimizer.step()
+            self.bad_in_a_row = 0
+            state.loss_sum += loss.item() * len(x)
+            state.images += len(x)
+            if self.writer is not None:
+                self.writer.add_scalar("loss/train_step", loss.item(), state.step)
+            return
+        self.bad_in_a_row += 1
+        if not self.warned:
+            warnings.warn(f"non-finite loss or gradient at step {state.step}: update skipped", RuntimeWarning,
+                          stacklevel=4)
+            self.warned = True
+        if self.bad_in_a_row >= self.max_bad_steps:
+            where = f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
+            raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
+                                f"up to step {state.step}{where}")
+
+    def _anneal(self, step: int) -> None:
+        """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
+        progress = min(step / max(self.total_steps - 1, 1), 1.0)
+        lr = self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _record(self, valid, started: float, epoch: float) -> dict:
+        """The figures of the epoch (or part) just trained; validates, logs, keeps the best weights."""
+        state = self.state
+        record = {"epoch": epoch, "step": state.step, "train_loss": state.loss_sum / max(state.images, 1),
+                  "valid_loss": None, "seconds": time.perf_counter() - started}
+        if valid is not None:
+            record["valid_loss"] = evaluate(self.model, valid, num_samples=self.valid_samples,
+                                            seed=self.seed)["neg_elbo"]
+            if self.best is not None and record["valid_loss"] < state.best_valid:
+                state.best_valid = record["valid_loss"]
+                save_checkpoint(self.best, self.model, valid_loss=state.best_valid, epoch=epoch)
+        if self.writer is not None:
+            self.writer.add_scalar("loss/train", record["train_loss"], state.step)
+            if record["valid_loss"] is not None:
+                self.writer.add_scalar("loss/valid", record["valid_loss"], state.step)
+            from torchvision.utils import make_grid
+            self.writer.add_image("samples", make_grid(_preview(self.model, self.num_preview, self.seed), nrow=8),
+                                  state.step)
+            self.writer.flush()
+        if self.progress:
+            valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
+            tqdm.write(f"epoch {epoch:g}: train {record['train_loss']:.2f}{valid_text} nats/image "
+                       f"({record['seconds']:.1f} s)")
+        return record
+
+    def _save(self) -> None:
+        if self.path is not None:
+            save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
+                            progress=dataclasses.asdict(self.state), rng=_rng_states(), settings=self.settings)
 
 
 def _resume(path: Path, model, optimizer, settings: dict) -> Progress:

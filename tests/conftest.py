@@ -1,3 +1,5 @@
+import textwrap
+
 import pyro
 import pytest
 import torch
@@ -16,3 +18,25 @@ def binary_images(n, shape=(1, 28, 28), seed=0):
     """`n` random binary images [n, C, H, W] (float)."""
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, *shape, generator=g) < 0.3).float()
+
+
+def fake_distribution(root, model_name="mymodel"):
+    """A third-party package `zoo_extra` declaring a drawzoo.models entry point."""
+    (root / "zoo_extra").mkdir(parents=True)
+    (root / "zoo_extra" / "__init__.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from drawzoo.models import VAE, VAEConfig
+
+        @dataclass(frozen=True)
+        class TinyConfig(VAEConfig):
+            hidden_dim: int = 7
+            latent_dim: int = 2
+
+        class TinyVAE(VAE):
+            Config = TinyConfig
+            zoo_name = "mymodel"
+    '''))
+    dist_info = root / "zoo_extra-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-extra\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[drawzoo.models]\n{model_name} = zoo_extra:TinyVAE\n")

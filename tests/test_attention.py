@@ -88,6 +88,23 @@ def test_covering_bias_tiles_the_image():
         g = attention_params(covering_glimpse_bias(N, H, W)[None], N, H, W)
         assert g.delta.item() == pytest.approx(max(H, W) / N, rel=1e-5)
         assert g.sigma2.item() == pytest.approx((max(H, W) / N / 2) ** 2, rel=1e-5)
+        assert g.gamma.item() == pytest.approx(1.0)
+        w = attention_params(covering_glimpse_bias(N, H, W, write=True)[None], N, H, W)
+        assert w.gamma.item() == pytest.approx(1 / (2 * math.pi * g.sigma2.item()), rel=1e-5)
+
+
+def test_a_unit_write_adds_about_one_logit_at_a_filter_centre():
+    from drawzoo.attention import GaussianWrite
+
+    head = GaussianWrite(hidden_dim=4, image_shape=(1, 28, 28), N=5)
+    with torch.no_grad():
+        head.glimpse.weight.zero_()
+        head.patch.weight.zero_()
+        head.patch.bias.zero_()
+        head.patch.bias[12] = 1.0  # the centre filter of the 5 x 5 grid
+    update, _ = head(torch.zeros(1, 4))
+    assert update.max().item() == pytest.approx(1.0, rel=0.1)
+    assert update.sum().item() == pytest.approx(2 * math.pi * (28 / 5 / 2) ** 2, rel=0.05)
 
 
 @pytest.mark.parametrize("scale", [1e4, -1e4])

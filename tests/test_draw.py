@@ -190,3 +190,54 @@ def test_two_models_do_not_share_pyro_parameters():
 def test_direct_construction_matches_load():
     m = DRAW(DrawConfig(T=2, hidden_dim=8, latent_dim=2))
     assert m.config.T == 2 and DRAW(T=3).config.T == 3
+
+
+def _loss_and_grads(m, x, reuse, elbo):
+    m.reuse_guide_decoder = reuse
+    m.zero_grad()
+    pyro.set_rng_seed(11)
+    loss = elbo.loss_and_grads(m.model, m.guide, x)
+    return torch.tensor(loss), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("elbo", [TraceMeanField_ELBO(), Trace_ELBO(), RenyiELBO(alpha=0, num_particles=3)])
+def test_reusing_the_guides_decoder_gives_the_same_loss_and_gradients(attention, elbo):
+    m = tiny(attention=attention, T=5)
+    x = binary_images(6)
+    plain_loss, plain_grads = _loss_and_grads(m, x, False, elbo)
+    fast_loss, fast_grads = _loss_and_grads(m, x, True, elbo)
+    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-5)
+    for name, g in plain_grads.items():
+        torch.testing.assert_close(fast_grads[name], g, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_the_model_runs_the_decoder_once_per_step_when_replaying_the_guide(monkeypatch):
+    m = tiny(T=5)
+    calls = []
+    original = m.decoder.forward
+    monkeypatch.setattr(m.decoder, "forward", lambda *a: calls.append(1) or original(*a))
+    TraceMeanField_ELBO().loss(m.model, m.guide, binary_images(2))
+    assert len(calls) == 5
+
+
+def test_a_stale_or_conditioned_guide_pass_is_not_reused():
+    m = tiny(T=4)
+    x = binary_images(3)
+    guide_tr = poutine.trace(m.guide).get_trace(x)
+    with torch.no_grad():  # a parameter changes between guide and model: recompute
+        m.decoder.bias_ih.add_(1.0)
+    m.reuse_guide_decoder = False
+    expected = poutine.replay(m.model, trace=guide_tr)(x)
+    m.reuse_guide_decoder = True
+    poutine.trace(m.guide).get_trace(x)  # a fresh pass whose z's differ from guide_tr's
+    with torch.no_grad():
+        m.decoder.bias_ih.add_(0.0)
+    torch.testing.assert_close(poutine.replay(m.model, trace=guide_tr)(x), expected)
+    # conditioning z_0 on a new value: everything downstream is recomputed
+    guide_tr = poutine.trace(m.guide).get_trace(x)
+    z0 = torch.zeros(3, m.config.latent_dim)
+    fast = poutine.replay(poutine.condition(m.model, data={"z_0": z0}), trace=guide_tr)(x)
+    m.reuse_guide_decoder = False
+    plain = poutine.replay(poutine.condition(m.model, data={"z_0": z0}), trace=guide_tr)(x)
+    torch.testing.assert_close(fast, plain)

@@ -1,9 +1,8 @@
-import textwrap
-
 import pytest
 
 import drawzoo
 from drawzoo.models import DRAW, VAE
+from tests.conftest import fake_distribution
 
 
 def test_available_lists_the_zoo_sorted():
@@ -53,30 +52,8 @@ def test_config_values_are_coerced_to_their_types():
     assert drawzoo.load("draw", attention=False, image_shape=(1, 4, 4), T=1).config.write_size == 5
 
 
-def _fake_distribution(root, model_name="mymodel"):
-    """A third-party package `zoo_extra` declaring a drawzoo.models entry point."""
-    (root / "zoo_extra").mkdir()
-    (root / "zoo_extra" / "__init__.py").write_text(textwrap.dedent('''
-        from dataclasses import dataclass
-        from drawzoo.models import VAE, VAEConfig
-
-        @dataclass(frozen=True)
-        class TinyConfig(VAEConfig):
-            hidden_dim: int = 7
-            latent_dim: int = 2
-
-        class TinyVAE(VAE):
-            Config = TinyConfig
-            zoo_name = "mymodel"
-    '''))
-    dist_info = root / "zoo_extra-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-extra\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text(f"[drawzoo.models]\n{model_name} = zoo_extra:TinyVAE\n")
-
-
 def test_a_third_party_entry_point_joins_the_zoo(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path)
+    fake_distribution(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "mymodel" in drawzoo.available()
     m = drawzoo.load("mymodel", latent_dim=3)
@@ -87,7 +64,7 @@ def test_a_third_party_entry_point_joins_the_zoo(tmp_path, monkeypatch):
 
 
 def test_a_name_registered_twice_is_an_error(tmp_path, monkeypatch):
-    _fake_distribution(tmp_path, model_name="vae")
+    fake_distribution(tmp_path, model_name="vae")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(drawzoo.DrawzooError, match="registered twice"):
         drawzoo.load("vae")

@@ -87,6 +87,24 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(data, tmp_path):
     assert _losses(drawzoo.train(tiny_draw(), train, valid, epochs=4, seed=1, checkpoint=path, **FAST)) == _losses(full)
 
 
+def test_max_steps_stops_mid_epoch_and_resumes(data, tmp_path):
+    train, valid = data
+    straight = tiny_draw()
+    full = drawzoo.train(straight, train, valid, epochs=3, seed=4, **FAST)
+    path, best = tmp_path / "run.pt", tmp_path / "best.pt"
+    part = drawzoo.train(tiny_draw(), train, valid, epochs=3, seed=4, checkpoint=path, max_steps=7, best=best, **FAST)
+    assert [h["epoch"] for h in part] == [1, 1.4] and part[-1]["partial"] and part[-1]["step"] == 7
+    assert read_checkpoint(path)["progress"]["step_in_epoch"] == 2
+    resumed = tiny_draw()
+    rest = drawzoo.train(resumed, train, valid, epochs=3, seed=4, checkpoint=path, best=best, **FAST)
+    assert _losses(rest) == _losses(full)
+    assert _same_weights(_weights(resumed), _weights(straight))
+    # `best` holds the weights of the lowest validation loss, loadable as a model
+    best_valid = min(h["valid_loss"] for h in part + rest)
+    assert read_checkpoint(best)["valid_loss"] == best_valid
+    assert drawzoo.evaluate(drawzoo.load(checkpoint=best), valid, seed=4)["neg_elbo"] == pytest.approx(best_valid)
+
+
 class _Interrupt(Exception):
     pass
 
@@ -123,6 +141,21 @@ def test_resume_from_a_mid_epoch_checkpoint(data, tmp_path):
     rest = drawzoo.train(resumed, train, epochs=3, seed=2, checkpoint=path, every_steps=3, **FAST)
     assert _losses(rest) == _losses(full)
     assert _same_weights(_weights(resumed), _weights(straight))
+
+
+def test_cosine_learning_rate_resumes_exactly(data, tmp_path):
+    train, _ = data
+    kw = dict(epochs=3, seed=5, lr_min=1e-4, batch_size=16, lr=3e-3, progress=False)
+    straight = tiny_draw()
+    full = drawzoo.train(straight, train, **kw)
+    path = tmp_path / "run.pt"
+    with pytest.raises(_Interrupt):
+        drawzoo.train(tiny_draw(), _Crashing(train, 8), checkpoint=path, every_steps=4, **kw)
+    assert 1e-4 < read_checkpoint(path)["optimizer"]["param_groups"][0]["lr"] < 3e-3
+    resumed = tiny_draw()
+    assert _losses(drawzoo.train(resumed, train, checkpoint=path, every_steps=4, **kw)) == _losses(full)
+    assert _same_weights(_weights(resumed), _weights(straight))
+    assert read_checkpoint(path)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
 def test_checkpoint_rebuilds_the_model_and_refuses_contradictions(data, tmp_path):
@@ -225,14 +258,14 @@ def test_tensorboard_summaries(data, tmp_path):
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     tags = events.Tags()
     assert {"loss/train", "loss/valid", "loss/train_step"} <= set(tags["scalars"])
-    assert [e.step for e in events.Scalars("loss/valid")] == [1, 2]
+    assert [e.step for e in events.Scalars("loss/valid")] == [5, 10]  # x axis: optimizer steps
     assert len(events.Scalars("loss/train_step")) == 10
     assert "samples" in tags["images"]
 
 
 @pytest.mark.parametrize("bad,match", [
     (dict(epochs=-1), "epochs"), (dict(batch_size=0), "batch_size"), (dict(lr=0), "lr"),
-    (dict(every=0), "every"), (dict(every_steps=0), "every_steps"),
+    (dict(every=0), "every"), (dict(every_steps=0), "every_steps"), (dict(max_steps=0), "max_steps"),
 ])
 def test_bad_arguments(data, bad, match):
     kwargs = dict(epochs=1, **FAST)

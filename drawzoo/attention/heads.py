@@ -15,30 +15,36 @@ from torch import Tensor, nn
 from .gaussian import Glimpse, attention_params, filterbanks, read, write
 
 
-def covering_glimpse_bias(N: int, height: int, width: int) -> Tensor:
+def covering_glimpse_bias(N: int, height: int, width: int, *, write: bool = False) -> Tensor:
     """Bias ``[5]`` of the h_dec -> attention map whose grid tiles the whole image.
 
     Centred (g~ = 0), stride ``delta = max(H, W) / N`` (N filters span the image) and
-    ``sigma = delta / 2`` (neighbours overlap), gamma = 1. Starting from here every filter
-    sees a region of the image, so the encoder gets information at the first step. The
-    default ``nn.Linear`` bias (about 0: delta~ = 1, sigma^2 = 1) puts a 2 x 2 read grid on the
-    image border, where MNIST is blank, and DRAW then stalls at the pixel-marginal loss.
+    ``sigma = delta / 2`` (neighbours overlap). Starting from here every filter sees a region of
+    the image, so the encoder gets information at the first step. The default ``nn.Linear`` bias
+    (about 0: delta~ = 1, sigma^2 = 1) puts a 2 x 2 read grid on the image border, where MNIST is
+    blank, and DRAW then stalls at the pixel-marginal loss.
+
+    Reading, gamma = 1 (a glimpse is a weighted mean). Writing (`write=True`),
+    ``gamma = 1 / (2 pi sigma^2)``: a unit patch value then adds about one logit at a filter's
+    centre, where gamma = 1 would add ``1 / (2 pi sigma^2)`` (0.02 for a 5 x 5 grid on 28 x 28)
+    and the writes would take thousands of Adam steps to grow.
     """
     size = max(height, width)
     delta = size / N
     delta_t = delta * max(N - 1, 1) / (size - 1) if size > 1 else 1.0
     sigma2 = (delta / 2) ** 2
-    return torch.tensor([0.0, 0.0, math.log(sigma2), math.log(delta_t), 0.0])
+    log_gamma = -math.log(2 * math.pi * sigma2) if write else 0.0
+    return torch.tensor([0.0, 0.0, math.log(sigma2), math.log(delta_t), log_gamma])
 
 
 class _GlimpseMap(nn.Linear):
     """``h_dec [B, hidden] -> Glimpse`` for an N x N grid on an H x W image."""
 
-    def __init__(self, hidden_dim: int, N: int, height: int, width: int):
+    def __init__(self, hidden_dim: int, N: int, height: int, width: int, *, write: bool = False):
         super().__init__(hidden_dim, 5)
         self.N, self.height, self.width = N, height, width
         with torch.no_grad():
-            self.bias.copy_(covering_glimpse_bias(N, height, width))
+            self.bias.copy_(covering_glimpse_bias(N, height, width, write=write))
 
     def forward(self, h_dec: Tensor) -> Glimpse:
         return attention_params(super().forward(h_dec), self.N, self.height, self.width)
@@ -68,7 +74,7 @@ class GaussianWrite(nn.Module):
         super().__init__()
         self.image_shape, self.N = tuple(image_shape), N
         C, H, W = image_shape
-        self.glimpse = _GlimpseMap(hidden_dim, N, H, W)
+        self.glimpse = _GlimpseMap(hidden_dim, N, H, W, write=True)
         self.patch = nn.Linear(hidden_dim, C * N * N)
 
     def forward(self, h_dec: Tensor) -> tuple[Tensor, Glimpse]:

@@ -53,6 +53,31 @@ class Trajectory:
     writes: list[Glimpse] = field(default_factory=list)
 
 
+class GuidePass:
+    """The guide's decoder steps ``(z_t, (h_dec_t, cell_t), c_t)``, for the model to reuse.
+
+    Under ``poutine.replay`` (every ELBO, `Predictive` with a guide) the model receives the very
+    tensors z_t that the guide sampled, so its decoder would recompute exactly what the guide
+    already computed. The model takes the guide's results instead, as long as it meets the same
+    z_t objects in order and no parameter changed in between; on the first other z_t (e.g. one
+    set by ``poutine.condition``) it computes from there on, as the plain model does.
+    """
+
+    def __init__(self, version: int):
+        self.version, self.steps, self.position = version, [], 0
+
+    def record(self, z: Tensor, dec, canvas: Tensor) -> None:
+        self.steps.append((z, dec, canvas))
+
+    def lookup(self, z: Tensor):
+        """``(dec, canvas)`` of the next step if it was decoded from this very `z`, else None for good."""
+        if self.position < len(self.steps) and self.steps[self.position][0] is z:
+            self.position += 1
+            return self.steps[self.position - 1][1:]
+        self.position = len(self.steps)
+        return None
+
+
 class Reconstruction(NamedTuple):
     """DRAW at work on given images (see `DRAW.reconstruct`)."""
 
@@ -83,6 +108,9 @@ class DRAW(ZooModel):
 
     Config = DrawConfig
     zoo_name = "draw"
+    #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
+    #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
+    reuse_guide_decoder = True
 
     def __init__(self, config: DrawConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -94,6 +122,7 @@ class DRAW(ZooModel):
         self.posterior = GaussianPosterior(cfg.hidden_dim, cfg.latent_dim)
         self.decoder = nn.LSTMCell(cfg.latent_dim, cfg.hidden_dim)
         self._trajectory: Trajectory | None = None
+        self._guide_pass: GuidePass | None = None
 
     # -- the Pyro model and guide -------------------------------------------------------------
 
@@ -104,11 +133,12 @@ class DRAW(ZooModel):
         """
         x, B = self._data(x, batch_size)
         pyro.module(self.pyro_name, self)
+        guide_pass = self._claim_guide_pass()
         dec, canvas = self._initial_decoder(B)
         with pyro.plate("data", B):
             for t in pyro.markov(range(self.config.T)):
                 z = pyro.sample(f"z_{t}", standard_normal(B, self.config.latent_dim, canvas))
-                dec, canvas = self._decode(z, dec, canvas)
+                dec, canvas = self._decode(z, dec, canvas, guide_pass)
             pyro.sample("x", pixel_likelihood(canvas), obs=x)
         return canvas
 
@@ -117,6 +147,8 @@ class DRAW(ZooModel):
         x = self.check_images(x)
         B = x.shape[0]
         pyro.module(self.pyro_name, self)
+        self._guide_pass = None
+        guide_pass = GuidePass(self._param_version())
         dec, canvas = self._initial_decoder(B)
         enc = self._zero_state(B)
         with pyro.plate("data", B):
@@ -128,6 +160,8 @@ class DRAW(ZooModel):
                 mu, sigma = self.posterior(enc[0])
                 z = pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
                 dec, canvas = self._decode(z, dec, canvas)
+                guide_pass.record(z, dec, canvas)
+        self._guide_pass = guide_pass if self.reuse_guide_decoder else None
         return canvas
 
     # -- one step, shared by model and guide ----------------------------------------------------
@@ -149,8 +183,13 @@ class DRAW(ZooModel):
             self._trajectory.reads.append(glimpse)
         return r
 
-    def _decode(self, z: Tensor, dec, canvas: Tensor):
-        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)``."""
+    def _decode(self, z: Tensor, dec, canvas: Tensor, guide_pass: GuidePass | None = None):
+        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)`` (or the
+        guide's result for this very z_t, see `GuidePass`)."""
+        if guide_pass is not None:
+            reused = guide_pass.lookup(z)
+            if reused is not None:
+                return reused
         dec = self.decoder(z, dec)
         update, glimpse = self.writer(dec[0])
         canvas = canvas + update
@@ -159,6 +198,17 @@ class DRAW(ZooModel):
             if glimpse is not None:
                 self._trajectory.writes.append(glimpse)
         return dec, canvas
+
+    def _param_version(self) -> int:
+        """Changes whenever a parameter is modified in place (e.g. by an optimizer step)."""
+        return sum(p._version for p in self.parameters())
+
+    def _claim_guide_pass(self) -> GuidePass | None:
+        """The last guide pass, once, if no parameter changed since."""
+        guide_pass, self._guide_pass = self._guide_pass, None
+        if guide_pass is not None and guide_pass.version == self._param_version():
+            return guide_pass
+        return None
 
     @contextlib.contextmanager
     def _recording(self):
@@ -192,6 +242,7 @@ class DRAW(ZooModel):
         canvases ``[T+1, B, C, H, W]`` and the read and write glimpses per step."""
         with self._recording() as trajectory, poutine.block():
             self.guide(x)
+        self._guide_pass = None
         canvases = torch.sigmoid(torch.stack(trajectory.canvases))
         if not self.config.attention:
             return Reconstruction(canvases, None, None)
