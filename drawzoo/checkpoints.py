@@ -1,12 +1,14 @@
 """Checkpoints: one file holding a zoo model's name, config, weights and training state.
 
 Files are written atomically (temp file, fsync, rename), read with ``torch.load(weights_only=True)``
-(plain tensors and builtins only: nothing is unpickled that could run code), and refuse to load
-into a model whose name or config differs, naming each mismatched field.
+(plain tensors and builtins only: nothing is unpickled that could run code), carry a sha256 of
+their content (so flipped bytes inside a tensor are caught, not loaded), and refuse to load into a
+model whose name or config differs, naming each mismatched field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +32,7 @@ def save_checkpoint(path, model, **state) -> Path:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **state,
     }
+    payload["sha256"] = digest(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -47,6 +50,34 @@ def save_checkpoint(path, model, **state) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def digest(payload) -> str:
+    """sha256 of a checkpoint's content (its "sha256" entry aside): keys, builtins, tensor bytes."""
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                if k != "sha256":
+                    h.update(repr(k).encode())
+                    feed(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    feed(payload)
+    return h.hexdigest()
 
 
 def read_checkpoint(path) -> dict:
@@ -67,6 +98,8 @@ def read_checkpoint(path) -> dict:
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}, "
                               f"this drawzoo reads version {VERSION}")
+    if payload.get("sha256") != digest(payload):
+        raise CheckpointError(f"{path}: corrupted checkpoint (its content does not match its sha256)")
     return payload
 
 

@@ -198,6 +198,14 @@ def test_bad_checkpoint_files_are_reported_not_unpickled(tmp_path):
     torch.save({"format": "drawzoo-checkpoint", "payload": Evil()}, evil)
     with pytest.raises(drawzoo.CheckpointError, match="refused, not unpickled"):
         drawzoo.load(checkpoint=evil)
+    # a checkpoint whose weights changed after it was written (bit rot, a bad copy): caught by its sha256
+    good = tmp_path / "good.pt"
+    drawzoo.train(tiny_draw(), binary_images(16, SHAPE), epochs=1, checkpoint=good, **FAST)
+    payload = torch.load(good, weights_only=True)
+    payload["state_dict"]["decoder.bias_hh"][0] += 1.0
+    torch.save(payload, tmp_path / "rotten.pt")
+    with pytest.raises(drawzoo.CheckpointError, match=r"rotten.pt: corrupted checkpoint"):
+        drawzoo.load(checkpoint=tmp_path / "rotten.pt")
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(drawzoo.CheckpointError, match="not a drawzoo checkpoint"):

@@ -1,0 +1,253 @@
+"""Training and NLL-evaluation throughput of zoo models against a plain-PyTorch reference.
+
+    python benchmarks/speed.py               # the paper's MNIST sizes (T=64, LSTM 256, z 100), < 15 min on 2 cores
+    python benchmarks/speed.py --quick       # small sizes, a smoke run of under 2 minutes
+    python benchmarks/speed.py --device cuda
+
+For each model, in one run on the same machine and threads:
+- zoo: images/s of ``pyro.infer.SVI(model, guide, Adam, TraceMeanField_ELBO()).step(x)``
+  (forward, backward, update), batch 100;
+- reference: the same network with the same weights, as one plain PyTorch function computing the
+  paper's loss (L^x + analytic L^z) in a single pass (`reference.py`), stepped by torch's Adam;
+- their ratio, and the peak memory of each (CPU: growth of the process's peak RSS while stepping,
+  each measurement in a fresh process; CUDA: ``torch.cuda.max_memory_allocated``);
+- NLL evaluation: images/s of ``drawzoo.evaluate(model, x, num_samples=K)`` (K=1000, vectorised
+  over K) against the time of K reference forward passes over the same images;
+- optionally (``--jit``, ``--compile``): ``JitTraceMeanField_ELBO`` and ``torch.compile`` of the
+  loss, with their compile time and whether their loss matches the eager one.
+
+Images are Bernoulli(0.13) noise of MNIST's size and mean: throughput does not depend on content.
+Prints a table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference import LOSSES  # noqa: E402
+
+PAPER = dict(T=64, hidden_dim=256, latent_dim=100, read_size=2, write_size=5)
+QUICK = dict(T=8, hidden_dim=64, latent_dim=10, read_size=2, write_size=5)
+
+
+def cases(quick: bool) -> list[tuple[str, str, dict]]:
+    draw = QUICK if quick else PAPER
+    return [("DRAW (attention)", "draw", dict(draw)), ("DRAW (no attention)", "draw", dict(draw, attention=False)),
+            ("VAE", "vae", {})]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _images(n: int, device, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 28, 28, generator=g) < 0.13).float().to(device)
+
+
+def _build(name: str, config: dict, device):
+    import drawzoo
+
+    torch.manual_seed(0)
+    return drawzoo.load(name, **config).to(device)
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _stepper(impl: str, model, name: str):
+    """A function x -> loss that takes one optimizer step, and a compile time (s) if it compiles."""
+    import pyro
+    from pyro.infer import SVI, JitTraceMeanField_ELBO, TraceMeanField_ELBO
+
+    if impl == "reference":
+        loss_fn = LOSSES[name]
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step(x):
+            loss = loss_fn(model, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item() * len(x)
+        return step
+    if impl == "compile":
+        import torch._inductor.config as inductor
+
+        from drawzoo.training import ELBOLoss
+
+        inductor.fallback_random = True  # the same random numbers as eager, to compare losses
+        loss_fn = torch.compile(ELBOLoss(model))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step(x):
+            loss = loss_fn(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item() * len(x)
+        return step
+    pyro.clear_param_store()
+    elbo = JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO()
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-4}), elbo)
+    return svi.step
+
+
+def measure_training(name: str, config: dict, impl: str, batch: int, steps: int, device: str) -> dict:
+    """Images/s of `steps` optimizer steps (after one warm-up step, timed as the compile time)."""
+    device = torch.device(device)
+    model = _build(name, config, device)
+    x = _images(batch, device)
+    step = _stepper(impl, model, name)
+    rss = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(1)
+    started = time.perf_counter()
+    first_loss = step(x)
+    _sync(device)
+    warmup = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(x)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else _peak_rss_mb() - rss)
+    return {"images_per_s": steps * batch / seconds, "peak_mb": peak, "warmup_s": warmup,
+            "first_loss": first_loss / batch}
+
+
+def measure_eval(name: str, config: dict, K: int, images: int, device: str) -> dict:
+    """Images/s of drawzoo.evaluate at K, and of K reference forward passes over the same images."""
+    import drawzoo
+    from drawzoo.evaluation import ROWS_PER_PASS
+
+    device = torch.device(device)
+    model = _build(name, config, device)
+    x = _images(images, device)
+    drawzoo.evaluate(model, x[:1], num_samples=min(K, 8))  # warm-up
+    started = time.perf_counter()
+    drawzoo.evaluate(model, x, num_samples=K)
+    _sync(device)
+    zoo = time.perf_counter() - started
+    rows = x.repeat(K, 1, 1, 1)
+    loss_fn = LOSSES[name]
+    started = time.perf_counter()
+    with torch.no_grad():
+        for chunk in rows.split(ROWS_PER_PASS):
+            loss_fn(model, chunk)
+    _sync(device)
+    reference = time.perf_counter() - started
+    return {"zoo_images_per_s": images / zoo, "reference_images_per_s": images / reference,
+            "ratio": zoo / reference}
+
+
+def _in_child(fn, *args):
+    """Run `fn(*args)` in a fresh process (its own peak memory); returns its result or the error."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        try:
+            return pool.apply(fn, args)
+        except Exception as e:  # a variant that fails (e.g. JIT on this model) is reported, not fatal
+            return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
+
+
+def run(args) -> dict:
+    batch, steps = 100, (3 if args.quick else args.steps)
+    impls = ["zoo", "reference"] + (["jit"] if args.jit else []) + (["compile"] if args.compile else [])
+    results = {"training": [], "evaluation": []}
+    for label, name, config in cases(args.quick):
+        row = {"label": label, "model": name, "config": config}
+        for impl in impls:
+            print(f"training: {label}, {impl} ...", flush=True)
+            row[impl] = _in_child(measure_training, name, config, impl, batch, steps, args.device)
+        if "error" not in row["zoo"] and "error" not in row["reference"]:
+            row["ratio"] = row["zoo"]["images_per_s"] / row["reference"]["images_per_s"]
+        for impl in impls[2:]:
+            if "error" not in row[impl]:
+                row[impl]["matches_eager"] = abs(row[impl]["first_loss"] - row["zoo"]["first_loss"]) < 1e-3 * abs(
+                    row["zoo"]["first_loss"])
+        results["training"].append(row)
+    K, images = (50, 8) if args.quick else (args.num_samples, args.eval_images)
+    for label, name, config in cases(args.quick):
+        print(f"evaluation: {label}, K={K} ...", flush=True)
+        results["evaluation"].append({"label": label, "K": K, "images": images,
+                                      **_in_child(measure_eval, name, config, K, images, args.device)})
+    return results
+
+
+def report(results: dict, header: str) -> str:
+    def cell(r, key, fmt):
+        return "failed" if "error" in r else format(r[key], fmt)
+
+    extra = [k for k in ("jit", "compile") if k in results["training"][0]]
+    lines = [header, "", "Training (batch 100, images/s; peak memory MB):", "",
+             "| model | zoo (SVI) | reference | zoo / reference | zoo peak MB | reference peak MB |"
+             + "".join(f" {k} |" for k in extra),
+             "|---|---:|---:|---:|---:|---:|" + "---|" * len(extra)]
+    for r in results["training"]:
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        variants = "".join(
+            " failed |" if "error" in r[k] else
+            f" {r[k]['images_per_s']:.0f} img/s, compile {r[k]['warmup_s']:.1f} s, "
+            f"{'matches' if r[k]['matches_eager'] else 'DIFFERS from'} eager |" for k in extra)
+        lines.append(f"| {r['label']} | {cell(r['zoo'], 'images_per_s', '.0f')} | "
+                     f"{cell(r['reference'], 'images_per_s', '.0f')} | {ratio} | "
+                     f"{cell(r['zoo'], 'peak_mb', '.0f')} | {cell(r['reference'], 'peak_mb', '.0f')} |{variants}")
+    e = results["evaluation"][0]
+    lines += ["", f"NLL evaluation (K={e['K']} importance samples, {e['images']} images):", "",
+              "| model | drawzoo.evaluate images/s | K reference forwards images/s | time ratio |", "|---|---:|---:|---:|"]
+    for r in results["evaluation"]:
+        lines.append(f"| {r['label']} | {cell(r, 'zoo_images_per_s', '.2f')} | "
+                     f"{cell(r, 'reference_images_per_s', '.2f')} | {cell(r, 'ratio', '.2f')} |")
+    for r in results["training"]:
+        for k in ["zoo", "reference", *extra]:
+            if "error" in r[k]:
+                lines.append(f"\n{r['label']} {k}: {r[k]['error']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few steps (< 2 min)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per measurement [10]")
+    parser.add_argument("--num-samples", type=int, default=1000, help="K for the NLL evaluation [1000]")
+    parser.add_argument("--eval-images", type=int, default=4, help="images scored in the NLL timing [4]")
+    parser.add_argument("--jit", action="store_true", help="also time JitTraceMeanField_ELBO")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the loss")
+    parser.add_argument("--out", default="bench_out/speed.json", help="JSON file [bench_out/speed.json]")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    header = (f"{time.strftime('%Y-%m-%d')}, {device.type} ({name}), torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads{', quick' if args.quick else ''}")
+    started = time.perf_counter()
+    results = run(args)
+    header += f", {(time.perf_counter() - started) / 60:.1f} min"
+    text = report(results, header)
+    print("\n" + text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"header": header, **results}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
