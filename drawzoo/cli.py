@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from . import data as datasets
+from . import distributed
 from .batching import random_subset
 from .checkpoints import read_checkpoint
 from .config import as_dict
@@ -86,6 +87,12 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _say(*args) -> None:
+    """Print from one process only (rank 0 under torchrun)."""
+    if distributed.is_main_process():
+        print(*args, flush=True)
+
+
 def cmd_train(args) -> int:
     config = given_config(args)
     train_data = load_data(args.data, "train", args.data_root)
@@ -98,11 +105,11 @@ def cmd_train(args) -> int:
     checkpoint = Path(args.checkpoint)
     if checkpoint.exists():
         model = load(args.model, checkpoint=checkpoint, **config)
-        print(f"resuming {checkpoint} (epoch {read_checkpoint(checkpoint)['progress']['epoch']})")
+        _say(f"resuming {checkpoint} (epoch {read_checkpoint(checkpoint)['progress']['epoch']})")
     else:
         config.setdefault("image_shape", _image_shape(train_data))
         model = load(args.model, **config)
-    print(f"{args.model}: {model.config} ({model.num_parameters():,} parameters)")
+    _say(f"{args.model}: {model.config} ({model.num_parameters():,} parameters)")
     history = train(model, train_data, valid_data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     checkpoint=checkpoint, every=args.every, every_steps=args.every_steps, seed=args.seed,
                     log_dir=args.log_dir, device=args.device, clip_norm=args.clip_norm,
@@ -110,7 +117,7 @@ def cmd_train(args) -> int:
     if history:
         last = history[-1]
         valid = "" if last["valid_loss"] is None else f", valid {last['valid_loss']:.2f}"
-        print(f"epoch {last['epoch']}: train {last['train_loss']:.2f}{valid} nats/image; checkpoint {checkpoint}")
+        _say(f"epoch {last['epoch']}: train {last['train_loss']:.2f}{valid} nats/image; checkpoint {checkpoint}")
     return 0
 
 
@@ -151,15 +158,17 @@ def cmd_animate(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    model = load(checkpoint=args.checkpoint).to(resolve_device(args.device))
+    device = resolve_device(args.device)
+    distributed.join(device)  # under torchrun, each process scores a share of the images
+    model = load(checkpoint=args.checkpoint).to(device)
     data = random_subset(load_data(args.data, args.split, args.data_root), args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.quiet)
     result.update(checkpoint=str(args.checkpoint), data=args.data, split=args.split)
-    print(f"{args.checkpoint} on {args.data}/{args.split} ({result['num_images']} images): "
-          f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
-          f"(importance sampled, K={args.num_samples})")
-    if args.json:
+    _say(f"{args.checkpoint} on {args.data}/{args.split} ({result['num_images']} images): "
+         f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
+         f"(importance sampled, K={args.num_samples})")
+    if args.json and distributed.is_main_process():
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

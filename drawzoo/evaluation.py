@@ -20,6 +20,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import as_dataset, collate_images
 
 #: Rows (images x samples) per vectorised pass when `batch_size` is not given.
@@ -59,21 +60,29 @@ def evaluate(model, data, *, num_samples: int = 1, batch_size: int | None = None
     Returns ``{"neg_elbo", "nll", "num_samples", "num_images"}``. `batch_size` images are scored
     per pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
     RNG is left as it was (sampling uses a fork seeded with `seed`).
+
+    Under ``torchrun`` each process scores every world-th image (seed ``seed + rank``) and the
+    per-image figures are summed over the processes: every process returns the same means.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     dataset = as_dataset(data, model.image_shape)
+    group = distributed.current()
+    if group.active:
+        dataset = torch.utils.data.Subset(dataset, range(group.rank, len(dataset), group.world))
     batch_size = batch_size or max(1, ROWS_PER_PASS // num_samples)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images)
     neg_elbo = nll = 0.0
     n = 0
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for x in tqdm(loader, desc=f"evaluate (K={num_samples})", disable=not progress, leave=False):
+        torch.manual_seed(seed + group.rank)
+        for x in tqdm(loader, desc=f"evaluate (K={num_samples})", disable=not (progress and group.main),
+                      leave=False):
             x = model.check_images(x)
             log_w = log_importance_weights(model, x, num_samples).double()
             neg_elbo -= log_w.mean(0).sum().item()
             nll -= (torch.logsumexp(log_w, 0) - math.log(num_samples)).sum().item()
             n += len(x)
-    return {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": n}
+    neg_elbo, nll, n = group.sum(neg_elbo, nll, n)
+    return {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n)}

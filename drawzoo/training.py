@@ -3,6 +3,10 @@
 The objective is a Pyro ELBO (``TraceMeanField_ELBO`` by default: DRAW's L^x + L^z) of the
 model/guide pair, taken as a differentiable loss per image (nats) -- Pyro's PyTorch-native SVI
 idiom -- and minimised by Adam with global gradient-norm clipping.
+
+Launched by ``torchrun``, the same call trains data-parallel (`drawzoo.distributed`): the loss
+module is wrapped in DistributedDataParallel, each process takes a disjoint share of every global
+batch, and only rank 0 shows progress and writes summaries and checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import as_dataset, collate_images
 from .checkpoints import check_matches, read_checkpoint, save_checkpoint
 from .errors import CheckpointError, DrawzooError
@@ -113,10 +118,13 @@ def _exclusive(path: Path | None):
 
 
 def resolve_device(device=None) -> torch.device:
-    """`device`, or CUDA when available, else the CPU."""
+    """`device`, or CUDA when available (this rank's GPU under torchrun), else the CPU."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and distributed.launched_by_torchrun():
+        device = torch.device("cuda", distributed.local_rank())
+    return device
 
 
 def _check_args(epochs, batch_size, lr, every, every_steps, max_steps):
@@ -141,7 +149,7 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
           checkpoint=None, every: int = 1, seed: int = 0, log_dir=None, device=None,
           elbo=None, clip_norm: float = 10.0, lr_min: float | None = None, every_steps: int | None = None,
           max_steps: int | None = None, best=None, max_bad_steps: int = 5, valid_samples: int = 1, num_preview: int = 64,
-          progress: bool = True) -> list[dict]:
+          on_epoch=None, progress: bool = True) -> list[dict]:
     """Train `model` for `epochs` epochs in all (a resumed run counts the epochs already done).
 
     `train_data` / `valid_data`: tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a Dataset.
@@ -163,38 +171,63 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
 
     `log_dir`: TensorBoard scalars ``loss/train``, ``loss/valid`` (nats per image) per epoch,
     ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch.
+    `on_epoch`: called with each epoch's record (the history entry) after it is validated.
 
     Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
     ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
     with ``"partial": True`` and a fractional ``epoch`` if `max_steps` stopped mid-epoch.
+
+    Under ``torchrun`` (see the module docstring) `batch_size` is the global batch: each of the N
+    processes takes ``batch_size / N`` images of it, so the run follows a single-process run with
+    the same `batch_size`, `lr` and `seed` (up to each process's own sampling noise).
     """
     _check_args(epochs, batch_size, lr, every, every_steps, max_steps)
     if lr_min is not None and not 0 <= lr_min <= lr:
         raise ValueError(f"lr_min must be in [0, lr], got {lr_min!r}")
     device = resolve_device(device)
+    group = distributed.join(device)
+    if batch_size % group.world:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the {group.world} training processes")
     model.to(device)
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
-    run = _Run(model, ELBOLoss(model, elbo), lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed, batch_size=batch_size,
-               path=None if checkpoint is None else Path(checkpoint), best=None if best is None else Path(best),
-               max_bad_steps=max_bad_steps, valid_samples=valid_samples, progress=progress)
-    with _exclusive(run.path):
+    run = _Run(model, ELBOLoss(model, elbo), group, lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed,
+               batch_size=batch_size, path=None if checkpoint is None else Path(checkpoint),
+               best=None if best is None else Path(best), max_bad_steps=max_bad_steps, valid_samples=valid_samples,
+               on_epoch=on_epoch, progress=progress and group.main)
+    with _exclusive(run.path if group.main else None):
         run.start()
-        with run.summaries(log_dir, num_preview):
-            return run.fit(dataset, valid, epochs=epochs, every=every, every_steps=every_steps, max_steps=max_steps)
+        with run.summaries(log_dir if group.main else None, num_preview):
+            try:
+                return run.fit(dataset, valid, epochs=epochs, every=every, every_steps=every_steps,
+                               max_steps=max_steps)
+            except RuntimeError as e:  # a collective failed: another process died or hung
+                if not group.active or isinstance(e, DrawzooError):
+                    raise
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                where = f"; the last checkpoint at {run.path} is intact" if run.path is not None else ""
+                raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
+                                    f"({reason}){where}") from None
 
 
 class _Run:
     """One call of `train`: the model, its objective and optimizer, and where training stands."""
 
-    def __init__(self, model, objective: ELBOLoss, *, lr, lr_min, clip_norm, seed, batch_size, path, best,
-                 max_bad_steps, valid_samples, progress):
-        self.model, self.objective = model, objective
+    def __init__(self, model, objective: ELBOLoss, group: distributed.Group, *, lr, lr_min, clip_norm, seed,
+                 batch_size, path, best, max_bad_steps, valid_samples, on_epoch, progress):
+        self.model, self.objective, self.group = model, objective, group
+        self.loss = objective
+        if group.active:  # gradients averaged over the processes during backward
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = model.device.type == "cuda"
+            self.loss = DistributedDataParallel(objective, device_ids=[model.device] if cuda else None)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.lr, self.lr_min, self.total_steps = lr, lr_min, None
         self.clip_norm, self.seed, self.batch_size = clip_norm, seed, batch_size
         self.path, self.best = path, best
         self.max_bad_steps, self.valid_samples, self.progress = max_bad_steps, valid_samples, progress
+        self.on_epoch = on_epoch
         self.settings = {"batch_size": batch_size, "lr": float(lr), "lr_min": lr_min, "seed": seed,
                          "clip_norm": float(clip_norm), "elbo": type(objective.elbo).__name__}
         self.state = Progress()
@@ -202,11 +235,11 @@ class _Run:
         self.bad_in_a_row, self.warned = 0, False
 
     def start(self) -> None:
-        """Resume from the checkpoint if there is one, else seed every RNG with `seed`."""
+        """Resume from the checkpoint if there is one, else seed every RNG with ``seed + rank``."""
         if self.path is not None and self.path.exists():
-            self.state = _resume(self.path, self.model, self.optimizer, self.settings)
+            self.state = _resume(self.path, self.model, self.optimizer, self.settings, self.group)
         else:
-            pyro.set_rng_seed(self.seed)
+            pyro.set_rng_seed(self.seed + self.group.rank)
 
     @contextlib.contextmanager
     def summaries(self, log_dir, num_preview: int):
@@ -256,18 +289,20 @@ class _Run:
         return list(state.history)
 
     def _epoch_batches(self, dataset) -> list[list[int]]:
-        """The batches of the current epoch: a permutation seeded by (seed, epoch)."""
-        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        """This process's batches of the current epoch: its share (every world-th image) of a
+        permutation seeded by (seed, epoch), ``batch_size / world`` images a batch."""
+        sampler = DistributedSampler(dataset, num_replicas=self.group.world, rank=self.group.rank, shuffle=True,
+                                     seed=self.seed)
         sampler.set_epoch(self.state.epoch)
-        return list(BatchSampler(sampler, self.batch_size, drop_last=False))
+        return list(BatchSampler(sampler, self.batch_size // self.group.world, drop_last=False))
 
     def _step(self, x) -> None:
         """One Adam step on batch `x`, skipped if the loss or gradient is not finite."""
         state, model = self.state, self.model
         x = model.check_images(x, name="train_data batch")
-        loss = self.objective(x)
+        loss = self.loss(x)
         self.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
+        finite = self.group.all(bool(torch.isfinite(loss)))  # every process skips, or none
         if finite:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_norm)
@@ -298,20 +333,22 @@ class _Run:
         """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
         progress = min(step / max(self.total_steps - 1, 1), 1.0)
         lr = self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
 
     def _record(self, valid, started: float, epoch: float) -> dict:
         """The figures of the epoch (or part) just trained; validates, logs, keeps the best weights."""
         state = self.state
-        record = {"epoch": epoch, "step": state.step, "train_loss": state.loss_sum / max(state.images, 1),
+        loss_sum, images = self.group.sum(state.loss_sum, state.images)
+        record = {"epoch": epoch, "step": state.step, "train_loss": loss_sum / max(images, 1),
                   "valid_loss": None, "seconds": time.perf_counter() - started}
         if valid is not None:
             record["valid_loss"] = evaluate(self.model, valid, num_samples=self.valid_samples,
                                             seed=self.seed)["neg_elbo"]
-            if self.best is not None and record["valid_loss"] < state.best_valid:
+            if record["valid_loss"] < state.best_valid:
                 state.best_valid = record["valid_loss"]
-                save_checkpoint(self.best, self.model, valid_loss=state.best_valid, epoch=epoch)
+                if self.best is not None and self.group.main:
+                    save_checkpoint(self.best, self.model, valid_loss=state.best_valid, epoch=epoch)
         if self.writer is not None:
             self.writer.add_scalar("loss/train", record["train_loss"], state.step)
             if record["valid_loss"] is not None:
@@ -324,15 +361,21 @@ class _Run:
             valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
             tqdm.write(f"epoch {epoch:g}: train {record['train_loss']:.2f}{valid_text} nats/image "
                        f"({record['seconds']:.1f} s)")
+        if self.on_epoch is not None:
+            self.on_epoch(dict(record))
         return record
 
     def _save(self) -> None:
-        if self.path is not None:
+        """Checkpoint (rank 0 writes; every process contributes its RNG state)."""
+        if self.path is None:
+            return
+        rng = self.group.gather(_rng_states())
+        if self.group.main:
             save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
-                            progress=dataclasses.asdict(self.state), rng=_rng_states(), settings=self.settings)
+                            progress=dataclasses.asdict(self.state), rng=rng, settings=self.settings)
 
 
-def _resume(path: Path, model, optimizer, settings: dict) -> Progress:
+def _resume(path: Path, model, optimizer, settings: dict, group: distributed.Group) -> Progress:
     """Load model, optimizer and RNG state from the checkpoint at `path`; its Progress."""
     payload = read_checkpoint(path)
     check_matches(payload, path, model)
@@ -340,12 +383,19 @@ def _resume(path: Path, model, optimizer, settings: dict) -> Progress:
         raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
-    for group in optimizer.param_groups:
-        group["lr"] = settings["lr"]
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = settings["lr"]
     changed = [f"{k}: {payload['settings'].get(k)!r} -> {v!r}" for k, v in settings.items()
                if payload["settings"].get(k) != v]
     if changed:
         warnings.warn(f"resuming {path} with different settings ({'; '.join(changed)}): "
                       "the run will not match an uninterrupted one", stacklevel=3)
-    _set_rng_states(payload["rng"])
-    return Progress(**payload["progress"])
+    progress = Progress(**payload["progress"])
+    rng = payload["rng"]  # one state per process of the run that wrote it
+    if len(rng) == group.world:
+        _set_rng_states(rng[group.rank])
+    else:
+        warnings.warn(f"{path} was written by {len(rng)} processes, resumed by {group.world}: sampling noise "
+                      "restarts from the seed", stacklevel=3)
+        pyro.set_rng_seed(settings["seed"] + group.rank + progress.step)
+    return progress

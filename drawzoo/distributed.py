@@ -1,0 +1,85 @@
+"""Data-parallel training with torch.distributed, as launched by ``torchrun``.
+
+Without torchrun (no ``WORLD_SIZE`` > 1 in the environment, no process group) everything here is
+a single process and a no-op. Under torchrun, `join` initialises the process group from torchrun's
+environment -- gloo on the CPU, nccl on CUDA with one device per local rank -- with a timeout
+(``DRAWZOO_DIST_TIMEOUT`` seconds, default 120), so that a rank that dies makes the others fail
+with an error instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that shows progress and writes files."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def sum(self, *values: float) -> list[float]:
+        """Each value summed over all processes."""
+        if not self.active:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def all(self, flag: bool) -> bool:
+        """True if `flag` is true in every process."""
+        return self.sum(float(not flag))[0] == 0
+
+    def gather(self, obj) -> list:
+        """`obj` of every process, in rank order."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def current() -> Group:
+    """The process group this process belongs to (a single process if none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return Group(dist.get_rank(), dist.get_world_size())
+    return Group()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a process launched alone."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def join(device: torch.device) -> Group:
+    """Join torchrun's process group when launched by it, initialising it here if needed (gloo for
+    a CPU `device`, nccl for CUDA); a single-process Group otherwise."""
+    if launched_by_torchrun() and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        timeout = timedelta(seconds=float(os.environ.get("DRAWZOO_DIST_TIMEOUT", "120")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    return current()

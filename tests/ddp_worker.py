@@ -1,0 +1,62 @@
+"""Training for the torch.distributed tests: run alone, or as ``torchrun --nproc_per_node=N tests/ddp_worker.py``.
+
+    python tests/ddp_worker.py OUT EPOCHS [noiseless]
+
+Trains a fixed small DRAW on fixed data (global batch 24, seed 0) with its checkpoint at
+OUT/run.pt, and writes OUT/rank{R}.pt: the history, a digest of the parameters after every epoch,
+and the final weights. With "noiseless", every z_t of the guide is its posterior mean (no sampling
+noise), so that a data-parallel run can be compared with a single process to float precision.
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from pyro.infer import TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+
+import drawzoo
+
+
+class MeanSamples(Messenger):
+    """Latent sites take their distribution's mean instead of a random draw."""
+
+    def _pyro_sample(self, msg):
+        if not msg["is_observed"] and msg["value"] is None and not site_is_subsample(msg):
+            msg["value"] = msg["fn"].mean
+
+
+class NoiselessELBO(TraceMeanField_ELBO):
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return super().differentiable_loss(model, MeanSamples()(guide), *args, **kwargs)
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(264, 1, 10, 10, generator=g) < 0.3).float()
+    x[:132, :, 2:7, 2:7] = 1.0
+    return x[:240], x[240:]
+
+
+def digest(model) -> str:
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().numpy().tobytes())
+    return h.hexdigest()
+
+
+if __name__ == "__main__":
+    out, epochs = Path(sys.argv[1]), int(sys.argv[2])
+    elbo = NoiselessELBO() if sys.argv[3:] == ["noiseless"] else None
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = drawzoo.load("draw", image_shape=(1, 10, 10), T=3, hidden_dim=32, latent_dim=4, write_size=3)
+    digests = []
+    train, valid = data()
+    history = drawzoo.train(model, train, valid, epochs=epochs, batch_size=24, lr=3e-3, checkpoint=out / "run.pt",
+                            seed=0, elbo=elbo, progress=False, on_epoch=lambda record: digests.append(digest(model)))
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.save({"history": history, "digests": digests, "state_dict": model.state_dict()}, out / f"rank{rank}.pt")
