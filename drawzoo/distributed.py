@@ -4,11 +4,13 @@ Without torchrun (no ``WORLD_SIZE`` > 1 in the environment, no process group) ev
 a single process and a no-op. Under torchrun, `join` initialises the process group from torchrun's
 environment -- gloo on the CPU, nccl on CUDA with one device per local rank -- with a timeout
 (``DRAWZOO_DIST_TIMEOUT`` seconds, default 120), so that a rank that dies makes the others fail
-with an error instead of waiting forever.
+with an error instead of waiting forever. A group initialised here is destroyed at exit: gloo's
+worker threads otherwise abort the process (SIGABRT) while the interpreter shuts down.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 from datetime import timedelta
@@ -82,4 +84,10 @@ def join(device: torch.device) -> Group:
             torch.cuda.set_device(device)
         timeout = timedelta(seconds=float(os.environ.get("DRAWZOO_DIST_TIMEOUT", "120")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        atexit.register(_leave)
     return current()
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
