@@ -54,28 +54,32 @@ class Trajectory:
 
 
 class GuidePass:
-    """The guide's decoder steps ``(z_t, (h_dec_t, cell_t), c_t)``, for the model to reuse.
+    """The z_t the guide sampled and the decoder state and canvas it ended with, for the model.
 
-    Under ``poutine.replay`` (every ELBO, `Predictive` with a guide) the model receives the very
-    tensors z_t that the guide sampled, so its decoder would recompute exactly what the guide
-    already computed. The model takes the guide's results instead, as long as it meets the same
-    z_t objects in order and no parameter changed in between; on the first other z_t (e.g. one
-    set by ``poutine.condition``) it computes from there on, as the plain model does.
+    Under ``poutine.replay`` (every ELBO, `Predictive` with a guide, `drawzoo.evaluate`) the model
+    receives the very tensors z_t that the guide sampled, so its decoder would recompute exactly
+    what the guide already computed. While the model meets the guide's z_t objects in order (and
+    no parameter changed in between) it takes the guide's final state instead; on the first other
+    z_t (e.g. one set by ``poutine.condition``) it decodes the steps so far again from the guide's
+    z's and goes on by itself, as the plain model does. Only the z's and the final state are kept.
     """
 
     def __init__(self, version: int):
-        self.version, self.steps, self.position = version, [], 0
+        self.version, self.zs, self.final = version, [], None
+        self.followed = 0  #: z_t the model has met in order so far
+        self.left = False  #: the model met another z_t and decodes by itself from there
 
     def record(self, z: Tensor, dec, canvas: Tensor) -> None:
-        self.steps.append((z, dec, canvas))
+        self.zs.append(z)
+        self.final = (dec, canvas)
 
-    def lookup(self, z: Tensor):
-        """``(dec, canvas)`` of the next step if it was decoded from this very `z`, else None for good."""
-        if self.position < len(self.steps) and self.steps[self.position][0] is z:
-            self.position += 1
-            return self.steps[self.position - 1][1:]
-        self.position = len(self.steps)
-        return None
+    def follows(self, z: Tensor) -> bool:
+        """Whether `z` is the guide's next z_t (once False, always False)."""
+        if not self.left and self.followed < len(self.zs) and self.zs[self.followed] is z:
+            self.followed += 1
+            return True
+        self.left = True
+        return False
 
 
 class Reconstruction(NamedTuple):
@@ -137,7 +141,7 @@ class DRAW(ZooModel):
         dec, canvas = self._initial_decoder(B)
         with pyro.plate("data", B):
             for t in pyro.markov(range(self.config.T)):
-                z = pyro.sample(f"z_{t}", standard_normal(B, self.config.latent_dim, canvas))
+                z = pyro.sample(f"z_{t}", standard_normal(B, self.config.latent_dim, self.decoder.weight_ih))
                 dec, canvas = self._decode(z, dec, canvas, guide_pass)
             pyro.sample("x", pixel_likelihood(canvas), obs=x)
         return canvas
@@ -184,12 +188,16 @@ class DRAW(ZooModel):
         return r
 
     def _decode(self, z: Tensor, dec, canvas: Tensor, guide_pass: GuidePass | None = None):
-        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)`` (or the
-        guide's result for this very z_t, see `GuidePass`)."""
-        if guide_pass is not None:
-            reused = guide_pass.lookup(z)
-            if reused is not None:
-                return reused
+        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)``.
+
+        Replaying a `guide_pass` that decoded this very z_t, the state stays with the guide
+        (None) until its last step, which returns the guide's final state."""
+        if guide_pass is not None and not guide_pass.left:
+            if guide_pass.follows(z):
+                return guide_pass.final if guide_pass.followed == len(guide_pass.zs) else (None, None)
+            dec, canvas = self._initial_decoder(z.shape[0])  # catch up on the steps left with the guide
+            for z_s in guide_pass.zs[:guide_pass.followed]:
+                dec, canvas = self._decode(z_s, dec, canvas)
         dec = self.decoder(z, dec)
         update, glimpse = self.writer(dec[0])
         canvas = canvas + update
