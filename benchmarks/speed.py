@@ -9,12 +9,14 @@ For each model, in one run on the same machine and threads:
   (forward, backward, update), batch 100;
 - reference: the same network with the same weights, as one plain PyTorch function computing the
   paper's loss (L^x + analytic L^z) in a single pass (`reference.py`), stepped by torch's Adam;
-- their ratio, and the peak memory of each (CPU: growth of the process's peak RSS while stepping,
-  each measurement in a fresh process; CUDA: ``torch.cuda.max_memory_allocated``);
+- their ratio, and the peak memory of each (CPU: growth of the process's peak RSS over its RSS
+  before the timed steps, each measurement in a fresh process after a one-image step;
+  CUDA: ``torch.cuda.max_memory_allocated``);
 - NLL evaluation: images/s of ``drawzoo.evaluate(model, x, num_samples=K)`` (K=1000, vectorised
   over K) against the time of K reference forward passes over the same images;
 - optionally (``--jit``, ``--compile``): ``JitTraceMeanField_ELBO`` and ``torch.compile`` of the
-  loss, with their compile time and whether their loss matches the eager one.
+  loss, with their compile time and whether their loss matches the eager one;
+- optionally (``--ddp N``): images/s of `drawzoo.train` data-parallel over 1 and N CPU processes.
 
 Images are Bernoulli(0.13) noise of MNIST's size and mean: throughput does not depend on content.
 Prints a table and writes JSON (--out).
@@ -110,12 +112,13 @@ def _stepper(impl: str, model, name: str):
     return svi.step
 
 
-def measure_training(name: str, config: dict, impl: str, batch: int, steps: int, device: str) -> dict:
-    """Images/s of `steps` optimizer steps (after one warm-up step, timed as the compile time)."""
+def measure_memory(name: str, config: dict, impl: str, batch: int, device: str) -> dict:
+    """Peak memory (MB) of a few optimizer steps, and the first step's time and loss."""
     device = torch.device(device)
     model = _build(name, config, device)
     x = _images(batch, device)
     step = _stepper(impl, model, name)
+    step(x[:1])  # a one-image step first: lazy imports and one-time set-up stay out of the memory figure
     rss = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -124,14 +127,29 @@ def measure_training(name: str, config: dict, impl: str, batch: int, steps: int,
     first_loss = step(x)
     _sync(device)
     warmup = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(2):
         step(x)
-    _sync(device)
-    seconds = time.perf_counter() - started
     peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else _peak_rss_mb() - rss)
-    return {"images_per_s": steps * batch / seconds, "peak_mb": peak, "warmup_s": warmup,
-            "first_loss": first_loss / batch}
+    return {"peak_mb": peak, "warmup_s": warmup, "first_loss": first_loss / batch}
+
+
+def measure_throughput(name: str, config: dict, impls: list[str], batch: int, steps: int, device: str) -> dict:
+    """Images/s of each implementation from the median of `steps` timed steps, the implementations
+    taking turns step by step (each on its own copy of the same model) so that drifts of the
+    machine's speed fall on all alike."""
+    device = torch.device(device)
+    x = _images(batch, device)
+    steppers = {impl: _stepper(impl, _build(name, config, device), name) for impl in impls}
+    for step in steppers.values():
+        step(x)  # warm-up (compilation, for the variants that compile)
+    times = {impl: [] for impl in impls}
+    for _ in range(steps):
+        for impl, step in steppers.items():
+            started = time.perf_counter()
+            step(x)
+            _sync(device)
+            times[impl].append(time.perf_counter() - started)
+    return {impl: batch / sorted(t)[len(t) // 2] for impl, t in times.items()}
 
 
 def measure_eval(name: str, config: dict, K: int, images: int, device: str) -> dict:
@@ -159,6 +177,43 @@ def measure_eval(name: str, config: dict, K: int, images: int, device: str) -> d
             "ratio": zoo / reference}
 
 
+def _ddp_rank(rank: int, world: int, port: int, name: str, config: dict, batch: int, steps: int, threads: int,
+              out: str) -> None:
+    """One process of a data-parallel run: `drawzoo.train` as under torchrun, timed on rank 0."""
+    import os
+
+    import drawzoo
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    model = _build(name, config, torch.device("cpu"))
+    x = _images(batch * steps, "cpu")
+    kw = dict(epochs=1, batch_size=batch, lr=1e-4, device="cpu", progress=False)
+    drawzoo.train(model, x, max_steps=1, **kw)  # warm-up: joins the process group
+    started = time.perf_counter()
+    drawzoo.train(model, x, max_steps=steps, **kw)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"images_per_s": steps * batch / (time.perf_counter() - started)}))
+
+
+def measure_ddp(processes: int, name: str, config: dict, batch: int, steps: int) -> dict:
+    """Training images/s of `processes` CPU processes (gloo), the machine's threads shared out."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    threads = max(1, torch.get_num_threads() // processes)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/result.json"
+        mp.spawn(_ddp_rank, args=(processes, port, name, config, batch, steps, threads, out), nprocs=processes)
+        return {"processes": processes, "threads_each": threads, **json.loads(Path(out).read_text())}
+
+
 def _in_child(fn, *args):
     """Run `fn(*args)` in a fresh process (its own peak memory); returns its result or the error."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -175,15 +230,25 @@ def run(args) -> dict:
     for label, name, config in cases(args.quick):
         row = {"label": label, "model": name, "config": config}
         for impl in impls:
-            print(f"training: {label}, {impl} ...", flush=True)
-            row[impl] = _in_child(measure_training, name, config, impl, batch, steps, args.device)
-        if "error" not in row["zoo"] and "error" not in row["reference"]:
+            print(f"training: {label}, {impl}: memory ...", flush=True)
+            row[impl] = _in_child(measure_memory, name, config, impl, batch, args.device)
+        working = [impl for impl in impls if "error" not in row[impl]]
+        print(f"training: {label}, {' / '.join(working)} taking turns, {steps} steps ...", flush=True)
+        speeds = _in_child(measure_throughput, name, config, working, batch, steps, args.device)
+        for impl in working:
+            row[impl]["images_per_s"] = speeds[impl] if "error" not in speeds else float("nan")
+        if {"zoo", "reference"} <= set(working):
             row["ratio"] = row["zoo"]["images_per_s"] / row["reference"]["images_per_s"]
         for impl in impls[2:]:
             if "error" not in row[impl]:
                 row[impl]["matches_eager"] = abs(row[impl]["first_loss"] - row["zoo"]["first_loss"]) < 1e-3 * abs(
                     row["zoo"]["first_loss"])
         results["training"].append(row)
+    if args.ddp:
+        label, name, config = cases(args.quick)[0]
+        for n in sorted({1, args.ddp}):
+            print(f"data-parallel: {label}, {n} process(es) ...", flush=True)
+            results.setdefault("ddp", []).append({"label": label, **measure_ddp(n, name, config, batch, steps)})
     K, images = (50, 8) if args.quick else (args.num_samples, args.eval_images)
     for label, name, config in cases(args.quick):
         print(f"evaluation: {label}, K={K} ...", flush=True)
@@ -216,6 +281,10 @@ def report(results: dict, header: str) -> str:
     for r in results["evaluation"]:
         lines.append(f"| {r['label']} | {cell(r, 'zoo_images_per_s', '.2f')} | "
                      f"{cell(r, 'reference_images_per_s', '.2f')} | {cell(r, 'ratio', '.2f')} |")
+    if "ddp" in results:
+        lines += ["", f"Data-parallel training ({results['ddp'][0]['label']}, drawzoo.train, global batch 100, gloo):", "",
+                  "| processes | threads each | images/s |", "|---:|---:|---:|"]
+        lines += [f"| {r['processes']} | {r['threads_each']} | {r['images_per_s']:.1f} |" for r in results["ddp"]]
     for r in results["training"]:
         for k in ["zoo", "reference", *extra]:
             if "error" in r[k]:
@@ -227,11 +296,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few steps (< 2 min)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps per measurement [10]")
+    parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement [30]")
     parser.add_argument("--num-samples", type=int, default=1000, help="K for the NLL evaluation [1000]")
-    parser.add_argument("--eval-images", type=int, default=4, help="images scored in the NLL timing [4]")
+    parser.add_argument("--eval-images", type=int, default=8, help="images scored in the NLL timing [8]")
     parser.add_argument("--jit", action="store_true", help="also time JitTraceMeanField_ELBO")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the loss")
+    parser.add_argument("--ddp", type=int, metavar="N", help="also time data-parallel training (drawzoo.train "
+                        "under torch.distributed, gloo) with 1 and N CPU processes")
     parser.add_argument("--out", default="bench_out/speed.json", help="JSON file [bench_out/speed.json]")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
