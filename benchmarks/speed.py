@@ -31,6 +31,7 @@ import platform
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -152,29 +153,38 @@ def measure_throughput(name: str, config: dict, impls: list[str], batch: int, st
     return {impl: batch / sorted(t)[len(t) // 2] for impl, t in times.items()}
 
 
-def measure_eval(name: str, config: dict, K: int, images: int, device: str) -> dict:
-    """Images/s of drawzoo.evaluate at K, and of K reference forward passes over the same images."""
+def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_seconds: float = 3.0) -> dict:
+    """Images/s of drawzoo.evaluate at K, and of K reference forward passes over the same images
+    (in chunks of as many rows as evaluate takes per pass). The two take turns, a round each, until
+    evaluate has run `min_seconds` (at most 9 rounds); the figures are from the median rounds."""
     import drawzoo
     from drawzoo.evaluation import ROWS_PER_PASS
 
     device = torch.device(device)
     model = _build(name, config, device)
     x = _images(images, device)
-    drawzoo.evaluate(model, x[:1], num_samples=min(K, 8))  # warm-up
-    started = time.perf_counter()
-    drawzoo.evaluate(model, x, num_samples=K)
-    _sync(device)
-    zoo = time.perf_counter() - started
     rows = x.repeat(K, 1, 1, 1)
     loss_fn = LOSSES[name]
-    started = time.perf_counter()
-    with torch.no_grad():
+
+    def zoo():
+        drawzoo.evaluate(model, x, num_samples=K)
+
+    @torch.no_grad()
+    def reference():
         for chunk in rows.split(ROWS_PER_PASS):
             loss_fn(model, chunk)
-    _sync(device)
-    reference = time.perf_counter() - started
-    return {"zoo_images_per_s": images / zoo, "reference_images_per_s": images / reference,
-            "ratio": zoo / reference}
+
+    drawzoo.evaluate(model, x[:1], num_samples=min(K, 8))  # warm-up
+    times = {"zoo": [], "reference": []}
+    while len(times["zoo"]) < 9 and sum(times["zoo"]) < min_seconds:
+        for impl, fn in (("zoo", zoo), ("reference", reference)):
+            started = time.perf_counter()
+            fn()
+            _sync(device)
+            times[impl].append(time.perf_counter() - started)
+    zoo_s, reference_s = (sorted(t)[len(t) // 2] for t in (times["zoo"], times["reference"]))
+    return {"zoo_images_per_s": images / zoo_s, "reference_images_per_s": images / reference_s,
+            "ratio": zoo_s / reference_s, "rounds": len(times["zoo"])}
 
 
 def _ddp_rank(rank: int, world: int, port: int, name: str, config: dict, batch: int, steps: int, threads: int,
@@ -216,9 +226,9 @@ def measure_ddp(processes: int, name: str, config: dict, batch: int, steps: int)
 
 def _in_child(fn, *args):
     """Run `fn(*args)` in a fresh process (its own peak memory); returns its result or the error."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            return pool.apply(fn, args)
+            return pool.submit(fn, *args).result()
         except Exception as e:  # a variant that fails (e.g. JIT on this model) is reported, not fatal
             return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
 

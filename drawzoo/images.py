@@ -55,13 +55,13 @@ def check_images(x, image_shape, *, device=None, dtype=torch.float32, name: str 
     if x.shape[0] == 0:
         raise InputError(f"{name} is an empty batch (shape {_shape(x.shape)}); give at least one image")
     x = x.to(device=device, dtype=dtype)
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        bad = (~finite).sum().item()
-        kinds = ", ".join(k for k, m in (("NaN", torch.isnan(x)), ("inf", torch.isinf(x))) if bool(m.any()))
-        raise InputError(f"{name} contains {bad} non-finite value{'s' if bad > 1 else ''} ({kinds})")
-    lo, hi = torch.aminmax(x)
-    if lo < 0 or hi > 1:
+    lo, hi = torch.aminmax(x)  # one pass; NaN propagates into both, and fails both comparisons
+    if not (lo >= 0 and hi <= 1):
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = (~finite).sum().item()
+            kinds = ", ".join(k for k, m in (("NaN", torch.isnan(x)), ("inf", torch.isinf(x))) if bool(m.any()))
+            raise InputError(f"{name} contains {bad} non-finite value{'s' if bad > 1 else ''} ({kinds})")
         hint = " (bytes? divide by 255 first)" if hi > 1 and hi <= 255 and lo >= 0 else ""
         raise InputError(f"{name} must have values in [0, 1], got min {lo.item():.4g}, max {hi.item():.4g}{hint}")
     return x
