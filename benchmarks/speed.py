@@ -155,8 +155,9 @@ def measure_throughput(name: str, config: dict, impls: list[str], batch: int, st
 
 def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_seconds: float = 3.0) -> dict:
     """Images/s of drawzoo.evaluate at K, and of K reference forward passes over the same images
-    (in chunks of as many rows as evaluate takes per pass). The two take turns, a round each, until
-    evaluate has run `min_seconds` (at most 9 rounds); the figures are from the median rounds."""
+    (in chunks of as many rows as evaluate takes per pass). The two take turns, a round each, for
+    at least 3 rounds and until evaluate has run `min_seconds` (at most 9 rounds); the figures are
+    from the median rounds."""
     import drawzoo
     from drawzoo.evaluation import ROWS_PER_PASS
 
@@ -176,7 +177,7 @@ def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_
 
     drawzoo.evaluate(model, x[:1], num_samples=min(K, 8))  # warm-up
     times = {"zoo": [], "reference": []}
-    while len(times["zoo"]) < 9 and sum(times["zoo"]) < min_seconds:
+    while len(times["zoo"]) < 3 or (len(times["zoo"]) < 9 and sum(times["zoo"]) < min_seconds):
         for impl, fn in (("zoo", zoo), ("reference", reference)):
             started = time.perf_counter()
             fn()
@@ -308,7 +309,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per measurement [30]")
     parser.add_argument("--num-samples", type=int, default=1000, help="K for the NLL evaluation [1000]")
-    parser.add_argument("--eval-images", type=int, default=8, help="images scored in the NLL timing [8]")
+    parser.add_argument("--eval-images", type=int, default=4, help="images scored in the NLL timing [4]")
     parser.add_argument("--jit", action="store_true", help="also time JitTraceMeanField_ELBO")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the loss")
     parser.add_argument("--ddp", type=int, metavar="N", help="also time data-parallel training (drawzoo.train "
