@@ -1,7 +1,7 @@
 """How fast attention DRAW learns on binarized MNIST, by attention set-up: the evidence behind the
 quick preset of `nll_mnist.py` (README, "Making attention DRAW learn").
 
-    python benchmarks/attention_learning.py            # 4 variants x 3 epochs, about 15 min on 2 CPU cores
+    python benchmarks/attention_learning.py            # 4 variants x 3 epochs, about 12 min on 2 CPU cores
 
 Each variant is DRAW with T=6, LSTM 256, z 50, batch 100, trained for --epochs epochs of the 50k
 training split; the table gives the validation negative ELBO (nats, 2,000 random valid images)
