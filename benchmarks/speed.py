@@ -26,6 +26,7 @@ Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import platform
@@ -76,38 +77,28 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _adam_steps(loss_fn, model):
+    """A function x -> loss (nats, batch sum) that takes one Adam step on ``loss_fn(x)`` (per image)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(x):
+        loss = loss_fn(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item() * len(x)
+    return step
+
+
 def _stepper(impl: str, model, name: str):
-    """A function x -> loss that takes one optimizer step, and a compile time (s) if it compiles."""
+    """A function x -> loss (nats, batch sum) that takes one optimizer step of implementation `impl`."""
     import pyro
     from pyro.infer import SVI, JitTraceMeanField_ELBO, TraceMeanField_ELBO
 
     if impl == "reference":
-        loss_fn = LOSSES[name]
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def step(x):
-            loss = loss_fn(model, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.item() * len(x)
-        return step
+        return _adam_steps(lambda x: LOSSES[name](model, x), model)
     if impl == "compile":
-        import torch._inductor.config as inductor
-
-        from drawzoo.training import ELBOLoss
-
-        inductor.fallback_random = True  # the same random numbers as eager, to compare losses
-        loss_fn = torch.compile(ELBOLoss(model))
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def step(x):
-            loss = loss_fn(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.item() * len(x)
-        return step
+        return _adam_steps(_loss_fn(impl, model), model)
     pyro.clear_param_store()
     elbo = JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO()
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-4}), elbo)
@@ -142,6 +133,9 @@ def _loss_fn(impl: str, model):
     from drawzoo.training import ELBOLoss
 
     if impl == "compile":
+        import torch._inductor.config as inductor
+
+        inductor.fallback_random = True  # the same random numbers as eager
         return torch.compile(ELBOLoss(model))
     return ELBOLoss(model, JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO())
 
@@ -150,9 +144,6 @@ def measure_agreement(name: str, config: dict, impl: str, batch: int, device: st
     """Whether `impl` computes the eager SVI loss: the means of `draws` losses of each for the same
     weights and images agree within 4 standard errors of their difference. (Losses at one seed need
     not agree: a traced graph samples with other kernels, so its noise differs.)"""
-    import torch._inductor.config as inductor
-
-    inductor.fallback_random = True
     device = torch.device(device)
     model = _build(name, config, device)
     x = _images(batch, device)
@@ -168,23 +159,32 @@ def measure_agreement(name: str, config: dict, impl: str, batch: int, device: st
     return {"loss_difference": difference, "difference_se": se, "matches_eager": abs(difference) <= 4 * se}
 
 
+def _median_seconds(fns: dict, more, device) -> tuple[dict, int]:
+    """Median seconds of each function of `fns`, timed in rounds in which they take turns (so that
+    drifts of the machine's speed fall on all alike) while ``more(rounds, seconds of the first)``;
+    and the number of rounds."""
+    times = {key: [] for key in fns}
+    first = times[next(iter(fns))]
+    while more(len(first), sum(first)):
+        for key, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - started)
+    return {key: sorted(t)[len(t) // 2] for key, t in times.items()}, len(first)
+
+
 def measure_throughput(name: str, config: dict, impls: list[str], batch: int, steps: int, device: str) -> dict:
     """Images/s of each implementation from the median of `steps` timed steps, the implementations
-    taking turns step by step (each on its own copy of the same model) so that drifts of the
-    machine's speed fall on all alike."""
+    taking turns step by step, each on its own copy of the same model."""
     device = torch.device(device)
     x = _images(batch, device)
     steppers = {impl: _stepper(impl, _build(name, config, device), name) for impl in impls}
     for step in steppers.values():
         step(x)  # warm-up (compilation, for the variants that compile)
-    times = {impl: [] for impl in impls}
-    for _ in range(steps):
-        for impl, step in steppers.items():
-            started = time.perf_counter()
-            step(x)
-            _sync(device)
-            times[impl].append(time.perf_counter() - started)
-    return {impl: batch / sorted(t)[len(t) // 2] for impl, t in times.items()}
+    seconds, _ = _median_seconds({impl: functools.partial(step, x) for impl, step in steppers.items()},
+                                 lambda rounds, _: rounds < steps, device)
+    return {impl: batch / s for impl, s in seconds.items()}
 
 
 def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_seconds: float = 3.0) -> dict:
@@ -210,16 +210,10 @@ def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_
             loss_fn(model, chunk)
 
     drawzoo.evaluate(model, x[:1], num_samples=min(K, 8))  # warm-up
-    times = {"zoo": [], "reference": []}
-    while len(times["zoo"]) < 3 or (len(times["zoo"]) < 9 and sum(times["zoo"]) < min_seconds):
-        for impl, fn in (("zoo", zoo), ("reference", reference)):
-            started = time.perf_counter()
-            fn()
-            _sync(device)
-            times[impl].append(time.perf_counter() - started)
-    zoo_s, reference_s = (sorted(t)[len(t) // 2] for t in (times["zoo"], times["reference"]))
-    return {"zoo_images_per_s": images / zoo_s, "reference_images_per_s": images / reference_s,
-            "ratio": zoo_s / reference_s, "rounds": len(times["zoo"])}
+    seconds, rounds = _median_seconds({"zoo": zoo, "reference": reference},
+                                      lambda n, s: n < 3 or (n < 9 and s < min_seconds), device)
+    return {"zoo_images_per_s": images / seconds["zoo"], "reference_images_per_s": images / seconds["reference"],
+            "ratio": seconds["zoo"] / seconds["reference"], "rounds": rounds}
 
 
 def _ddp_rank(rank: int, world: int, port: int, name: str, config: dict, batch: int, steps: int, threads: int,

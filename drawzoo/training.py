@@ -215,7 +215,7 @@ class _Run:
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, *, lr, lr_min, clip_norm, seed,
                  batch_size, path, best, max_bad_steps, valid_samples, on_epoch, progress):
-        self.model, self.objective, self.group = model, objective, group
+        self.model, self.group = model, group
         self.loss = objective
         if group.active:  # gradients averaged over the processes during backward
             from torch.nn.parallel import DistributedDataParallel
