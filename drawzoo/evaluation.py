@@ -59,7 +59,10 @@ def evaluate(model, data, *, num_samples: int = 1, batch_size: int | None = None
 
     Returns ``{"neg_elbo", "nll", "num_samples", "num_images"}``. `batch_size` images are scored
     per pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
-    RNG is left as it was (sampling uses a fork seeded with `seed`).
+    RNG is left as it was (sampling uses a fork seeded with `seed`): for one batch the z's are
+    those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide draw, so
+    ``nll`` is exactly ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)``'s loss
+    per image after the same seeding.
 
     Under ``torchrun`` each process scores every world-th image (seed ``seed + rank``) and the
     per-image figures are summed over the processes: every process returns the same means.
@@ -71,7 +74,8 @@ def evaluate(model, data, *, num_samples: int = 1, batch_size: int | None = None
     if group.active:
         dataset = torch.utils.data.Subset(dataset, range(group.rank, len(dataset), group.world))
     batch_size = batch_size or max(1, ROWS_PER_PASS // num_samples)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images,
+                                         generator=torch.Generator())  # draws nothing from the seeded RNG
     neg_elbo = nll = 0.0
     n = 0
     devices = [model.device] if model.device.type == "cuda" else []

@@ -1,7 +1,8 @@
 """DRAW's selective attention: an N x N grid of 2-D Gaussian filters (Gregor et al. 2015, sec. 3.2).
 
-All functions are batched over the first dimension and work on grey or colour images; the same
-filters are applied to every channel. Coordinates are in pixels, 1-based as in the paper, so that
+All functions take any leading batch dimensions ``[...]`` (the images of a batch, and left of them
+whatever Pyro adds: vectorised particles, parallel `Predictive` samples) and work on grey or
+colour images; the same filters are applied to every channel. Coordinates are in pixels, 1-based as in the paper, so that
 the grid centre ``g~ = 0`` maps to the image centre ``(size + 1) / 2``.
 """
 
@@ -25,7 +26,7 @@ MAX_COORD = 1e6
 
 
 class Glimpse(NamedTuple):
-    """Attention parameters of a grid, in pixel units; each ``[B]`` (``[T, B]`` when stacked)."""
+    """Attention parameters of a grid, in pixel units; each ``[...]`` (``[T, ...]`` when stacked)."""
 
     g_x: Tensor  #: grid centre, x (column), 1-based
     g_y: Tensor  #: grid centre, y (row), 1-based
@@ -35,7 +36,7 @@ class Glimpse(NamedTuple):
 
     @classmethod
     def stack(cls, glimpses: list["Glimpse"]) -> "Glimpse":
-        """Stack per-step glimpses ``[B]`` into one of ``[T, B]`` tensors."""
+        """Stack per-step glimpses ``[...]`` into one of ``[T, ...]`` tensors."""
         return cls(*(torch.stack(field) for field in zip(*glimpses)))
 
 
@@ -45,7 +46,7 @@ def bounded_exp(v: Tensor, bound: float = LOG_BOUND) -> Tensor:
 
 
 def attention_params(raw: Tensor, N: int, height: int, width: int) -> Glimpse:
-    """Map ``raw = W h_dec`` ``[B, 5]`` = (g~x, g~y, log sigma^2, log delta~, log gamma) to a Glimpse.
+    """Map ``raw = W h_dec`` ``[..., 5]`` = (g~x, g~y, log sigma^2, log delta~, log gamma) to a Glimpse.
 
     The paper's scalings, per axis (the x axis spans the width, the y axis the height)::
 
@@ -66,7 +67,7 @@ def attention_params(raw: Tensor, N: int, height: int, width: int) -> Glimpse:
 
 
 def filterbank(center: Tensor, delta: Tensor, sigma2: Tensor, N: int, size: int, eps: float = 1e-8) -> Tensor:
-    """One axis of the filterbank, ``[B, N, size]``; `center`, `delta`, `sigma2` are ``[B]``.
+    """One axis of the filterbank, ``[..., N, size]``; `center`, `delta`, `sigma2` are ``[...]``.
 
     Filter i (1..N) is centred at ``mu_i = center + (i - N/2 - 0.5) * delta`` and weighs pixel
     a (1..size) by ``exp(-(a - mu_i)^2 / (2 sigma^2))``; each row is divided by its sum (+ eps).
@@ -75,24 +76,24 @@ def filterbank(center: Tensor, delta: Tensor, sigma2: Tensor, N: int, size: int,
     """
     i = torch.arange(1, N + 1, device=center.device, dtype=center.dtype)
     a = torch.arange(1, size + 1, device=center.device, dtype=center.dtype)
-    mu = (center[:, None] + (i - N / 2 - 0.5) * delta[:, None]).clamp(-MAX_COORD, MAX_COORD)  # [B, N]
-    sigma2 = sigma2.clamp(MIN_SIGMA2, MAX_SIGMA2)[:, None, None]
-    F = torch.exp(-((a - mu[:, :, None]) ** 2) / (2 * sigma2))  # [B, N, size]
+    mu = (center[..., None] + (i - N / 2 - 0.5) * delta[..., None]).clamp(-MAX_COORD, MAX_COORD)  # [..., N]
+    sigma2 = sigma2.clamp(MIN_SIGMA2, MAX_SIGMA2)[..., None, None]
+    F = torch.exp(-((a - mu[..., None]) ** 2) / (2 * sigma2))  # [..., N, size]
     return F / (F.sum(-1, keepdim=True) + eps)
 
 
 def filterbanks(glimpse: Glimpse, N: int, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """``(F_x [B, N, W], F_y [B, N, H])`` for a Glimpse."""
+    """``(F_x [..., N, W], F_y [..., N, H])`` for a Glimpse."""
     F_x = filterbank(glimpse.g_x, glimpse.delta, glimpse.sigma2, N, width)
     F_y = filterbank(glimpse.g_y, glimpse.delta, glimpse.sigma2, N, height)
     return F_x, F_y
 
 
 def read(x: Tensor, F_x: Tensor, F_y: Tensor, gamma: Tensor) -> Tensor:
-    """The glimpse ``gamma * F_y x F_x^T`` of images ``x [B, C, H, W]``, per channel: ``[B, C, N, N]``."""
-    return gamma[:, None, None, None] * (F_y[:, None] @ x @ F_x[:, None].transpose(-1, -2))
+    """The glimpse ``gamma * F_y x F_x^T`` of images ``x [..., C, H, W]``, per channel: ``[..., C, N, N]``."""
+    return gamma[..., None, None, None] * (F_y.unsqueeze(-3) @ x @ F_x.unsqueeze(-3).mT)
 
 
 def write(w: Tensor, F_x: Tensor, F_y: Tensor, gamma: Tensor) -> Tensor:
-    """The canvas update ``(1 / gamma) * F_y^T w F_x`` of patches ``w [B, C, N, N]``: ``[B, C, H, W]``."""
-    return (F_y[:, None].transpose(-1, -2) @ w @ F_x[:, None]) / gamma[:, None, None, None]
+    """The canvas update ``(1 / gamma) * F_y^T w F_x`` of patches ``w [..., C, N, N]``: ``[..., C, H, W]``."""
+    return (F_y.unsqueeze(-3).mT @ w @ F_x.unsqueeze(-3)) / gamma[..., None, None, None]

@@ -1,8 +1,9 @@
 """Read and write heads: the learned maps from the decoder state to what DRAW reads and writes.
 
-Each reader returns ``(r [B, out_dim], Glimpse | None)`` for images, error images and the
-previous decoder state; each writer returns ``(update [B, C, H, W], Glimpse | None)`` for the
-current decoder state. The ``Full*`` heads are the paper's no-attention variants.
+Each reader returns ``(r [..., out_dim], Glimpse | None)`` for images, error images and the
+previous decoder state; each writer returns ``(update [..., C, H, W], Glimpse | None)`` for the
+current decoder state. ``[...]`` is any batch shape: the images, and Pyro's particle or sample
+dimensions left of them; inputs of different batch shapes are broadcast. The ``Full*`` heads are the paper's no-attention variants.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def covering_glimpse_bias(N: int, height: int, width: int, *, write: bool = Fals
 
 
 class _GlimpseMap(nn.Linear):
-    """``h_dec [B, hidden] -> Glimpse`` for an N x N grid on an H x W image."""
+    """``h_dec [..., hidden] -> Glimpse`` for an N x N grid on an H x W image."""
 
     def __init__(self, hidden_dim: int, N: int, height: int, width: int, *, write: bool = False):
         super().__init__(hidden_dim, 5)
@@ -63,12 +64,12 @@ class GaussianRead(nn.Module):
     def forward(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> tuple[Tensor, Glimpse]:
         g = self.glimpse(h_dec)
         F_x, F_y = filterbanks(g, self.N, x.shape[-2], x.shape[-1])
-        patches = read(torch.cat([x, x_hat], dim=1), F_x, F_y, g.gamma)  # [B, 2C, N, N]
-        return patches.flatten(1), g
+        patches = read(torch.cat(torch.broadcast_tensors(x, x_hat), dim=-3), F_x, F_y, g.gamma)  # [..., 2C, N, N]
+        return patches.flatten(-3), g
 
 
 class GaussianWrite(nn.Module):
-    """``write(h_dec_t) = (1 / gamma) F_y^T w_t F_x`` with the patch ``w_t = W(h_dec_t)`` ``[B, C, N, N]``."""
+    """``write(h_dec_t) = (1 / gamma) F_y^T w_t F_x`` with the patch ``w_t = W(h_dec_t)`` ``[..., C, N, N]``."""
 
     def __init__(self, hidden_dim: int, image_shape: tuple[int, int, int], N: int):
         super().__init__()
@@ -81,7 +82,7 @@ class GaussianWrite(nn.Module):
         C, H, W = self.image_shape
         g = self.glimpse(h_dec)
         F_x, F_y = filterbanks(g, self.N, H, W)
-        w = self.patch(h_dec).view(-1, C, self.N, self.N)
+        w = self.patch(h_dec).unflatten(-1, (C, self.N, self.N))
         return write(w, F_x, F_y, g.gamma), g
 
 
@@ -93,7 +94,7 @@ class FullRead(nn.Module):
         self.out_dim = 2 * math.prod(image_shape)
 
     def forward(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> tuple[Tensor, None]:
-        return torch.cat([x.flatten(1), x_hat.flatten(1)], dim=1), None
+        return torch.cat(torch.broadcast_tensors(x, x_hat), dim=-3).flatten(-3), None
 
 
 class FullWrite(nn.Module):
@@ -105,4 +106,4 @@ class FullWrite(nn.Module):
         self.linear = nn.Linear(hidden_dim, math.prod(image_shape))
 
     def forward(self, h_dec: Tensor) -> tuple[Tensor, None]:
-        return self.linear(h_dec).view(-1, *self.image_shape), None
+        return self.linear(h_dec).unflatten(-1, self.image_shape), None

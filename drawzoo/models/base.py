@@ -3,23 +3,32 @@
 A zoo model is a `torch.nn.Module` with
 
 - ``Config``: a frozen dataclass of its hyper-parameters (``model.config`` is an instance);
-- ``model(x=None, *, batch_size=None)``: the generative story, ``x`` observed at site ``"x"``
-  (sampled when ``x`` is None), every site inside ``pyro.plate("data", B)``;
-- ``guide(x)``: the amortised posterior over the same latent sites;
+- ``model(x=None, *, batch_size=None, num_data=None)``: the generative story, ``x`` observed at
+  site ``"x"`` (sampled when ``x`` is None), every site inside the data plate (`data_plate`);
+- ``guide(x, *, num_data=None)``: the amortised posterior over the same latent sites;
 - ``generate(n)``: images through time ``[steps, n, C, H, W]`` in [0, 1].
 
-Subclassing `ZooModel` gives a third-party model the same checks and naming for free.
+The data plate is ``pyro.plate("data", B, dim=-1)``: a model declares one plate, and Pyro may add
+batch dimensions left of it (vectorised particles, ``Predictive(parallel=True)``), so a site's
+value is ``[..., B, *event]`` and every network must take any leading batch shape. ``num_data=N``
+scales every site by N / B, exactly as a subsampled ``pyro.plate`` does.
+
+Subclassing `ZooModel` gives a third-party model the same checks, plate, naming and param-store
+handling for free.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import numbers
 from collections import defaultdict
 from typing import ClassVar
 
+import pyro
 import pyro.distributions as dist
 import torch
+from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
 from ..attention import bounded_exp
@@ -40,8 +49,12 @@ def _pyro_name(zoo_name: str) -> str:
     return zoo_name if n == 0 else f"{zoo_name}_{n}"
 
 
+#: The dimension of the data plate; Pyro's own batch dimensions (particles, samples) go left of it.
+DATA_DIM = -1
+
+
 def pixel_likelihood(logits: Tensor) -> dist.Distribution:
-    """``Bernoulli(logits)`` over every pixel of ``[B, C, H, W]``, one event per image.
+    """``Bernoulli(logits)`` over every pixel of ``[..., B, C, H, W]``, one event per image.
 
     Its log-probability is the negative binary cross-entropy, which is also defined for grey
     values in [0, 1] (then it is a reconstruction score, not a normalised likelihood), so
@@ -56,8 +69,27 @@ def standard_normal(batch_size: int, dim: int, like: Tensor) -> dist.Distributio
     return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
 
 
+def cat_features(*tensors: Tensor) -> Tensor:
+    """Concatenate ``[..., n_i]`` tensors along the last dimension, broadcasting their batch shapes."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)
+
+
+def lstm_step(cell: nn.LSTMCell, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """One `nn.LSTMCell` step for inputs ``[..., in]`` and a state ``(h, c)`` each ``[..., hidden]``
+    of any batch shapes that broadcast (e.g. a zero state ``[B, hidden]`` and inputs
+    ``[K, B, in]`` of K vectorised particles): the batch is flattened for the cell, not looped over."""
+    h, c = state
+    batch = torch.broadcast_shapes(inputs.shape[:-1], h.shape[:-1], c.shape[:-1])
+    if len(batch) == 1 and inputs.shape[:-1] == h.shape[:-1] == c.shape[:-1]:
+        return cell(inputs, state)
+    flat = [t.expand(*batch, t.shape[-1]).reshape(-1, t.shape[-1]) for t in (inputs, h, c)]
+    h, c = cell(flat[0], (flat[1], flat[2]))
+    return h.view(*batch, -1), c.view(*batch, -1)
+
+
 class GaussianPosterior(nn.Linear):
-    """``h [B, in] -> (mu, sigma)`` each ``[B, latent_dim]``, with ``sigma = exp(W h + b)``.
+    """``h [..., in] -> (mu, sigma)`` each ``[..., latent_dim]``, with ``sigma = exp(W h + b)``.
 
     The log-scale is clamped to [-10, 10] so that sigma stays finite and positive.
     """
@@ -71,10 +103,17 @@ class GaussianPosterior(nn.Linear):
 
 
 class ZooModel(nn.Module):
-    """Base class of zoo models; see the module docstring for the interface."""
+    """Base class of zoo models; see the module docstring for the interface.
+
+    A model is an ordinary object: ``copy.deepcopy``, pickling and ``torch.save``/``torch.load``
+    work at any moment, and every copy gets a Pyro name of its own (`_pyro_name`), so that copies
+    never share entries of Pyro's global param store.
+    """
 
     Config: ClassVar[type]
     zoo_name: ClassVar[str]
+    #: Attributes that hold the tensors of a pass in progress, not the model: never copied.
+    _transient: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config=None, **overrides):
         super().__init__()
@@ -118,14 +157,73 @@ class ZooModel(nn.Module):
             raise InputError(f"batch_size={batch_size} contradicts x with {x.shape[0]} images")
         return x, x.shape[0]
 
+    def data_plate(self, batch_size: int, num_data: int | None = None) -> pyro.plate:
+        """``pyro.plate("data")`` over the `batch_size` images of a batch, at dim -1 (`DATA_DIM`).
+
+        With ``num_data=N`` the batch stands for a data set of N images: the plate has size N and
+        the batch as its subsample, so that every site inside is scaled by N / B, as in a
+        subsampled ``pyro.plate("data", N, subsample_size=B)``. Without it, no scaling.
+        """
+        plate_dims = [f.dim for f in _enclosing_plates()]
+        if DATA_DIM in plate_dims:
+            raise InputError(
+                f"{type(self).__name__} puts its images in pyro.plate('data', dim={DATA_DIM}), and an enclosing plate "
+                f"uses that dim too; give Pyro max_plate_nesting >= 1 (e.g. Trace_ELBO(max_plate_nesting=1), "
+                f"Predictive(..., max_plate_nesting=1)) or put your own plates at dim <= {DATA_DIM - 1}")
+        if num_data is None:
+            return pyro.plate("data", batch_size, dim=DATA_DIM)
+        if not isinstance(num_data, numbers.Integral) or isinstance(num_data, bool) or num_data < batch_size:
+            raise InputError(f"num_data (the size of the data set the batch is drawn from) must be an integer "
+                             f">= the batch size {batch_size}, got {num_data!r}")
+        subsample = torch.arange(batch_size, device=self.device)
+        return pyro.plate("data", int(num_data), subsample=subsample, dim=DATA_DIM)
+
+    def register(self) -> None:
+        """``pyro.module(self.pyro_name, self)``, with the model's own parameters as the truth.
+
+        Pyro's param store keeps the first tensor it saw under a name and, by default, trains that
+        one; after ``load_state_dict(..., assign=True)``, ``module.to(...)`` with new parameter
+        objects, or ``pyro.get_param_store()`` entries from elsewhere, it would train tensors the
+        model no longer computes with. Here any such stale entry is replaced by the model's
+        current parameter first.
+        """
+        store = pyro.get_param_store()
+        for name, p in self.named_parameters():
+            full = param_with_module_name(self.pyro_name, name)
+            if full in store and store[full] is not p:
+                del store[full]
+        pyro.module(self.pyro_name, self)
+
+    # -- a model is an object ------------------------------------------------------------------
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._transient:
+            state[name] = None
+        for p in self.parameters():  # Pyro's weak reference to the param store's tensor (a cache)
+            p.__dict__.pop("unconstrained", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.pyro_name = _pyro_name(self.zoo_name)  # a copy is a model of its own
+
     def extra_repr(self) -> str:
         return f"config={self.config}"
 
-    def model(self, x=None, *, batch_size=None):
+    def model(self, x=None, *, batch_size=None, num_data=None):
         raise NotImplementedError
 
-    def guide(self, x):
+    def guide(self, x, *, num_data=None):
         raise NotImplementedError
 
     def generate(self, n: int) -> Tensor:
         raise NotImplementedError
+
+
+def _enclosing_plates() -> list:
+    """The vectorised plates (and Pyro's particle/sample plates) the caller runs inside."""
+    from pyro.poutine.indep_messenger import IndepMessenger
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    return [m for m in _PYRO_STACK if isinstance(m, IndepMessenger) and m.dim is not None]

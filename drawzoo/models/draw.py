@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from ..attention import FullRead, FullWrite, GaussianRead, GaussianWrite, Glimpse
 from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
-from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
+from .base import GaussianPosterior, ZooModel, cat_features, lstm_step, pixel_likelihood, standard_normal
 
 
 @dataclass(frozen=True)
@@ -57,29 +58,91 @@ class GuidePass:
     """The z_t the guide sampled and the decoder state and canvas it ended with, for the model.
 
     Under ``poutine.replay`` (every ELBO, `Predictive` with a guide, `drawzoo.evaluate`) the model
-    receives the very tensors z_t that the guide sampled, so its decoder would recompute exactly
-    what the guide already computed. While the model meets the guide's z_t objects in order (and
-    no parameter changed in between) it takes the guide's final state instead; on the first other
-    z_t (e.g. one set by ``poutine.condition``) it decodes the steps so far again from the guide's
-    z's and goes on by itself, as the plain model does. Only the z's and the final state are kept.
+    receives the very tensors z_t that the guide sampled, so its decoder would recompute what the
+    guide already computed. The guide's final state is a function of the z values, the values of
+    the decoder's and writer's parameters, and the autograd mode, and nothing else while both are
+    drawzoo's own modules with no hooks or parametrizations. So the model takes the guide's final
+    state instead of decoding again only if, once it has met all T z's:
+
+    - it met the guide's very z_t objects, in order, and their values are still the ones the guide
+      decoded (compared with copies: in-place and ``.data`` edits are caught);
+    - every decoder/writer parameter is the same object with the same value, dtype, device and
+      ``requires_grad`` (compared with copies: optimizer steps, ``.data`` writes,
+      ``vector_to_parameters``, ``load_state_dict(assign=True)``, ``.to()`` are caught);
+    - grad mode, inference mode and autocast are as they were in the guide;
+    - the modules are still plain (no hooks, parametrizations or replaced submodules).
+
+    Otherwise (or on the first z_t that is not the guide's, e.g. one set by ``poutine.condition``)
+    it decodes the steps so far again from the same z's and goes on by itself, as the plain model
+    does: the loss and gradients are always those of the plain computation. Only the z's, copies of
+    their values and of the parameters, and the final state are kept.
     """
 
-    def __init__(self, version: int):
-        self.version, self.zs, self.final = version, [], None
+    def __init__(self, model: "DRAW"):
+        self.context = _autograd_context(model.device)
+        self.params = [(p, p.detach().clone(), p.requires_grad) for p in model._decoder_parameters()]
+        self.zs: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self.final = None
         self.followed = 0  #: z_t the model has met in order so far
-        self.left = False  #: the model met another z_t and decodes by itself from there
+        self.left = False  #: the model decodes by itself from here on
 
     def record(self, z: Tensor, dec, canvas: Tensor) -> None:
         self.zs.append(z)
+        self.values.append(z.detach().clone())
         self.final = (dec, canvas)
 
-    def follows(self, z: Tensor) -> bool:
-        """Whether `z` is the guide's next z_t (once False, always False)."""
-        if not self.left and self.followed < len(self.zs) and self.zs[self.followed] is z:
+    def follow(self, z: Tensor) -> bool:
+        """Whether `z` is the guide's next z_t (then counted as met)."""
+        if self.followed < len(self.zs) and self.zs[self.followed] is z:
             self.followed += 1
             return True
-        self.left = True
         return False
+
+    @property
+    def complete(self) -> bool:
+        return self.followed == len(self.zs)
+
+    def valid(self, model: "DRAW") -> bool:
+        """Whether the guide's final state is exactly what the model would compute now."""
+        current = list(model._decoder_parameters())
+        return (
+            self.context == _autograd_context(model.device)
+            and model._plain_decoder()
+            and len(current) == len(self.params)
+            and all(p is q and p.requires_grad == grad and _same(p, value)
+                    for q, (p, value, grad) in zip(current, self.params))
+            and all(_same(z, value) for z, value in zip(self.zs, self.values))
+        )
+
+    def leave(self, met_current: bool) -> list[Tensor]:
+        """Stop following; the z's met before the current one, for the model to decode itself."""
+        self.left = True
+        return self.zs[:self.followed - 1 if met_current else self.followed]
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Same dtype, device, shape and bits."""
+    return a.dtype == b.dtype and a.device == b.device and a.shape == b.shape and torch.equal(a.detach(), b)
+
+
+def _autograd_context(device: torch.device) -> tuple:
+    """What decides how a pass is recorded: grad mode, inference mode, autocast (on `device`)."""
+    return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+            torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether `module` or a submodule has hooks or parametrizations, or global module hooks exist."""
+    from torch.nn.modules import module as nn_module
+    from torch.nn.utils import parametrize
+
+    if any(getattr(nn_module, name, None) for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks", "_global_forward_hooks_always_called")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               or parametrize.is_parametrized(m) for m in module.modules())
 
 
 class Reconstruction(NamedTuple):
@@ -112,6 +175,7 @@ class DRAW(ZooModel):
 
     Config = DrawConfig
     zoo_name = "draw"
+    _transient = ("_trajectory", "_guide_pass")
     #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
     #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
     reuse_guide_decoder = True
@@ -130,43 +194,45 @@ class DRAW(ZooModel):
 
     # -- the Pyro model and guide -------------------------------------------------------------
 
-    def model(self, x=None, *, batch_size=None) -> Tensor:
+    def model(self, x=None, *, batch_size=None, num_data=None) -> Tensor:
         """p(x, z_0..z_{T-1}); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
 
-        Returns the final canvas logits c_T ``[B, C, H, W]``.
+        `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
+        Returns the final canvas logits c_T ``[..., B, C, H, W]``.
         """
         x, B = self._data(x, batch_size)
-        pyro.module(self.pyro_name, self)
+        self.register()
         guide_pass = self._claim_guide_pass()
         dec, canvas = self._initial_decoder(B)
-        with pyro.plate("data", B):
+        with self.data_plate(B, num_data):
             for t in pyro.markov(range(self.config.T)):
                 z = pyro.sample(f"z_{t}", standard_normal(B, self.config.latent_dim, self.decoder.weight_ih))
                 dec, canvas = self._decode(z, dec, canvas, guide_pass)
             pyro.sample("x", pixel_likelihood(canvas), obs=x)
         return canvas
 
-    def guide(self, x) -> Tensor:
-        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T."""
+    def guide(self, x, *, num_data=None) -> Tensor:
+        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, C, H, W]``."""
         x = self.check_images(x)
         B = x.shape[0]
-        pyro.module(self.pyro_name, self)
+        self.register()
         self._guide_pass = None
-        guide_pass = GuidePass(self._param_version())
+        guide_pass = GuidePass(self) if self.reuse_guide_decoder and self._plain_decoder() else None
         dec, canvas = self._initial_decoder(B)
         enc = self._zero_state(B)
-        with pyro.plate("data", B):
+        with self.data_plate(B, num_data):
             for t in pyro.markov(range(self.config.T)):
                 h_dec = dec[0]
                 x_hat = x - torch.sigmoid(canvas)
                 r = self._read(x, x_hat, h_dec)
-                enc = self.encoder(torch.cat([r, h_dec], dim=-1), enc)
+                enc = lstm_step(self.encoder, cat_features(r, h_dec), enc)
                 mu, sigma = self.posterior(enc[0])
                 z = pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
                 dec, canvas = self._decode(z, dec, canvas)
-                guide_pass.record(z, dec, canvas)
-        self._guide_pass = guide_pass if self.reuse_guide_decoder else None
-        return canvas
+                if guide_pass is not None:
+                    guide_pass.record(z, dec, canvas)
+        self._guide_pass = guide_pass
+        return canvas.clone()  # not the recorded tensor: edits of the return value cannot reach the model
 
     # -- one step, shared by model and guide ----------------------------------------------------
 
@@ -188,17 +254,22 @@ class DRAW(ZooModel):
         return r
 
     def _decode(self, z: Tensor, dec, canvas: Tensor, guide_pass: GuidePass | None = None):
-        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)``.
+        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)``, for any
+        batch shape ``[..., B]``.
 
-        Replaying a `guide_pass` that decoded this very z_t, the state stays with the guide
-        (None) until its last step, which returns the guide's final state."""
+        Replaying a `guide_pass` whose z_t these are, the steps are deferred (the state stays as it
+        was) until the last, which takes the guide's final state if that is still exactly what
+        this decoder would compute (`GuidePass.valid`); otherwise the deferred steps are decoded
+        here first, as the plain model would have."""
         if guide_pass is not None and not guide_pass.left:
-            if guide_pass.follows(z):
-                return guide_pass.final if guide_pass.followed == len(guide_pass.zs) else (None, None)
-            dec, canvas = self._initial_decoder(z.shape[0])  # catch up on the steps left with the guide
-            for z_s in guide_pass.zs[:guide_pass.followed]:
+            met = guide_pass.follow(z)
+            if met and not guide_pass.complete:
+                return dec, canvas
+            if met and guide_pass.valid(self):
+                return guide_pass.final
+            for z_s in guide_pass.leave(met):
                 dec, canvas = self._decode(z_s, dec, canvas)
-        dec = self.decoder(z, dec)
+        dec = lstm_step(self.decoder, z, dec)
         update, glimpse = self.writer(dec[0])
         canvas = canvas + update
         if self._trajectory is not None:
@@ -207,16 +278,19 @@ class DRAW(ZooModel):
                 self._trajectory.writes.append(glimpse)
         return dec, canvas
 
-    def _param_version(self) -> int:
-        """Changes whenever a parameter is modified in place (e.g. by an optimizer step)."""
-        return sum(p._version for p in self.parameters())
+    def _decoder_parameters(self):
+        """The parameters the decoding of z's depends on."""
+        return itertools.chain(self.decoder.parameters(), self.writer.parameters())
+
+    def _plain_decoder(self) -> bool:
+        """Whether decoding is drawzoo's own deterministic function of z's and parameters."""
+        return (type(self.decoder) is nn.LSTMCell and type(self.writer) in (GaussianWrite, FullWrite)
+                and not _has_hooks(self.decoder) and not _has_hooks(self.writer))
 
     def _claim_guide_pass(self) -> GuidePass | None:
-        """The last guide pass, once, if no parameter changed since."""
+        """The last guide pass, once (the model checks at its end whether it may use it)."""
         guide_pass, self._guide_pass = self._guide_pass, None
-        if guide_pass is not None and guide_pass.version == self._param_version():
-            return guide_pass
-        return None
+        return guide_pass if self.reuse_guide_decoder else None
 
     @contextlib.contextmanager
     def _recording(self):

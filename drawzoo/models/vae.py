@@ -44,28 +44,31 @@ class VAE(ZooModel):
         super().__init__(config, **overrides)
         cfg = self.config
         pixels = math.prod(cfg.image_shape)
-        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(pixels, cfg.hidden_dim), nn.Softplus())
+        self.encoder = nn.Sequential(nn.Flatten(-3), nn.Linear(pixels, cfg.hidden_dim), nn.Softplus())
         self.posterior = GaussianPosterior(cfg.hidden_dim, cfg.latent_dim)
         self.decoder = nn.Sequential(
             nn.Linear(cfg.latent_dim, cfg.hidden_dim), nn.Softplus(), nn.Linear(cfg.hidden_dim, pixels),
-            nn.Unflatten(1, cfg.image_shape),
+            nn.Unflatten(-1, cfg.image_shape),
         )
 
-    def model(self, x=None, *, batch_size=None) -> Tensor:
-        """p(x, z); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None. Returns logits."""
+    def model(self, x=None, *, batch_size=None, num_data=None) -> Tensor:
+        """p(x, z); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
+
+        `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
+        Returns the logits ``[..., B, C, H, W]``."""
         x, B = self._data(x, batch_size)
-        pyro.module(self.pyro_name, self)
-        with pyro.plate("data", B):
+        self.register()
+        with self.data_plate(B, num_data):
             z = pyro.sample("z", standard_normal(B, self.config.latent_dim, self.decoder[0].weight))
             logits = self.decoder(z)
             pyro.sample("x", pixel_likelihood(logits), obs=x)
         return logits
 
-    def guide(self, x) -> None:
+    def guide(self, x, *, num_data=None) -> None:
         """q(z | x) for images `x` ``[B, C, H, W]`` in [0, 1]."""
         x = self.check_images(x)
-        pyro.module(self.pyro_name, self)
-        with pyro.plate("data", x.shape[0]):
+        self.register()
+        with self.data_plate(x.shape[0], num_data):
             mu, sigma = self.posterior(self.encoder(x))
             pyro.sample("z", dist.Normal(mu, sigma).to_event(1))
 
