@@ -7,6 +7,8 @@
 For each model, in one run on the same machine and threads:
 - zoo: images/s of ``pyro.infer.SVI(model, guide, Adam, TraceMeanField_ELBO()).step(x)``
   (forward, backward, update), batch 100;
+- train: images/s of ``drawzoo.train(model, x, epochs=1, batch_size=100, ...)`` over 5 batches a
+  call (its data loading, gradient clipping and bookkeeping included);
 - reference: the same network with the same weights, as one plain PyTorch function computing the
   paper's loss (L^x + analytic L^z) in a single pass (`reference.py`), stepped by torch's Adam;
 - their ratio, and the peak memory of each (CPU: growth of the process's peak RSS over its RSS
@@ -41,6 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import LOSSES  # noqa: E402
 
+BATCH = 100  #: images per training step
+TRAIN_CHUNK = 5  #: training steps per timed call (drawzoo.train is timed over whole calls)
 PAPER = dict(T=64, hidden_dim=256, latent_dim=100, read_size=2, write_size=5)
 QUICK = dict(T=8, hidden_dim=64, latent_dim=10, read_size=2, write_size=5)
 
@@ -91,10 +95,18 @@ def _adam_steps(loss_fn, model):
 
 
 def _stepper(impl: str, model, name: str):
-    """A function x -> loss (nats, batch sum) that takes one optimizer step of implementation `impl`."""
+    """A function x -> loss (nats, batch sum) that takes one optimizer step of implementation `impl`
+    (for "train": one `drawzoo.train` epoch over x in batches of `BATCH`)."""
     import pyro
     from pyro.infer import SVI, JitTraceMeanField_ELBO, TraceMeanField_ELBO
 
+    if impl == "train":
+        import drawzoo
+
+        def train(x):
+            history = drawzoo.train(model, x, epochs=1, batch_size=BATCH, lr=1e-4, device=x.device, progress=False)
+            return history[-1]["train_loss"] * len(x)
+        return train
     if impl == "reference":
         return _adam_steps(lambda x: LOSSES[name](model, x), model)
     if impl == "compile":
@@ -176,15 +188,24 @@ def _median_seconds(fns: dict, more, device) -> tuple[dict, int]:
 
 def measure_throughput(name: str, config: dict, impls: list[str], batch: int, steps: int, device: str) -> dict:
     """Images/s of each implementation from the median of `steps` timed steps, the implementations
-    taking turns step by step, each on its own copy of the same model."""
+    taking turns step by step, each on its own copy of the same model. With "train" among them,
+    every implementation takes `TRAIN_CHUNK` steps a turn (one drawzoo.train call of that many
+    batches), and `steps` is rounded up to whole turns."""
     device = torch.device(device)
-    x = _images(batch, device)
+    chunk = TRAIN_CHUNK if "train" in impls else 1
+    x = _images(batch * chunk, device)
     steppers = {impl: _stepper(impl, _build(name, config, device), name) for impl in impls}
-    for step in steppers.values():
-        step(x)  # warm-up (compilation, for the variants that compile)
-    seconds, _ = _median_seconds({impl: functools.partial(step, x) for impl, step in steppers.items()},
-                                 lambda rounds, _: rounds < steps, device)
-    return {impl: batch / s for impl, s in seconds.items()}
+
+    def turn(impl, step):
+        if impl == "train":
+            return step(x)
+        return [step(part) for part in x.split(batch)]
+
+    for impl, step in steppers.items():
+        turn(impl, step)  # warm-up (compilation, for the variants that compile)
+    seconds, _ = _median_seconds({impl: functools.partial(turn, impl, step) for impl, step in steppers.items()},
+                                 lambda rounds, _: rounds * chunk < steps, device)
+    return {impl: batch * chunk / s for impl, s in seconds.items()}
 
 
 def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_seconds: float = 3.0) -> dict:
@@ -263,8 +284,8 @@ def _in_child(fn, *args):
 
 
 def run(args) -> dict:
-    batch, steps = 100, (3 if args.quick else args.steps)
-    impls = ["zoo", "reference"] + (["jit"] if args.jit else []) + (["compile"] if args.compile else [])
+    batch, steps = BATCH, (TRAIN_CHUNK if args.quick else args.steps)
+    impls = ["zoo", "train", "reference"] + (["jit"] if args.jit else []) + (["compile"] if args.compile else [])
     results = {"training": [], "evaluation": []}
     for label, name, config in cases(args.quick):
         row = {"label": label, "model": name, "config": config}
@@ -276,9 +297,10 @@ def run(args) -> dict:
         speeds = _in_child(measure_throughput, name, config, working, batch, steps, args.device)
         for impl in working:
             row[impl]["images_per_s"] = speeds[impl] if "error" not in speeds else float("nan")
-        if {"zoo", "reference"} <= set(working):
-            row["ratio"] = row["zoo"]["images_per_s"] / row["reference"]["images_per_s"]
-        for impl in impls[2:]:
+        for impl, key in (("zoo", "ratio"), ("train", "train_ratio")):
+            if {impl, "reference"} <= set(working):
+                row[key] = row[impl]["images_per_s"] / row["reference"]["images_per_s"]
+        for impl in impls[3:]:
             if "error" not in row[impl]:
                 print(f"training: {label}, {impl}: loss against eager ...", flush=True)
                 row[impl].update(_in_child(measure_agreement, name, config, impl, batch, args.device))
@@ -302,18 +324,20 @@ def report(results: dict, header: str) -> str:
 
     extra = [k for k in ("jit", "compile") if k in results["training"][0]]
     lines = [header, "", "Training (batch 100, images/s; peak memory MB):", "",
-             "| model | zoo (SVI) | reference | zoo / reference | zoo peak MB | reference peak MB |"
-             + "".join(f" {k} |" for k in extra),
-             "|---|---:|---:|---:|---:|---:|" + "---|" * len(extra)]
+             "| model | zoo (SVI) | drawzoo.train | reference | SVI / reference | train / reference | zoo peak MB "
+             "| reference peak MB |" + "".join(f" {k} |" for k in extra),
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---|" * len(extra)]
     for r in results["training"]:
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        train_ratio = f"{r['train_ratio']:.2f}" if "train_ratio" in r else "-"
         variants = "".join(
             " failed |" if "error" in r[k] else
             f" {r[k]['images_per_s']:.0f} img/s, compile {r[k]['warmup_s']:.1f} s, "
             f"{'matches' if r[k]['matches_eager'] else 'DIFFERS from'} eager "
             f"({r[k]['loss_difference']:+.3f} +- {r[k]['difference_se']:.3f} nats) |" for k in extra)
         lines.append(f"| {r['label']} | {cell(r['zoo'], 'images_per_s', '.0f')} | "
-                     f"{cell(r['reference'], 'images_per_s', '.0f')} | {ratio} | "
+                     f"{cell(r['train'], 'images_per_s', '.0f')} | "
+                     f"{cell(r['reference'], 'images_per_s', '.0f')} | {ratio} | {train_ratio} | "
                      f"{cell(r['zoo'], 'peak_mb', '.0f')} | {cell(r['reference'], 'peak_mb', '.0f')} |{variants}")
     e = results["evaluation"][0]
     lines += ["", f"NLL evaluation (K={e['K']} importance samples, {e['images']} images):", "",
@@ -326,7 +350,7 @@ def report(results: dict, header: str) -> str:
                   "| processes | threads each | images/s |", "|---:|---:|---:|"]
         lines += [f"| {r['processes']} | {r['threads_each']} | {r['images_per_s']:.1f} |" for r in results["ddp"]]
     for r in results["training"]:
-        for k in ["zoo", "reference", *extra]:
+        for k in ["zoo", "train", "reference", *extra]:
             if "error" in r[k]:
                 lines.append(f"\n{r['label']} {k}: {r[k]['error']}")
     return "\n".join(lines)

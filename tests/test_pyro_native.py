@@ -323,3 +323,58 @@ def test_svi_trains_the_parameters_the_model_has_now(name):
     before = _snapshot(m)
     _svi_step(m, x)
     assert _moved(before, m)
+
+
+# -- a third-party model gets all of it from ZooModel -------------------------------------------
+
+
+def test_a_model_written_on_zoomodel_gets_particles_num_data_and_copies():
+    from dataclasses import dataclass
+
+    from drawzoo.config import param
+    from drawzoo.models import ZooModel
+    from drawzoo.models.base import GaussianPosterior, pixel_likelihood, standard_normal
+
+    @dataclass(frozen=True)
+    class FactorConfig:
+        image_shape: tuple[int, int, int] = param((1, 28, 28), "image size")
+        latent_dim: int = param(3, "size of z")
+
+    class Factor(ZooModel):
+        """z ~ N(0, I); x ~ Bernoulli(W z): written as a third party would, on the base class only."""
+
+        Config, zoo_name = FactorConfig, "factor"
+
+        def __init__(self, config=None, **overrides):
+            super().__init__(config, **overrides)
+            pixels = math.prod(self.image_shape)
+            self.decoder = torch.nn.Sequential(torch.nn.Linear(self.config.latent_dim, pixels),
+                                               torch.nn.Unflatten(-1, self.image_shape))
+            self.encoder = torch.nn.Sequential(torch.nn.Flatten(-3), GaussianPosterior(pixels, self.config.latent_dim))
+
+        def model(self, x=None, *, batch_size=None, num_data=None):
+            x, B = self._data(x, batch_size)
+            self.register()
+            with self.data_plate(B, num_data):
+                z = pyro.sample("z", standard_normal(B, self.config.latent_dim, x if x is not None else self.decoder[0].weight))
+                pyro.sample("x", pixel_likelihood(self.decoder(z)), obs=x)
+
+        def guide(self, x, *, num_data=None):
+            x = self.check_images(x)
+            self.register()
+            with self.data_plate(len(x), num_data):
+                mu, sigma = self.encoder(x)
+                pyro.sample("z", pyro.distributions.Normal(mu, sigma).to_event(1))
+
+    m, x = Factor(), binary_images(4)
+    iwae = RenyiELBO(alpha=0, num_particles=6, vectorize_particles=True, max_plate_nesting=1)
+    torch.manual_seed(1)
+    assert iwae.loss(m.model, m.guide, x) / 4 == pytest.approx(drawzoo.evaluate(m, x, num_samples=6, seed=1)["nll"],
+                                                               rel=1e-4)
+    assert Predictive(m.model, guide=m.guide, num_samples=3, parallel=True)(x)["x"].shape == (3, 4, 1, 28, 28)
+    trace = poutine.trace(m.guide).get_trace(x, num_data=40)
+    assert trace.nodes["z"]["scale"] == 10
+    twin = copy.deepcopy(m)
+    before = _snapshot(m)
+    _svi_step(twin, x)
+    assert _unmoved(before, m) and twin.pyro_name != m.pyro_name
