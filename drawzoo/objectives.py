@@ -32,12 +32,11 @@ class Objective:
 
 
 OBJECTIVES = {
-    "elbo": Objective(TraceMeanField_ELBO, "negative ELBO with analytic KL terms (DRAW's L^x + L^z)"),
+    "elbo": Objective(TraceMeanField_ELBO, "negative ELBO, KL terms analytic (DRAW's L^x + L^z)"),
     "elbo-mc": Objective(Trace_ELBO, "negative ELBO, KL terms estimated from the sampled z's"),
-    "iwae": Objective(RenyiELBO, "importance-weighted bound -log mean_k w_k over the K particles (IWAE; "
-                      "K=1 is the ELBO)", {"alpha": 0}),
-    "tail-adaptive": Objective(TraceTailAdaptive_ELBO, "tail-adaptive f-divergence (Wang et al. 2018; K >= 2, "
-                               "no loss estimate: the train loss shown is its surrogate)", min_particles=2),
+    "iwae": Objective(RenyiELBO, "-log mean_k w_k over the K particles: IWAE (K=1: the ELBO)", {"alpha": 0}),
+    "tail-adaptive": Objective(TraceTailAdaptive_ELBO, "tail-adaptive f-divergence, K >= 2 (shows its surrogate)",
+                               min_particles=2),
 }
 DEFAULT = "elbo"
 
