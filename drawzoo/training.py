@@ -65,7 +65,7 @@ class ELBOLoss(nn.Module):
         gradient Pyro takes, times K: the tail-weighted mean of -log w over the K particles.
         """
         B, model, guide = x.shape[0], self.net.model, self.net.guide
-        if isinstance(self.elbo, TraceTailAdaptive_ELBO):
+        if isinstance(self.elbo, TraceTailAdaptive_ELBO):  # Pyro's differentiable_loss, without its +inf
             surrogate = sum(self.elbo._differentiable_loss_particle(model_trace, guide_trace)[1]
                             for model_trace, guide_trace in self.elbo._get_traces(model, guide, (x,), {}))
             (surrogate / (self.elbo.num_particles * B)).backward()

@@ -114,6 +114,22 @@ def test_loss_and_grads_are_per_image_for_elbos_with_and_without_a_differentiabl
         torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-6)
 
 
+def test_tail_adaptive_trains_on_pyros_gradient_and_shows_its_surrogate(images):
+    """Pyro's TraceTailAdaptive_ELBO loss is +inf (no estimate); drawzoo differentiates the same
+    surrogate without it, and shows the surrogate's tail-weighted mean of -log w per image."""
+    m, x, elbo = tiny(), images[:10], vectorised(TraceTailAdaptive_ELBO)
+    pyro.set_rng_seed(2)
+    pyros = elbo.differentiable_loss(m.model, m.guide, x)
+    pyros.backward()
+    expected = [p.grad / len(x) for p in m.parameters()]
+    m.zero_grad(set_to_none=True)
+    pyro.set_rng_seed(2)
+    loss = ELBOLoss(m, elbo).loss_and_grads(x)
+    assert pyros.item() == float("inf") and 100 < loss < 2000
+    for p, g in zip(m.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
+
+
 def test_a_train_step_is_pyros_loss_and_grads_over_the_batch_size_then_clipped_adam(images):
     """One step of `drawzoo.train` with IWAE (K=3) is, to the bit: seed, Pyro's loss_and_grads on
     the epoch's shuffled batch, gradients / B, clipping, Adam."""
