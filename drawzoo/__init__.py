@@ -6,7 +6,8 @@
 >>> m = drawzoo.load("draw", attention=True)       # the paper's MNIST configuration
 """
 
-from .errors import CheckpointError, ConfigError, DataError, DrawzooError, InputError, UnknownModelError
+from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, ObjectiveError,
+                     UnknownModelError)
 from .evaluation import evaluate
 from .registry import available, load, model_class
 from .training import TrainingError, train
@@ -16,4 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "available", "load", "model_class", "train", "evaluate",
     "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
+    "ObjectiveError",
 ]

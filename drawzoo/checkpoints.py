@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import as_dict
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 FORMAT = "drawzoo-checkpoint"
 VERSION = 1
@@ -89,7 +89,7 @@ def read_checkpoint(path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             reason = "it holds objects that are not plain tensors or builtins (refused, not unpickled)"
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {reason}") from None

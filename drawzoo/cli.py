@@ -14,11 +14,11 @@ import typing
 from pathlib import Path
 
 from . import data as datasets
-from . import distributed
+from . import distributed, objectives
 from .batching import random_subset
 from .checkpoints import read_checkpoint
 from .config import as_dict
-from .errors import DrawzooError
+from .errors import DrawzooError, ObjectiveError
 from .registry import available, load, model_class
 from .training import resolve_device, train
 
@@ -93,6 +93,22 @@ def _say(*args) -> None:
         print(*args, flush=True)
 
 
+def make_objective(args, checkpoint: Path, resumed: dict | None):
+    """The ELBO of --objective/--particles; resuming, each of them not given keeps the checkpoint's."""
+    objective, particles = args.objective, args.particles
+    if resumed is not None:
+        before = objectives.stored(resumed["elbo"])
+        if particles is None:
+            particles = before["num_particles"]
+        if objective is None:
+            named = objectives.name_of(before)
+            if named is None:
+                raise ObjectiveError(f"{checkpoint}: trained with {objectives.label(before)}, which no --objective "
+                                     "names; give --objective to go on with one")
+            objective = named[0]
+    return objectives.make_elbo(objective or objectives.DEFAULT, 1 if particles is None else particles)
+
+
 def cmd_train(args) -> int:
     config = given_config(args)
     train_data = load_data(args.data, "train", args.data_root)
@@ -102,22 +118,27 @@ def cmd_train(args) -> int:
     elif args.data in datasets.LOADERS:
         valid_data = load_data(args.data, "valid", args.data_root)
     valid_data = random_subset(valid_data, args.valid_limit, seed=args.seed) if valid_data is not None else None
-    checkpoint = Path(args.checkpoint)
+    checkpoint, resumed = Path(args.checkpoint), None
     if checkpoint.exists():
         model = load(args.model, checkpoint=checkpoint, **config)
-        _say(f"resuming {checkpoint} (epoch {read_checkpoint(checkpoint)['progress']['epoch']})")
+        payload = read_checkpoint(checkpoint)
+        if "progress" in payload:  # else train() says that it holds weights only
+            resumed = payload["settings"]
+            _say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
     else:
         config.setdefault("image_shape", _image_shape(train_data))
         model = load(args.model, **config)
-    _say(f"{args.model}: {model.config} ({model.num_parameters():,} parameters)")
+    elbo = make_objective(args, checkpoint, resumed)
+    _say(f"{args.model}: {model.config} ({model.num_parameters():,} parameters); "
+         f"objective {objectives.label(objectives.describe(elbo))}")
     history = train(model, train_data, valid_data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    checkpoint=checkpoint, every=args.every, every_steps=args.every_steps, seed=args.seed,
-                    log_dir=args.log_dir, device=args.device, clip_norm=args.clip_norm,
-                    valid_samples=args.valid_samples, progress=not args.quiet)
+                    lr_min=args.lr_min, max_steps=args.max_steps, checkpoint=checkpoint, every=args.every,
+                    every_steps=args.every_steps, seed=args.seed, log_dir=args.log_dir, device=args.device,
+                    elbo=elbo, clip_norm=args.clip_norm, valid_samples=args.valid_samples, progress=not args.quiet)
     if history:
         last = history[-1]
         valid = "" if last["valid_loss"] is None else f", valid {last['valid_loss']:.2f}"
-        _say(f"epoch {last['epoch']}: train {last['train_loss']:.2f}{valid} nats/image; checkpoint {checkpoint}")
+        _say(f"epoch {last['epoch']:g}: train {last['train_loss']:.2f}{valid} nats/image; checkpoint {checkpoint}")
     return 0
 
 
@@ -186,9 +207,12 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train a model (resumes from --checkpoint when it exists)",
-                       description="Train MODEL; `drawzoo train MODEL --help` lists MODEL's config options. "
-                       "If --checkpoint exists, training resumes from it (its config is used; options "
-                       "that contradict it are an error).")
+                       description="Train MODEL; `drawzoo train MODEL --help` lists MODEL's config options.\n"
+                       "If --checkpoint exists, training resumes from it: its config and objective are used;\n"
+                       "config options that contradict it are an error, other training settings a warning.",
+                       epilog="objectives (--objective), per image:\n" + "\n".join(
+                           f"  {name:14s} {o.help}" for name, o in objectives.OBJECTIVES.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help=f"registered model ({', '.join(available())})")
     if train_model is not None:
         add_config_options(p, model_class(train_model).Config)
@@ -199,7 +223,15 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
     p.add_argument("--epochs", type=int, required=True, help="epochs in all (a resumed run counts earlier ones)")
     p.add_argument("--batch-size", type=int, default=100, help="images per step [100]")
+    p.add_argument("--objective", choices=list(objectives.OBJECTIVES), help="what training minimises (see "
+                   f"objectives below) [{objectives.DEFAULT}; resuming, the checkpoint's]")
+    p.add_argument("--particles", type=int, help="K samples of the latents per image, drawn in one vectorised pass "
+                   "[1; resuming, the checkpoint's]")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate [1e-3]")
+    p.add_argument("--lr-min", type=float, help="anneal the learning rate from --lr down to this along a cosine "
+                   "over the run [constant --lr]")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all, perhaps mid-epoch "
+                   "(a resumed run counts earlier ones)")
     p.add_argument("--clip-norm", type=float, default=10.0, help="clip the gradient norm to this [10]")
     p.add_argument("--checkpoint", default=None, help="checkpoint file, written atomically; resumed from "
                    "when it exists [runs/MODEL.pt]")

@@ -43,9 +43,22 @@ class Group:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
-    def all(self, flag: bool) -> bool:
-        """True if `flag` is true in every process."""
-        return self.sum(float(not flag))[0] == 0
+    def mean_(self, tensors: list[torch.Tensor]) -> None:
+        """Replace each tensor (of one dtype and device) by its mean over all processes: one
+        all-reduce of them all, flattened."""
+        if not self.active:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world
+        for t, mean in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
+            t.copy_(mean.view_as(t))
+
+    def broadcast_(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite each tensor with rank 0's (e.g. a model's ``state_dict().values()``)."""
+        if self.active:
+            for t in tensors:
+                dist.broadcast(t, src=0)
 
     def gather(self, obj) -> list:
         """`obj` of every process, in rank order."""

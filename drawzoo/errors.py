@@ -26,3 +26,12 @@ class CheckpointError(DrawzooError):
 
 class DataError(DrawzooError, ValueError):
     """A data file that is missing or malformed."""
+
+
+class ObjectiveError(DrawzooError, ValueError):
+    """A training objective that is unknown, or a Pyro ELBO that cannot train the model."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none): a reason to quote."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

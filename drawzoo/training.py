@@ -1,12 +1,15 @@
 """Training any zoo model by stochastic variational inference, with checkpoints that resume.
 
-The objective is a Pyro ELBO (``TraceMeanField_ELBO`` by default: DRAW's L^x + L^z) of the
-model/guide pair, taken as a differentiable loss per image (nats) -- Pyro's PyTorch-native SVI
-idiom -- and minimised by Adam with global gradient-norm clipping.
+The objective is any Pyro ELBO that fits the model/guide pair (``TraceMeanField_ELBO`` by
+default: DRAW's L^x + L^z; `drawzoo.objectives` names the common ones), taken per image (nats)
+and minimised by Adam with global gradient-norm clipping. An ELBO with a differentiable loss is
+differentiated by autograd -- Pyro's PyTorch-native SVI idiom --, any other (``RenyiELBO``,
+``TraceGraph_ELBO``, ``ReweightedWakeSleep``...) by its own ``loss_and_grads``.
 
-Launched by ``torchrun``, the same call trains data-parallel (`drawzoo.distributed`): the loss
-module is wrapped in DistributedDataParallel, each process takes a disjoint share of every global
-batch, and only rank 0 shows progress and writes summaries and checkpoints.
+Launched by ``torchrun``, the same call trains data-parallel (`drawzoo.distributed`): every
+process starts from rank 0's weights, takes a disjoint share of every global batch, and averages
+its gradients with the others' after each backward pass (one all-reduce a step); only rank 0
+shows progress and writes summaries and checkpoints.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import ELBO, TraceTailAdaptive_ELBO
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, objectives
 from .batching import as_dataset, collate_images
 from .checkpoints import check_matches, read_checkpoint, save_checkpoint
-from .errors import CheckpointError, DrawzooError
+from .errors import CheckpointError, DrawzooError, ObjectiveError, first_line
 from .evaluation import evaluate
 
 
@@ -39,18 +42,43 @@ class TrainingError(DrawzooError):
 
 
 class ELBOLoss(nn.Module):
-    """The negative ELBO of a zoo model's model/guide pair, per image (nats), as a module.
+    """A Pyro ELBO of a zoo model's model/guide pair, per image (nats).
 
-    ``forward(x)`` = ``elbo.differentiable_loss(model.model, model.guide, x) / B``.
+    ``forward(x)`` = ``elbo.differentiable_loss(model.model, model.guide, x) / B`` for an ELBO that
+    has one (what ``torch.compile`` takes); `loss_and_grads` works for every ELBO.
     """
 
     def __init__(self, model: nn.Module, elbo=None):
         super().__init__()
         self.net = model
-        self.elbo = elbo if elbo is not None else TraceMeanField_ELBO()
+        self.elbo = elbo if elbo is not None else objectives.make_elbo()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.elbo.differentiable_loss(self.net.model, self.net.guide, x) / x.shape[0]
+
+    def loss_and_grads(self, x: torch.Tensor) -> float:
+        """Pyro's ``loss_and_grads`` per image: adds the gradient of the loss / B to the parameters'
+        ``.grad`` and returns the loss / B (nats per image) for images `x` ``[B, C, H, W]``.
+
+        The loss of `ReweightedWakeSleep` is its model (wake-theta) loss. `TraceTailAdaptive_ELBO`
+        has no estimate of its objective (Pyro's loss is +inf): its loss is the surrogate whose
+        gradient Pyro takes, times K: the tail-weighted mean of -log w over the K particles.
+        """
+        B, model, guide = x.shape[0], self.net.model, self.net.guide
+        if isinstance(self.elbo, TraceTailAdaptive_ELBO):  # Pyro's differentiable_loss, without its +inf
+            surrogate = sum(self.elbo._differentiable_loss_particle(model_trace, guide_trace)[1]
+                            for model_trace, guide_trace in self.elbo._get_traces(model, guide, (x,), {}))
+            (surrogate / (self.elbo.num_particles * B)).backward()
+            return surrogate.item() / B
+        if hasattr(self.elbo, "differentiable_loss"):
+            loss = self(x)
+            loss.backward()
+            return loss.item()
+        loss = self.elbo.loss_and_grads(model, guide, x)
+        for p in self.net.parameters():
+            if p.grad is not None:
+                p.grad /= B
+        return float(loss[0] if isinstance(loss, tuple) else loss) / B
 
 
 @dataclasses.dataclass
@@ -154,14 +182,26 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
 
     `train_data` / `valid_data`: tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a Dataset.
     Each epoch shuffles with a permutation seeded by ``(seed, epoch)``, takes Adam steps on the
-    per-image negative ELBO (`elbo`, default ``TraceMeanField_ELBO()``) with gradients clipped to
-    norm `clip_norm`, and evaluates the validation negative ELBO (`valid_samples` samples per image).
+    per-image loss of `elbo` with gradients clipped to norm `clip_norm`, and evaluates the
+    validation negative ELBO (`valid_samples` samples per image).
+
+    `elbo`: any `pyro.infer.ELBO` that fits the model (default ``TraceMeanField_ELBO()``; see
+    `drawzoo.objectives.make_elbo` for the named ones), e.g. ``RenyiELBO(alpha=0, num_particles=5,
+    vectorize_particles=True, max_plate_nesting=1)`` trains on the IWAE bound. Its loss on a batch
+    is divided by the batch size: the train loss is in nats per image (for ``RenyiELBO``, the mean
+    of the per-image bounds). Two have no such figure: `ReweightedWakeSleep`'s train loss is its
+    model (wake-theta) loss, and `TraceTailAdaptive_ELBO`'s, which has no estimate of its objective,
+    is its surrogate (the tail-weighted mean of -log w over the particles). The ELBO is run once on
+    two training images before any work (parameters and RNG untouched): one that cannot train the
+    model (e.g. ``TraceTailAdaptive_ELBO`` without ``vectorize_particles``) is an `ObjectiveError`.
     With `lr_min`, the learning rate follows a cosine from `lr` down to `lr_min` over the whole
     run (`epochs`, or `max_steps` if that comes first); else it stays at `lr`.
 
     `checkpoint`: a path; if the file exists, training resumes from it (same model name and config
-    required) and continues exactly as an uninterrupted run with the same seed would. It is written
-    atomically every `every` epochs, every `every_steps` optimizer steps if given, and at the end.
+    required) and continues exactly as an uninterrupted run with the same seed would; it warns of
+    training settings that changed (the objective's `drawzoo.objectives.describe` among them). It
+    is written atomically every `every` epochs, every `every_steps` optimizer steps if given, and
+    at the end.
     `max_steps`: stop after this many optimizer steps in all, possibly mid-epoch (the checkpoint
     then resumes mid-epoch). `best`: a path where the weights with the lowest validation loss so
     far are saved (a checkpoint `drawzoo.load` reads): model selection.
@@ -184,6 +224,9 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     _check_args(epochs, batch_size, lr, every, every_steps, max_steps)
     if lr_min is not None and not 0 <= lr_min <= lr:
         raise ValueError(f"lr_min must be in [0, lr], got {lr_min!r}")
+    if elbo is not None and not isinstance(elbo, ELBO):
+        raise ObjectiveError(f"elbo must be a pyro.infer.ELBO instance (e.g. TraceMeanField_ELBO(), or "
+                             f"drawzoo.objectives.make_elbo('iwae', 5)), got {type(elbo).__name__} {elbo!r}")
     device = resolve_device(device)
     group = distributed.join(device)
     if batch_size % group.world:
@@ -191,7 +234,9 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     model.to(device)
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
-    run = _Run(model, ELBOLoss(model, elbo), group, lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed,
+    objective = ELBOLoss(model, elbo)
+    _check_objective(objective, dataset)
+    run = _Run(model, objective, group, lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed,
                batch_size=batch_size, path=None if checkpoint is None else Path(checkpoint),
                best=None if best is None else Path(best), max_bad_steps=max_bad_steps, valid_samples=valid_samples,
                on_epoch=on_epoch, progress=progress and group.main)
@@ -204,10 +249,27 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
             except RuntimeError as e:  # a collective failed: another process died or hung
                 if not group.active or isinstance(e, DrawzooError):
                     raise
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                reason = first_line(e)
                 where = f"; the last checkpoint at {run.path} is intact" if run.path is not None else ""
                 raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
                                     f"({reason}){where}") from None
+
+
+def _check_objective(objective: ELBOLoss, dataset) -> None:
+    """Run `objective` once on the first two training images, leaving the parameters, their
+    gradients and the RNG as they were; `ObjectiveError` with the reason if it fails."""
+    model = objective.net
+    if len(dataset) == 0:
+        return
+    x = model.check_images(collate_images([dataset[i] for i in range(min(2, len(dataset)))]), name="train_data")
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        try:
+            objective.loss_and_grads(x)
+        except Exception as e:
+            description = objectives.label(objectives.describe(objective.elbo))
+            raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
+        finally:
+            model.zero_grad(set_to_none=True)
 
 
 class _Run:
@@ -215,13 +277,7 @@ class _Run:
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, *, lr, lr_min, clip_norm, seed,
                  batch_size, path, best, max_bad_steps, valid_samples, on_epoch, progress):
-        self.model, self.group = model, group
-        self.loss = objective
-        if group.active:  # gradients averaged over the processes during backward
-            from torch.nn.parallel import DistributedDataParallel
-
-            cuda = model.device.type == "cuda"
-            self.loss = DistributedDataParallel(objective, device_ids=[model.device] if cuda else None)
+        self.model, self.group, self.loss = model, group, objective
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.lr, self.lr_min, self.total_steps = lr, lr_min, None
         self.clip_norm, self.seed, self.batch_size = clip_norm, seed, batch_size
@@ -229,16 +285,18 @@ class _Run:
         self.max_bad_steps, self.valid_samples, self.progress = max_bad_steps, valid_samples, progress
         self.on_epoch = on_epoch
         self.settings = {"batch_size": batch_size, "lr": float(lr), "lr_min": lr_min, "seed": seed,
-                         "clip_norm": float(clip_norm), "elbo": type(objective.elbo).__name__}
+                         "clip_norm": float(clip_norm), "elbo": objectives.describe(objective.elbo)}
         self.state = Progress()
         self.writer = None
         self.bad_in_a_row, self.warned = 0, False
 
     def start(self) -> None:
-        """Resume from the checkpoint if there is one, else seed every RNG with ``seed + rank``."""
+        """Resume from the checkpoint if there is one, else take rank 0's weights and seed every RNG
+        with ``seed + rank``."""
         if self.path is not None and self.path.exists():
             self.state = _resume(self.path, self.model, self.optimizer, self.settings, self.group)
         else:
+            self.group.broadcast_(list(self.model.state_dict().values()))
             pyro.set_rng_seed(self.seed + self.group.rank)
 
     @contextlib.contextmanager
@@ -300,11 +358,10 @@ class _Run:
         """One Adam step on batch `x`, skipped if the loss or gradient is not finite."""
         state, model = self.state, self.model
         x = model.check_images(x, name="train_data batch")
-        loss = self.loss(x)
         self.optimizer.zero_grad(set_to_none=True)
-        finite = self.group.all(bool(torch.isfinite(loss)))  # every process skips, or none
+        loss = self.loss.loss_and_grads(x)
+        finite = self._average_gradients(loss)  # every process skips, or none
         if finite:
-            loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_norm)
             finite = bool(torch.isfinite(norm))
         state.step += 1
@@ -314,10 +371,10 @@ class _Run:
                 self._anneal(state.step - 1)
             self.optimizer.step()
             self.bad_in_a_row = 0
-            state.loss_sum += loss.item() * len(x)
+            state.loss_sum += loss * len(x)
             state.images += len(x)
             if self.writer is not None:
-                self.writer.add_scalar("loss/train_step", loss.item(), state.step)
+                self.writer.add_scalar("loss/train_step", loss, state.step)
             return
         self.bad_in_a_row += 1
         if not self.warned:
@@ -328,6 +385,19 @@ class _Run:
             where = f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
             raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
                                 f"up to step {state.step}{where}")
+
+    def _average_gradients(self, loss: float) -> bool:
+        """Average the gradients over the processes, in one all-reduce that also carries whether
+        each process's `loss` is finite; whether all are."""
+        if not self.group.active:
+            return math.isfinite(loss)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for p in params:  # a parameter that got no gradient here may have got one elsewhere
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        bad = params[0].new_tensor([float(not math.isfinite(loss))])
+        self.group.mean_([bad, *(p.grad for p in params)])
+        return bad.item() == 0
 
     def _anneal(self, step: int) -> None:
         """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
@@ -385,8 +455,8 @@ def _resume(path: Path, model, optimizer, settings: dict, group: distributed.Gro
     optimizer.load_state_dict(payload["optimizer"])
     for param_group in optimizer.param_groups:
         param_group["lr"] = settings["lr"]
-    changed = [f"{k}: {payload['settings'].get(k)!r} -> {v!r}" for k, v in settings.items()
-               if payload["settings"].get(k) != v]
+    before = {**payload["settings"], "elbo": objectives.stored(payload["settings"].get("elbo"))}
+    changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v]
     if changed:
         warnings.warn(f"resuming {path} with different settings ({'; '.join(changed)}): "
                       "the run will not match an uninterrupted one", stacklevel=3)

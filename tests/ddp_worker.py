@@ -1,20 +1,24 @@
 """Training for the torch.distributed tests: run alone, or as ``torchrun --nproc_per_node=N tests/ddp_worker.py``.
 
-    python tests/ddp_worker.py OUT EPOCHS [noiseless]
+    python tests/ddp_worker.py OUT EPOCHS [noiseless] [iwae]
 
-Trains a fixed small DRAW on fixed data (global batch 24, seed 0) with its checkpoint at
-OUT/run.pt, and writes OUT/rank{R}.pt: the history, a digest of the parameters after every epoch,
-and the final weights. With "noiseless", every z_t of the guide is its posterior mean (no sampling
-noise), so that a data-parallel run can be compared with a single process to float precision.
+Trains a small DRAW on fixed data (global batch 24, seed 0) with its checkpoint at OUT/run.pt,
+and writes OUT/rank{R}.pt: the history, a digest of the parameters after every epoch, and the
+final weights. Each process initialises the model with seed RANK: training starts from rank 0's.
+With "noiseless", every z_t of the guide is its posterior mean (no sampling noise), so that a
+data-parallel run can be compared with a single process to float precision. With "iwae", the
+objective is RenyiELBO(alpha=0) with 3 vectorised particles (an ELBO without a differentiable
+loss, trained by its loss_and_grads) instead of TraceMeanField_ELBO.
 """
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from pyro.infer import TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
@@ -34,6 +38,18 @@ class NoiselessELBO(TraceMeanField_ELBO):
         return super().differentiable_loss(model, MeanSamples()(guide), *args, **kwargs)
 
 
+class NoiselessIWAE(RenyiELBO):
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(model, MeanSamples()(guide), *args, **kwargs)
+
+
+def objective(flags: set[str]):
+    if "iwae" in flags:
+        return (NoiselessIWAE if "noiseless" in flags else RenyiELBO)(
+            alpha=0, num_particles=3, vectorize_particles=True, max_plate_nesting=1)
+    return NoiselessELBO() if "noiseless" in flags else None
+
+
 def data():
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(264, 1, 10, 10, generator=g) < 0.3).float()
@@ -50,9 +66,9 @@ def digest(model) -> str:
 
 if __name__ == "__main__":
     out, epochs = Path(sys.argv[1]), int(sys.argv[2])
-    elbo = NoiselessELBO() if sys.argv[3:] == ["noiseless"] else None
+    elbo = objective(set(sys.argv[3:]))
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(int(os.environ.get("RANK", "0")))  # other weights in rank 1: train starts from rank 0's
     model = drawzoo.load("draw", image_shape=(1, 10, 10), T=3, hidden_dim=32, latent_dim=4, write_size=3)
     digests = []
     train, valid = data()

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import drawzoo
 from drawzoo.batching import random_subset
+from drawzoo.checkpoints import read_checkpoint
+from drawzoo.objectives import describe, make_elbo
 from tests.conftest import fake_distribution
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nll_mnist.py"
@@ -35,17 +38,39 @@ def test_smoke_preset_prints_the_table_and_writes_its_files(real_data, tmp_path,
     fake_distribution(tmp_path / "site")  # a third-party model joins by its registry name
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     out = tmp_path / "out"
-    assert _script().main(["--preset", "smoke", "--out", str(out), "--models", "draw,vae,mymodel"]) == 0
+    assert _script().main(["--preset", "smoke", "--out", str(out), "--models", "draw,vae,mymodel", "--iwae"]) == 0
     printed = capsys.readouterr().out
-    for label in ("DRAW (attention)", "DRAW (no attention)", "| VAE |", "| mymodel |", "<= 80.97", "<= 87.40"):
+    for label in ("DRAW (attention)", "DRAW (no attention)", "| VAE |", "| mymodel |", "<= 80.97", "<= 87.40",
+                  "| DRAW (attention, IWAE K=3) | T=2, hidden_dim=16, latent_dim=4, write_size=3 | "
+                  "iwae (K=3) |", "| DRAW (no attention) | T=2, hidden_dim=16, latent_dim=4, attention=False | elbo |"):
         assert label in printed
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [r["label"] for r in rows] == ["DRAW (attention)", "DRAW (no attention)", "VAE", "mymodel"]
+    assert [r["label"] for r in rows] == ["DRAW (attention)", "DRAW (no attention)", "DRAW (attention, IWAE K=3)",
+                                          "VAE", "mymodel"]
+    assert [(r["objective"], r["particles"]) for r in rows] == [("elbo", 1)] * 2 + [("iwae", 3)] + [("elbo", 1)] * 2
+    assert rows[2]["config"] == rows[0]["config"]
     for r in rows:
         assert r["test_images"] == 200 and r["num_samples"] == 3
         assert r["test_nll"] <= r["test_neg_elbo"] and r["parameters"] > 0
-        assert (out / f"samples_{r['label'].lower().replace(' ', '_').replace('(', '').replace(')', '')}.png").exists()
-    assert (out / "results.md").read_text().count("\n|") == 6  # header, rule, 4 rows
+        assert (out / f"samples_{_script().slug(r['label'])}.png").exists()
+    assert read_checkpoint(out / "draw_attention_iwae_k_3.pt")["settings"]["elbo"] == describe(make_elbo("iwae", 3))
+    assert (out / "results.md").read_text().count("\n|") == 7  # header, rule, 5 rows
+
+
+def test_the_iwae_rows_are_opt_in_and_twin_an_elbo_row():
+    script = _script()
+    quick = script.PRESETS["quick"]
+    assert [r.label for r in script.select_runs(quick, None)] == ["DRAW (attention)", "DRAW (no attention)", "VAE"]
+    runs = script.select_runs(quick, None, iwae=True)
+    assert [r.label for r in runs] == ["DRAW (attention)", "DRAW (no attention)", "DRAW (attention, IWAE K=5)", "VAE"]
+    elbo, iwae = runs[0], runs[2]
+    assert (iwae.objective, iwae.particles, elbo.objective) == ("iwae", 5, "elbo")
+    assert (iwae.model, iwae.config, iwae.lr, iwae.lr_min) == (elbo.model, elbo.config, elbo.lr, elbo.lr_min)
+    assert iwae.max_steps < elbo.epochs * 50_000 // elbo.batch_size  # ~3x dearer steps, ~the same wall time
+    with pytest.raises(drawzoo.DrawzooError, match="no IWAE row for vae"):
+        script.select_runs(quick, ["vae"], iwae=True)
+    with pytest.raises(drawzoo.DrawzooError, match="no IWAE row"):
+        script.select_runs(script.PRESETS["paper"], None, iwae=True)
 
 
 def test_subsets_are_seeded_random_samples_not_the_first_rows():

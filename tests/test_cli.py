@@ -1,14 +1,19 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from pyro.infer import TraceGraph_ELBO
+
 import drawzoo
+from drawzoo.checkpoints import read_checkpoint
 from drawzoo.cli import main
+from drawzoo.objectives import describe, make_elbo
 from tests.conftest import binary_images
 
 TINY = ["--T", "3", "--hidden-dim", "12", "--latent-dim", "2", "--write-size", "3"]
@@ -42,9 +47,11 @@ def test_help_explains_every_option(capsys):
     out = capsys.readouterr().out
     for option in ("--attention", "--no-attention", "--T", "--hidden-dim", "--read-size", "--write-size",
                    "--image-shape", "--data", "--epochs", "--checkpoint", "--every", "--n", "--out",
-                   "--num-samples", "--duration-ms"):
+                   "--num-samples", "--duration-ms", "--objective", "--particles", "--lr-min", "--max-steps"):
         assert option in out
     assert "glimpses (time steps)" in out  # the config fields' own help lines
+    for name, objective in drawzoo.objectives.OBJECTIVES.items():  # each objective's help line
+        assert f"\n  {name:14s} {objective.help}\n" in out
 
 
 def test_train_resume_sample_animate_eval(capsys, npz, tmp_path):
@@ -88,12 +95,67 @@ def test_vae_animation_is_one_step(capsys, npz, tmp_path):
     (["sample", "missing.pt"], "missing.pt: no such checkpoint file"),
     (["train", "draw", "--epochs", "1", "--data", "nowhere.npz"], "neither a known data set"),
     (["train", "draw", "--T", "0", "--epochs", "1", "--data", "{npz}"], "'T' must be >= 1"),
+    (["train", "draw", "--particles", "0", "--epochs", "1", "--data", "{npz}"], "'elbo' needs particles >= 1"),
+    (["train", "draw", "--objective", "tail-adaptive", "--epochs", "1", "--data", "{npz}"],
+     "'tail-adaptive' needs particles >= 2"),
 ])
 def test_errors_are_one_line(capsys, npz, tmp_path, argv, message):
     argv = [a.format(npz=npz) for a in argv]
     code, out, err = run(capsys, *argv, *(["--checkpoint", tmp_path / "x.pt"] if argv[0] == "train" else []))
     assert code == 2 and err.startswith("drawzoo: error:") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _no_warning_of_changed_settings(capsys, *argv):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert not [w for w in record if "different settings" in str(w.message)]
+    return out
+
+
+def test_the_objective_is_stored_and_kept_on_resume(capsys, npz, tmp_path):
+    ckpt, iwae = tmp_path / "draw.pt", describe(make_elbo("iwae", 3))
+    common = ["--data", npz, "--batch-size", 40, "--checkpoint", ckpt, "--quiet"]  # 40 images: a step an epoch
+    out = _no_warning_of_changed_settings(capsys, "train", "draw", *TINY, *common, "--epochs", 1,
+                                          "--objective", "iwae", "--particles", 3)
+    assert "objective RenyiELBO(num_particles=3, vectorize_particles=True, alpha=0)" in out
+    assert read_checkpoint(ckpt)["settings"]["elbo"] == iwae
+    # resumed without --objective/--particles: the checkpoint's objective, not the default
+    out = _no_warning_of_changed_settings(capsys, "train", "draw", *common, "--epochs", 2)
+    assert "objective RenyiELBO(num_particles=3" in out and "epoch 2: train" in out
+    payload = read_checkpoint(ckpt)
+    assert payload["settings"]["elbo"] == iwae and payload["progress"]["step"] == 2
+    # an option given is what it says, the other one is still the checkpoint's
+    with pytest.warns(UserWarning, match=r"different settings \(elbo: \{'class': 'RenyiELBO'.* -> "
+                      r"\{'class': 'TraceMeanField_ELBO', 'num_particles': 3"):
+        assert run(capsys, "train", "draw", *common, "--epochs", 3, "--objective", "elbo")[0] == 0
+    assert read_checkpoint(ckpt)["settings"]["elbo"] == describe(make_elbo("elbo", 3))
+
+
+def test_resuming_an_objective_no_name_stands_for_asks_for_one(capsys, npz, tmp_path):
+    ckpt = tmp_path / "draw.pt"
+    model = drawzoo.load("draw", image_shape=(1, 10, 12), T=3, hidden_dim=12, latent_dim=2, write_size=3)
+    drawzoo.train(model, np.load(npz)["images"], epochs=1, batch_size=40, lr=1e-3, checkpoint=ckpt,
+                  elbo=TraceGraph_ELBO(), progress=False)
+    code, _, err = run(capsys, "train", "draw", "--data", npz, "--epochs", 2, "--checkpoint", ckpt, "--quiet")
+    assert code == 2 and "trained with TraceGraph_ELBO(num_particles=1, vectorize_particles=False), which no " \
+        "--objective names; give --objective to go on" in err
+    with pytest.warns(UserWarning, match=r"elbo: \{'class': 'TraceGraph_ELBO'.* -> \{'class': 'Trace_ELBO'"):
+        assert run(capsys, "train", "draw", "--data", npz, "--epochs", 2, "--batch-size", 40, "--checkpoint", ckpt,
+                   "--quiet", "--objective", "elbo-mc")[0] == 0
+
+
+def test_max_steps_and_a_cosine_learning_rate(capsys, npz, tmp_path):
+    ckpt = tmp_path / "draw.pt"
+    code, out, err = run(capsys, "train", "draw", *TINY, "--data", npz, "--epochs", 2, "--batch-size", 8,
+                         "--max-steps", 2, "--lr", 3e-3, "--lr-min", 1e-4, "--checkpoint", ckpt, "--quiet")
+    assert code == 0, err
+    assert "epoch 0.4: train" in out  # 2 of the 5 steps of an epoch
+    payload = read_checkpoint(ckpt)
+    assert payload["progress"]["step"] == 2
+    assert payload["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # the cosine's end
 
 
 def test_resuming_with_a_contradicting_config_names_the_fields(capsys, npz, tmp_path):
