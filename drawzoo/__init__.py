@@ -6,13 +6,18 @@
 >>> m = drawzoo.load("draw", attention=True)       # the paper's MNIST configuration
 """
 
+from importlib import metadata as _metadata
+
 from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, ObjectiveError,
                      UnknownModelError)
 from .evaluation import evaluate
 from .registry import available, load, model_class
 from .training import TrainingError, train
 
-__version__ = "0.1.0"
+try:
+    __version__: str = _metadata.version("drawzoo")
+except _metadata.PackageNotFoundError:  # run from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "available", "load", "model_class", "train", "evaluate",

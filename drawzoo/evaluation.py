@@ -14,7 +14,9 @@ a Python loop.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -22,6 +24,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import as_dataset, collate_images
+
+if TYPE_CHECKING:
+    from .models.base import ZooModel
 
 #: Rows (images x samples) per vectorised pass when `batch_size` is not given.
 ROWS_PER_PASS = 4096
@@ -42,7 +47,7 @@ def _log_prob_sum(trace, rows: int) -> torch.Tensor:
     return total
 
 
-def log_importance_weights(model, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+def log_importance_weights(model: ZooModel, x: torch.Tensor, num_samples: int) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k | x)`` ``[K, B]`` in nats for images `x` ``[B, C, H, W]``."""
     B = x.shape[0]
     x_k = x.repeat(num_samples, *([1] * (x.dim() - 1)))  # [K * B, ...], sample k of image b at k * B + b
@@ -53,8 +58,8 @@ def log_importance_weights(model, x: torch.Tensor, num_samples: int) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(model, data, *, num_samples: int = 1, batch_size: int | None = None, seed: int = 0,
-             progress: bool = False) -> dict:
+def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data.Dataset, *, num_samples: int = 1,
+             batch_size: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, float]:
     """Per-image means in nats over `data` (tensor/array ``[N, C, H, W]`` in [0, 1], or a Dataset).
 
     Returns ``{"neg_elbo", "nll", "num_samples", "num_images"}``. `batch_size` images are scored

@@ -14,9 +14,9 @@ import math
 from os import PathLike
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from .attention import Glimpse
 from .errors import InputError
@@ -130,19 +130,20 @@ def _to_frame(x: float, scale: int) -> int:
 
 
 def _outline(box: list[float], width: int, scale: int, H: int, W: int) -> Image.Image:
-    """Mask of one image's upscaled cell ``[H * scale, W * scale]`` with the outline of `box`.
+    """Mask of one image's upscaled cell ``[H * scale, W * scale]`` with the outline of `box`,
+    drawn by `torchvision.utils.draw_bounding_boxes`.
 
-    The line is `width` pixels wide and centred on the box edges; Pillow clips it to the cell.
+    The line is `width` pixels wide and centred on the box edges; it is clipped to the cell.
     Coordinates far outside are pulled in to just outside the cell, which draws the same.
     """
-    mask = Image.new("1", (W * scale, H * scale))
     x0, y0, x1, y1 = (_to_frame(v, scale) for v in box)
     inner, outer = (width - 1) // 2, width // 2
     xy = [x0 - inner, y0 - inner, x1 + outer, y1 + outer]
-    limits = [mask.width, mask.height] * 2
+    limits = [W * scale, H * scale] * 2
     xy = [min(max(v, -width - 1), limit + width) for v, limit in zip(xy, limits)]
-    ImageDraw.Draw(mask).rectangle(xy, outline=1, width=width)
-    return mask
+    cell = torch.zeros(1, H * scale, W * scale, dtype=torch.uint8)
+    drawn = draw_bounding_boxes(cell, torch.tensor([xy]), colors="white", width=width)
+    return Image.fromarray(drawn[0].numpy() > 0)
 
 
 def _line_width(sigma: float, scale: int, H: int, W: int) -> int:

@@ -13,11 +13,16 @@ where ``MyModel`` has a ``Config`` dataclass attribute and is built as ``MyModel
 from __future__ import annotations
 
 import dataclasses
+import os
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from .checkpoints import config_mismatches, load_weights, read_checkpoint
 from .config import as_dict, build_config
 from .errors import CheckpointError, DrawzooError, UnknownModelError
+
+if TYPE_CHECKING:
+    from .models.base import ZooModel
 
 GROUP = "drawzoo.models"
 
@@ -53,7 +58,7 @@ def model_class(name: str) -> type:
     return cls
 
 
-def load(name: str | None = None, *, checkpoint=None, **config):
+def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None, **config) -> ZooModel:
     """Build the registered model `name`, its config being the defaults updated by `config`.
 
     With `checkpoint` (a path written by `drawzoo.train`), rebuild the model from the config
@@ -81,7 +86,7 @@ def load(name: str | None = None, *, checkpoint=None, **config):
     return model
 
 
-def _build(name: str, config):
+def _build(name: str, config) -> ZooModel:
     model = model_class(name)(config)
     model.zoo_name = name
     return model

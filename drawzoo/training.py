@@ -222,6 +222,8 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     the same `batch_size`, `lr` and `seed` (up to each process's own sampling noise).
     """
     _check_args(epochs, batch_size, lr, every, every_steps, max_steps)
+    if log_dir is not None:
+        require_tensorboard()
     if lr_min is not None and not 0 <= lr_min <= lr:
         raise ValueError(f"lr_min must be in [0, lr], got {lr_min!r}")
     if elbo is not None and not isinstance(elbo, ELBO):
@@ -270,6 +272,14 @@ def _check_objective(objective: ELBOLoss, dataset) -> None:
             raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
         finally:
             model.zero_grad(set_to_none=True)
+
+
+def require_tensorboard() -> None:
+    """`DrawzooError` unless TensorBoard (the optional extra ``drawzoo[tensorboard]``) is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise DrawzooError("log_dir (TensorBoard summaries) needs TensorBoard: pip install 'drawzoo[tensorboard]'")
 
 
 class _Run:
