@@ -191,9 +191,9 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     is divided by the batch size: the train loss is in nats per image (for ``RenyiELBO``, the mean
     of the per-image bounds). Two have no such figure: `ReweightedWakeSleep`'s train loss is its
     model (wake-theta) loss, and `TraceTailAdaptive_ELBO`'s, which has no estimate of its objective,
-    is its surrogate (the tail-weighted mean of -log w over the particles). The ELBO is run once on
-    two training images before any work (parameters and RNG untouched): one that cannot train the
-    model (e.g. ``TraceTailAdaptive_ELBO`` without ``vectorize_particles``) is an `ObjectiveError`.
+    is its surrogate (the tail-weighted mean of -log w over the particles). An ELBO that cannot train
+    the model (e.g. ``TraceTailAdaptive_ELBO`` without ``vectorize_particles``) fails on the first
+    batch, before any optimizer step or checkpoint write: an `ObjectiveError` with the reason.
     With `lr_min`, the learning rate follows a cosine from `lr` down to `lr_min` over the whole
     run (`epochs`, or `max_steps` if that comes first); else it stays at `lr`.
 
@@ -236,9 +236,7 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     model.to(device)
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
-    objective = ELBOLoss(model, elbo)
-    _check_objective(objective, dataset)
-    run = _Run(model, objective, group, lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed,
+    run = _Run(model, ELBOLoss(model, elbo), group, lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed,
                batch_size=batch_size, path=None if checkpoint is None else Path(checkpoint),
                best=None if best is None else Path(best), max_bad_steps=max_bad_steps, valid_samples=valid_samples,
                on_epoch=on_epoch, progress=progress and group.main)
@@ -255,23 +253,6 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
                 where = f"; the last checkpoint at {run.path} is intact" if run.path is not None else ""
                 raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
                                     f"({reason}){where}") from None
-
-
-def _check_objective(objective: ELBOLoss, dataset) -> None:
-    """Run `objective` once on the first two training images, leaving the parameters, their
-    gradients and the RNG as they were; `ObjectiveError` with the reason if it fails."""
-    model = objective.net
-    if len(dataset) == 0:
-        return
-    x = model.check_images(collate_images([dataset[i] for i in range(min(2, len(dataset)))]), name="train_data")
-    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-        try:
-            objective.loss_and_grads(x)
-        except Exception as e:
-            description = objectives.label(objectives.describe(objective.elbo))
-            raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
-        finally:
-            model.zero_grad(set_to_none=True)
 
 
 def require_tensorboard() -> None:
@@ -299,6 +280,7 @@ class _Run:
         self.state = Progress()
         self.writer = None
         self.bad_in_a_row, self.warned = 0, False
+        self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
 
     def start(self) -> None:
         """Resume from the checkpoint if there is one, else take rank 0's weights and seed every RNG
@@ -369,7 +351,14 @@ class _Run:
         state, model = self.state, self.model
         x = model.check_images(x, name="train_data batch")
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss.loss_and_grads(x)
+        try:
+            loss = self.loss.loss_and_grads(x)
+        except Exception as e:
+            if self.checked:
+                raise
+            description = objectives.label(objectives.describe(self.loss.elbo))
+            raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
+        self.checked = True
         finite = self._average_gradients(loss)  # every process skips, or none
         if finite:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_norm)
