@@ -71,8 +71,11 @@ def standard_normal(batch_size: int, dim: int, like: Tensor) -> dist.Distributio
 
 def cat_features(*tensors: Tensor) -> Tensor:
     """Concatenate ``[..., n_i]`` tensors along the last dimension, broadcasting their batch shapes."""
-    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
-    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)
+    batch = tensors[0].shape[:-1]
+    if any(t.shape[:-1] != batch for t in tensors):
+        batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+        tensors = tuple(t.expand(*batch, t.shape[-1]) for t in tensors)
+    return torch.cat(tensors, dim=-1)
 
 
 def lstm_step(cell: nn.LSTMCell, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -80,9 +83,9 @@ def lstm_step(cell: nn.LSTMCell, inputs: Tensor, state: tuple[Tensor, Tensor]) -
     of any batch shapes that broadcast (e.g. a zero state ``[B, hidden]`` and inputs
     ``[K, B, in]`` of K vectorised particles): the batch is flattened for the cell, not looped over."""
     h, c = state
-    batch = torch.broadcast_shapes(inputs.shape[:-1], h.shape[:-1], c.shape[:-1])
-    if len(batch) == 1 and inputs.shape[:-1] == h.shape[:-1] == c.shape[:-1]:
+    if inputs.dim() == 2 and inputs.shape[:-1] == h.shape[:-1] == c.shape[:-1]:
         return cell(inputs, state)
+    batch = torch.broadcast_shapes(inputs.shape[:-1], h.shape[:-1], c.shape[:-1])
     flat = [t.expand(*batch, t.shape[-1]).reshape(-1, t.shape[-1]) for t in (inputs, h, c)]
     h, c = cell(flat[0], (flat[1], flat[2]))
     return h.view(*batch, -1), c.view(*batch, -1)
