@@ -35,6 +35,7 @@ import torch
 
 import drawzoo
 from drawzoo.batching import random_subset
+from drawzoo.cli import console_logging
 from drawzoo.config import as_dict
 from drawzoo.data import binarized_mnist
 from drawzoo.objectives import OBJECTIVES, make_elbo
@@ -241,8 +242,9 @@ def main(argv=None) -> int:
     data["valid"] = random_subset(data["valid"], preset.valid_limit, seed=args.seed)
     data["test"] = random_subset(data["test"], preset.test_limit, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [benchmark(run, data, preset, out, seed=args.seed, device=args.device, resume=args.resume)
-            for run in runs]
+    with console_logging():  # each epoch's figures
+        rows = [benchmark(run, data, preset, out, seed=args.seed, device=args.device, resume=args.resume)
+                for run in runs]
     total = time.perf_counter() - started
     device = drawzoo.training.resolve_device(args.device)
     summary = (f"binarized MNIST test split ({rows[0]['test_images']:,} images), preset {args.preset!r}, "

@@ -10,12 +10,13 @@ from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, Inpu
                      UnknownModelError)
 from .evaluation import evaluate
 from .registry import available, load, model_class
+from .train_config import TrainConfig
 from .training import TrainingError, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "available", "load", "model_class", "train", "evaluate",
+    "available", "load", "model_class", "train", "TrainConfig", "evaluate",
     "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
     "ObjectiveError",
 ]

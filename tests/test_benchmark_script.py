@@ -53,7 +53,7 @@ def test_smoke_preset_prints_the_table_and_writes_its_files(real_data, tmp_path,
         assert r["test_images"] == 200 and r["num_samples"] == 3
         assert r["test_nll"] <= r["test_neg_elbo"] and r["parameters"] > 0
         assert (out / f"samples_{_script().slug(r['label'])}.png").exists()
-    assert read_checkpoint(out / "draw_attention_iwae_k_3.pt")["settings"]["elbo"] == describe(make_elbo("iwae", 3))
+    assert read_checkpoint(out / "draw_attention_iwae_k_3.pt")["elbo"] == describe(make_elbo("iwae", 3))
     assert (out / "results.md").read_text().count("\n|") == 7  # header, rule, 5 rows
 
 
