@@ -7,8 +7,9 @@
 """
 
 from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, ObjectiveError,
-                     UnknownModelError)
+                     RecipeError, UnknownModelError)
 from .evaluation import evaluate
+from .recipes import load_recipe
 from .registry import available, load, model_class
 from .train_config import TrainConfig
 from .training import TrainingError, train
@@ -16,7 +17,7 @@ from .training import TrainingError, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "available", "load", "model_class", "train", "TrainConfig", "evaluate",
+    "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
-    "ObjectiveError",
+    "ObjectiveError", "RecipeError",
 ]

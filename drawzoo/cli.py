@@ -25,6 +25,7 @@ from .batching import random_subset
 from .checkpoints import read_checkpoint
 from .config import as_dict, optional_type
 from .errors import DrawzooError, ObjectiveError
+from .recipes import Data, Recipe, load_recipe
 from .registry import available, load, model_class
 from .train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
 from .training import resolve_device, train
@@ -134,11 +135,22 @@ def _say(*args) -> None:
         print(*args, flush=True)
 
 
+def _model_name(model: str | None, recipe: Recipe) -> str:
+    """MODEL, or the recipe's model; the two must agree."""
+    if model is None and recipe.model is None:
+        raise DrawzooError(f"train: give MODEL ({', '.join(available())}), or a --recipe that names one")
+    if model is not None and recipe.model is not None and model != recipe.model:
+        raise DrawzooError(f"train: MODEL {model!r} contradicts model {recipe.model!r} of the recipe {recipe.path}")
+    return model or recipe.model
+
+
 def cmd_train(args) -> int:
-    checkpoint = Path(args.checkpoint or f"runs/{args.model}.pt")
+    recipe = load_recipe(args.recipe) if args.recipe is not None else Recipe()
+    name = _model_name(args.model, recipe)
+    checkpoint = Path(args.checkpoint or f"runs/{name}.pt")
     payload = read_checkpoint(checkpoint) if checkpoint.exists() else None
-    # every training option not given keeps the checkpoint's value, else its default
-    settings = {**stored_settings(payload or {}), **given(args, "train")}
+    # every training option not given keeps the checkpoint's value, else the recipe's, else its default
+    settings = {**stored_settings(payload or {}), **recipe.train, **given(args, "train")}
     if settings.get("objective", objectives.DEFAULT) is None:
         raise ObjectiveError(f"{checkpoint}: trained with {objectives.label(stored_elbo(payload))}, which no "
                              "--objective names; resume it in Python: drawzoo.train(..., elbo=...)")
@@ -146,23 +158,24 @@ def cmd_train(args) -> int:
     elbo = objectives.make_elbo(config.objective, config.particles)
     if payload is not None and "progress" in payload:  # before any work, as train() would
         check_resumable(payload, checkpoint, config, objectives.describe(elbo))
-    train_data = load_data(args.data, "train", args.data_root)
+    data = dataclasses.replace(recipe.data, **given(args, "data"))
+    train_data = load_data(data.train, "train", args.data_root)
     valid_data = None
-    if args.valid_data is not None:
-        valid_data = load_data(args.valid_data, "valid", args.data_root)
-    elif args.data in datasets.LOADERS:
-        valid_data = load_data(args.data, "valid", args.data_root)
-    valid_data = random_subset(valid_data, args.valid_limit, seed=config.seed) if valid_data is not None else None
-    model_config = given(args, "config")
+    if data.valid is not None:
+        valid_data = load_data(data.valid, "valid", args.data_root)
+    elif data.train in datasets.LOADERS:
+        valid_data = load_data(data.train, "valid", args.data_root)
+    valid_data = random_subset(valid_data, data.valid_limit, seed=config.seed) if valid_data is not None else None
+    model_config = {**recipe.config, **given(args, "config")}
     if payload is not None:
-        model = load(args.model, checkpoint=checkpoint, **model_config)
+        model = load(name, checkpoint=checkpoint, **model_config)
         if "progress" in payload:  # else train() says that it holds weights only
             _say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
     else:
         model_config.setdefault("image_shape", _image_shape(train_data))
         torch.manual_seed(config.seed)  # the initial weights
-        model = load(args.model, **model_config)
-    _say(f"{args.model}: {model.config} ({model.num_parameters():,} parameters); "
+        model = load(name, **model_config)
+    _say(f"{name}: {model.config} ({model.num_parameters():,} parameters); "
          f"objective {objectives.label(objectives.describe(elbo))}")
     history = train(model, train_data, valid_data, config, checkpoint=checkpoint, progress=not args.quiet)
     if history:
@@ -235,7 +248,8 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train a model (resumes from --checkpoint when it exists)",
-                       description="Train MODEL; `drawzoo train MODEL --help` lists MODEL's config options.\n"
+                       description="Train MODEL, or the model of --recipe; `drawzoo train MODEL --help` lists MODEL's\n"
+                       "config options. Each option given overrides the recipe's setting.\n"
                        "If --checkpoint exists, training resumes from it: the options not given keep its values\n"
                        "(config, train config); given ones that contradict its config or its trajectory\n"
                        "(seed, batch size, learning rate and schedule, clipping, objective, particles,\n"
@@ -243,14 +257,19 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
                        epilog="objectives (--objective), per image:\n" + "\n".join(
                            f"  {name:14s} {o.help}" for name, o in objectives.OBJECTIVES.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help=f"registered model ({', '.join(available())})")
+    p.add_argument("model", metavar="MODEL", nargs="?", help=f"registered model ({', '.join(available())}) "
+                   "[the recipe's]")
+    p.add_argument("--recipe", help="a TOML file: model, [config], [train] (train config), [data] (README: Recipes)")
     if train_model is not None:
         add_config_options(p, model_class(train_model).Config)
     add_config_options(p, TrainConfig, dest="train", title="train config")
-    p.add_argument("--data", default="binarized_mnist", help=f"training data: {DATA_HELP} [binarized_mnist]")
-    p.add_argument("--valid-data", help="validation data, as --data (default: the data set's valid split; "
-                   "none for a file)")
-    p.add_argument("--valid-limit", type=int, help="validate on a seeded random subset of this many images")
+    data = {f.name: f for f in dataclasses.fields(Data)}  # as a recipe's [data]
+    p.add_argument("--data", dest="data.train", metavar="DATA", default=argparse.SUPPRESS,
+                   help=f"training data: {DATA_HELP} [{data['train'].default}]")
+    p.add_argument("--valid-data", dest="data.valid", metavar="DATA", default=argparse.SUPPRESS,
+                   help="validation data, as --data [a data set's valid split; none for a file]")
+    p.add_argument("--valid-limit", dest="data.valid_limit", metavar="N", type=int, default=argparse.SUPPRESS,
+                   help=data["valid_limit"].metadata["help"])
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
     p.add_argument("--checkpoint", default=None, help="checkpoint file, written atomically; resumed from "
                    "when it exists [runs/MODEL.pt]")
@@ -292,10 +311,16 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
 
 
 def _train_model(argv: list[str]) -> str | None:
-    """MODEL of ``drawzoo train MODEL ...``, if that is the command line."""
-    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
+    """MODEL of ``drawzoo train MODEL ...``, else the model of its ``--recipe``, if that is the
+    command line (its config options are then part of the parser)."""
+    if len(argv) < 2 or argv[0] != "train":
+        return None
+    if not argv[1].startswith("-"):
         return argv[1]
-    return None
+    recipe_option = argparse.ArgumentParser(add_help=False)
+    recipe_option.add_argument("--recipe")
+    recipe = recipe_option.parse_known_args(argv[1:])[0].recipe
+    return None if recipe is None else load_recipe(recipe).model
 
 
 def main(argv: list[str] | None = None) -> int:

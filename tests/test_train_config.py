@@ -56,7 +56,8 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     fields = [f.name for f in dataclasses.fields(drawzoo.TrainConfig)]
     model_fields = [f.name for f in dataclasses.fields(drawzoo.model_class("draw").Config)]
     assert dests == ({f"train.{name}" for name in fields} | {f"config.{name}" for name in model_fields}
-                     | {"help", "model", "data", "valid_data", "valid_limit", "data_root", "checkpoint", "quiet"})
+                     | {"help", "model", "recipe", "data.train", "data.valid", "data.valid_limit", "data_root",
+                        "checkpoint", "quiet"})
     options = {a.dest: a for a in train._actions}
     for field in dataclasses.fields(drawzoo.TrainConfig):
         action = options[f"train.{field.name}"]
