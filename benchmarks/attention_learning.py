@@ -18,6 +18,7 @@ import torch
 
 import drawzoo
 from drawzoo.batching import random_subset
+from drawzoo.cli import console_logging
 from drawzoo.data import binarized_mnist
 
 BASE = dict(T=6, hidden_dim=256, latent_dim=50)
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
             model.reader.glimpse.reset_parameters()
             model.writer.glimpse.reset_parameters()
         started = time.perf_counter()
-        history = drawzoo.train(model, train, valid, epochs=args.epochs, batch_size=100, lr=lr, seed=0)
+        with console_logging():  # each epoch's figures
+            history = drawzoo.train(model, train, valid, epochs=args.epochs, batch_size=100, lr=lr, seed=0)
         rows.append((label, [h["valid_loss"] for h in history], time.perf_counter() - started))
     head = " | ".join(f"epoch {e + 1}" for e in range(args.epochs))
     print(f"\nvalidation negative ELBO (nats), DRAW T=6, LSTM 256, z 50, {torch.get_num_threads()} threads\n")

@@ -8,11 +8,16 @@
 Prints one markdown table (negative ELBO and importance-sampled NLL on the test split, in nats
 per image, with the published number beside it where one exists), and writes it as JSON with a
 grid of samples per model to --out. Models are picked by registry name and seen only through
-`drawzoo.load` / `drawzoo.train` / `drawzoo.evaluate`; a registered name that no preset
-configures runs with its own defaults and the preset's training budget.
+`drawzoo.load` / `drawzoo.train` / `drawzoo.evaluate`.
+
+A preset is a folder of recipes, benchmarks/recipes/PRESET/*.toml (`drawzoo.recipes`): one per
+row, in file-name order, each with a ``[benchmark]`` table (`Scoring`: the row's label, the
+published figure, K importance samples per test image, a test subset). ``drawzoo train --recipe``
+trains the same weights from the same file. The preset's recipe without a model, default.toml,
+trains a registered name that no other recipe names, with the model's default config.
 
 Every row trains on the negative ELBO (objective "elbo" of `drawzoo.objectives`) except the
-opt-in ones of ``--iwae``: the preset's IWAE rows (objective "iwae": RenyiELBO(alpha=0) with K
+opt-in ones of ``--iwae``: the preset's recipes with objective "iwae" (RenyiELBO(alpha=0) with K
 vectorised particles), each after the rows of its model and given about the wall time of its
 ELBO twin. The table's objective column says which.
 
@@ -26,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,112 +39,98 @@ import torch
 
 import drawzoo
 from drawzoo.batching import random_subset
-from drawzoo.config import as_dict
+from drawzoo.cli import console_logging
+from drawzoo.config import as_dict, build_config, check_fields, check_positive, param
 from drawzoo.data import binarized_mnist
-from drawzoo.objectives import OBJECTIVES, make_elbo
+from drawzoo.objectives import OBJECTIVES
 from drawzoo.pictures import save_grid
+from drawzoo.recipes import Recipe, load_recipe
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+PRESETS = sorted(p.name for p in RECIPES.iterdir() if p.is_dir())
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-    """One row of the table: a registered model, its config and its training budget."""
+class Scoring:
+    """How a row is labelled and scored: a recipe's ``[benchmark]`` table."""
 
-    label: str
-    model: str
-    config: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 1
-    max_steps: int | None = None  #: stop within an epoch (a fractional epoch count)
-    batch_size: int = 100
-    lr: float = 1e-3
-    lr_min: float | None = None  #: cosine-anneal the learning rate down to this over the run
-    objective: str = "elbo"  #: a name of drawzoo.objectives.OBJECTIVES
-    particles: int = 1  #: its K particles per training image
-    num_samples: int | None = None  #: K importance samples per test image, if not the preset's
-    reference: str = ""  #: the published figure for this model, with how it was measured
+    label: str | None = param(None, "the row's label [the model's name]")
+    reference: str = param("", "the published figure for this model, with how it was measured")
+    num_samples: int = param(100, "K importance samples per test image (drawzoo eval -k)")
+    test_limit: int | None = param(None, "score a seeded random subset of the test split (drawzoo eval --limit) "
+                                   "[all 10,000]")
+
+    def __post_init__(self):
+        check_fields(self, "benchmark")
+        check_positive(self, "num_samples", "test_limit", kind="benchmark")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of the table: a recipe, and how to score what it trains."""
+
+    recipe: Recipe
+    scoring: Scoring
+
+    @property
+    def label(self) -> str:
+        return self.scoring.label or self.recipe.model
+
+    @property
+    def train(self) -> drawzoo.TrainConfig:
+        return self.recipe.train_config()
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    runs: tuple[Run, ...]
-    default: Run  #: budget for a registered model this preset does not name
-    num_samples: int  #: K importance samples per test image
-    valid_limit: int | None  #: validate on a seeded random subset of this many valid images
-    test_limit: int | None = None  #: score a seeded random subset (None: the full test split)
-    iwae: tuple[Run, ...] = ()  #: opt-in rows (--iwae) trained on the IWAE bound
+    rows: tuple[Row, ...]  #: the recipes with a model, IWAE ones included
+    default: Row  #: the recipe without one: the budget for a registered model no row names
 
 
-PAPER_ATTENTION = "<= 80.97 (DRAW paper, T=64, -ELBO)"
-PAPER_NO_ATTENTION = "<= 87.40 (DRAW paper, T=64, -ELBO)"
-PUBLISHED_VAE = "89.78 (one-layer VAE, IS K=200; pythae)"
-
-# The quick preset gives DRAW most of the 15 minutes: on 2 CPU cores DRAW processes ~10x fewer
-# images per second than the VAE while learning about as much per epoch. Its attention DRAW reads
-# and writes 12 x 12 grids (the paper's SVHN sizes): at T=6 and a few CPU minutes, the paper's
-# 2 x 2 read (8 numbers per glimpse) learns far more slowly (README: "Making attention DRAW learn").
-QUICK_DRAW = dict(T=6, hidden_dim=256, latent_dim=50)
-QUICK_ATTENTION = dict(QUICK_DRAW, read_size=12, write_size=12)
-SMOKE_ATTENTION = dict(T=2, hidden_dim=16, latent_dim=4, read_size=2, write_size=3)
-PRESETS = {
-    "quick": Preset(
-        runs=(
-            Run("DRAW (attention)", "draw", QUICK_ATTENTION, epochs=5, lr=3e-3, lr_min=1e-4, reference=PAPER_ATTENTION),
-            Run("DRAW (no attention)", "draw", dict(QUICK_DRAW, attention=False), epochs=2, max_steps=750, lr=3e-3,
-                reference=PAPER_NO_ATTENTION),
-            # scoring DRAW costs ~15x more per sample: it gets K=20, the VAE K=200 (a smaller K
-            # gives a looser bound, so this can only favour the VAE)
-            Run("VAE", "vae", {}, epochs=25, lr=2e-3, lr_min=1e-4, num_samples=200, reference=PUBLISHED_VAE),
-        ),
-        default=Run("", "", epochs=10),
-        num_samples=20, valid_limit=2000,
-        # an IWAE K=5 step of this DRAW takes ~3x an ELBO step on 2 CPU cores (2.7x and 3.1x, medians of
-        # 12 alternating steps, twice): 800 steps take about the wall time of the ELBO row's 2,500
-        iwae=(Run("DRAW (attention, IWAE K=5)", "draw", QUICK_ATTENTION, epochs=2, max_steps=800, lr=3e-3,
-                  lr_min=1e-4, objective="iwae", particles=5, reference=PAPER_ATTENTION),),
-    ),
-    "paper": Preset(
-        runs=(
-            Run("DRAW (attention)", "draw", dict(T=64, hidden_dim=256, latent_dim=100, read_size=2, write_size=5),
-                epochs=300, batch_size=100, lr=1e-3, reference=PAPER_ATTENTION),
-            Run("DRAW (no attention)", "draw", dict(T=64, hidden_dim=256, latent_dim=100, attention=False),
-                epochs=300, batch_size=100, lr=1e-3, reference=PAPER_NO_ATTENTION),
-            Run("VAE", "vae", {}, epochs=1000, batch_size=100, lr=1e-3, reference=PUBLISHED_VAE),
-        ),
-        default=Run("", "", epochs=300, batch_size=100, lr=1e-3),
-        num_samples=1000, valid_limit=None,
-    ),
-    # a tiny end-to-end check of this script (tests use it): not a benchmark
-    "smoke": Preset(
-        runs=(
-            Run("DRAW (attention)", "draw", SMOKE_ATTENTION, epochs=1, max_steps=3, batch_size=50, lr=3e-3,
-                reference=PAPER_ATTENTION),
-            Run("DRAW (no attention)", "draw", dict(T=2, hidden_dim=16, latent_dim=4, attention=False),
-                epochs=1, max_steps=3, batch_size=50, lr=3e-3, reference=PAPER_NO_ATTENTION),
-            Run("VAE", "vae", dict(hidden_dim=16, latent_dim=4), epochs=1, max_steps=3, batch_size=50),
-        ),
-        default=Run("", "", epochs=1, max_steps=3, batch_size=50),
-        num_samples=3, valid_limit=100, test_limit=200,
-        iwae=(Run("DRAW (attention, IWAE K=3)", "draw", SMOKE_ATTENTION, epochs=1, max_steps=3, batch_size=50,
-                  lr=3e-3, objective="iwae", particles=3, reference=PAPER_ATTENTION),),
-    ),
-}
+def read_row(path) -> Row:
+    """The recipe at `path` and its ``[benchmark]`` table; the script scores binarized MNIST only."""
+    recipe = load_recipe(path)
+    try:
+        scoring = build_config(Scoring, recipe.benchmark, kind="benchmark")
+    except drawzoo.DrawzooError as e:
+        raise drawzoo.RecipeError(f"{path}: {e}") from None
+    if (recipe.data.train, recipe.data.valid) != ("binarized_mnist", None):
+        raise drawzoo.RecipeError(f"{path}: this script trains on binarized_mnist and validates on its valid "
+                                  f"split, the recipe's [data] says {recipe.data}")
+    return Row(recipe, scoring)
 
 
-def select_runs(preset: Preset, models: list[str] | None, iwae: bool = False) -> list[Run]:
-    """The preset's runs of the requested registry names (all of them if None), in that order;
+def load_preset(name: str) -> Preset:
+    """The rows of benchmarks/recipes/`name`/*.toml, in file-name order, and its default.toml."""
+    rows = [read_row(path) for path in sorted((RECIPES / name).glob("*.toml"))]
+    defaults = [r for r in rows if r.recipe.model is None]
+    if len(defaults) != 1:
+        raise drawzoo.RecipeError(f"{RECIPES / name}: needs exactly one recipe without a model (default.toml), "
+                                  f"has {len(defaults)}")
+    return Preset(tuple(r for r in rows if r.recipe.model is not None), defaults[0])
+
+
+def is_iwae(row: Row) -> bool:
+    return row.train.objective == "iwae"
+
+
+def select_runs(preset: Preset, models: list[str] | None, iwae: bool = False) -> list[Row]:
+    """The preset's rows of the requested registry names (all of them if None), in that order;
     with `iwae`, each model's IWAE rows after its other ones."""
     if models is None:
-        models = list(dict.fromkeys(r.model for r in preset.runs))
+        models = list(dict.fromkeys(r.recipe.model for r in preset.rows))
     known = drawzoo.available()
     runs = []
     for name in models:
         if name not in known:
             raise drawzoo.UnknownModelError(f"unknown model {name!r}; available: {', '.join(known)}")
-        runs += [r for r in preset.runs if r.model == name] or [
-            dataclasses.replace(preset.default, label=name, model=name)]
-        runs += [r for r in preset.iwae if r.model == name and iwae]
-    if iwae and not any(r.objective == "iwae" for r in runs):
+        runs += [r for r in preset.rows if r.recipe.model == name and not is_iwae(r)] or [
+            dataclasses.replace(preset.default, recipe=dataclasses.replace(preset.default.recipe, model=name))]
+        runs += [r for r in preset.rows if r.recipe.model == name and is_iwae(r) and iwae]
+    if iwae and not any(is_iwae(r) for r in runs):
+        iwae_rows = [r.label for r in preset.rows if is_iwae(r)]
         raise drawzoo.DrawzooError(f"--iwae: this preset has no IWAE row for {', '.join(models)} "
-                                   f"(it has {', '.join(r.label for r in preset.iwae) or 'none'})")
+                                   f"(it has {', '.join(iwae_rows) or 'none'})")
     return runs
 
 
@@ -154,37 +144,39 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
-def benchmark(run: Run, data: dict, preset: Preset, out: Path, *, seed: int, device, resume: bool) -> dict:
-    """Train `run`, keep the weights with the best validation loss, score them on the test split."""
-    print(f"\n== {run.label}: {run.model} {run.config} ==", flush=True)
+def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: int | None = None) -> dict:
+    """Train `run`'s recipe (as ``drawzoo train --recipe`` does), keep the weights with the best
+    validation loss, score them on the test split (as ``drawzoo eval`` does)."""
+    recipe, scoring = run.recipe, run.scoring
+    print(f"\n== {run.label}: {recipe.model} {recipe.config} ==", flush=True)
     checkpoint, best = out / f"{slug(run.label)}.pt", out / f"{slug(run.label)}.best.pt"
     if not resume:
         for path in (checkpoint, best):
             path.unlink(missing_ok=True)
-    torch.manual_seed(seed)
-    model = drawzoo.load(run.model, **run.config)
+    config = recipe.train_config(best=str(best), device=device, **({} if seed is None else {"seed": seed}))
+    torch.manual_seed(config.seed)  # the initial weights
+    model = drawzoo.load(recipe.model, **recipe.config)
+    valid = random_subset(data["valid"], recipe.data.valid_limit, seed=config.seed)
     started = time.perf_counter()
-    history = drawzoo.train(model, data["train"], data["valid"], epochs=run.epochs, batch_size=run.batch_size,
-                            lr=run.lr, lr_min=run.lr_min, max_steps=run.max_steps, checkpoint=checkpoint, best=best,
-                            seed=seed, device=device, elbo=make_elbo(run.objective, run.particles))
+    history = drawzoo.train(model, data["train"], valid, config, checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
     scored = drawzoo.load(checkpoint=best).to(model.device)
+    test = random_subset(data["test"], scoring.test_limit, seed=config.seed)
     started = time.perf_counter()
-    result = drawzoo.evaluate(scored, data["test"], num_samples=run.num_samples or preset.num_samples, seed=seed,
-                              progress=True)
+    result = drawzoo.evaluate(scored, test, num_samples=scoring.num_samples, seed=config.seed, progress=True)
     eval_seconds = time.perf_counter() - started
     save_grid(scored.generate(64)[-1].cpu(), out / f"samples_{slug(run.label)}.png", nrow=8)
     row = {
-        "label": run.label, "model": run.model, "config": as_dict(model.config),
+        "label": run.label, "model": recipe.model, "recipe": recipe.path, "config": as_dict(model.config),
         "config_summary": config_summary(model), "parameters": model.num_parameters(),
         "epochs": history[-1]["epoch"] if history else 0, "best_valid_neg_elbo": min(
             (h["valid_loss"] for h in history if h["valid_loss"] is not None), default=None),
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "test_neg_elbo": result["neg_elbo"], "test_nll": result["nll"], "num_samples": result["num_samples"],
-        "test_images": result["num_images"], "reference": run.reference,
-        "batch_size": run.batch_size, "lr": run.lr, "objective": run.objective, "particles": run.particles,
+        "test_images": result["num_images"], "reference": scoring.reference,
+        "batch_size": config.batch_size, "lr": config.lr, "objective": config.objective, "particles": config.particles,
     }
-    print(f"{run.label}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f} nats "
+    print(f"{row['label']}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f} nats "
           f"(K={row['num_samples']}, {row['test_images']} images)", flush=True)
     return row
 
@@ -207,42 +199,38 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="model sizes and training budget [quick: <= 15 min on 2 CPU cores]")
+    parser.add_argument("--preset", choices=PRESETS, default="quick",
+                        help="recipes folder benchmarks/recipes/PRESET [quick: <= 15 min on 2 CPU cores]")
     parser.add_argument("--models", help="comma-separated registry names [all of the preset's]")
     parser.add_argument("--iwae", action="store_true", help="also train the preset's IWAE rows of these models "
                         f"(objective iwae: {OBJECTIVES['iwae'].help}), each in about the wall time of its ELBO "
-                        f"twin [quick: {', '.join(r.label for r in PRESETS['quick'].iwae)}; not run by default]")
+                        "twin [not run by default]")
     parser.add_argument("--out", default=None, help="output folder [bench_out/PRESET]")
     parser.add_argument("--data-root", help="folder holding binarized_mnist/ [$DRAWZOO_DATA, else a per-user cache]")
     parser.add_argument("--num-samples", type=int, help="importance samples K per test image, for every model "
-                        "[preset's]")
+                        "[each recipe's]")
     parser.add_argument("--test-limit", type=int, help="score a seeded random subset of the test split "
-                        "[the full 10,000]")
-    parser.add_argument("--seed", type=int, default=0)
+                        "[each recipe's; else the full 10,000]")
+    parser.add_argument("--seed", type=int, help="seed of every run, for training and scoring [each recipe's: 0]")
     parser.add_argument("--device", help="cpu, cuda, ... [cuda when available]")
     parser.add_argument("--resume", action="store_true", help="resume from the checkpoints in --out "
                         "instead of starting afresh")
     args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
-    preset = dataclasses.replace(preset, test_limit=args.test_limit or preset.test_limit)
-    if args.num_samples:
-        preset = dataclasses.replace(preset, num_samples=args.num_samples,
-                                     runs=tuple(dataclasses.replace(r, num_samples=None) for r in preset.runs))
     out = Path(args.out or f"bench_out/{args.preset}")
     try:
-        runs = select_runs(preset, args.models.split(",") if args.models else None, iwae=args.iwae)
+        runs = select_runs(load_preset(args.preset), args.models.split(",") if args.models else None, iwae=args.iwae)
+        runs = [dataclasses.replace(r, scoring=dataclasses.replace(
+            r.scoring, num_samples=args.num_samples or r.scoring.num_samples,
+            test_limit=args.test_limit or r.scoring.test_limit)) for r in runs]
         started = time.perf_counter()
         data = {split: binarized_mnist(args.data_root, split) for split in ("train", "valid", "test")}
     except drawzoo.DrawzooError as e:
         print(f"nll_mnist: error: {e}", file=sys.stderr)
         return 2
-    # the test split is sorted by label: subsets are seeded random samples, never the first rows
-    data["valid"] = random_subset(data["valid"], preset.valid_limit, seed=args.seed)
-    data["test"] = random_subset(data["test"], preset.test_limit, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [benchmark(run, data, preset, out, seed=args.seed, device=args.device, resume=args.resume)
-            for run in runs]
+    # the test split is sorted by label: subsets (random_subset) are seeded random samples, never the first rows
+    with console_logging():  # each epoch's figures
+        rows = [benchmark(run, data, out, device=args.device, resume=args.resume, seed=args.seed) for run in runs]
     total = time.perf_counter() - started
     device = drawzoo.training.resolve_device(args.device)
     summary = (f"binarized MNIST test split ({rows[0]['test_images']:,} images), preset {args.preset!r}, "

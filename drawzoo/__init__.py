@@ -9,9 +9,11 @@
 from importlib import metadata as _metadata
 
 from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, ObjectiveError,
-                     UnknownModelError)
+                     RecipeError, UnknownModelError)
 from .evaluation import evaluate
+from .recipes import load_recipe
 from .registry import available, load, model_class
+from .train_config import TrainConfig
 from .training import TrainingError, train
 
 try:
@@ -20,7 +22,7 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
     __version__ = "0+unknown"
 
 __all__ = [
-    "available", "load", "model_class", "train", "evaluate",
+    "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
-    "ObjectiveError",
+    "ObjectiveError", "RecipeError",
 ]

@@ -1,32 +1,40 @@
 """The ``drawzoo`` command: list, train, sample, animate and evaluate zoo models.
 
 ``drawzoo train MODEL --help`` lists MODEL's own config options (from its Config dataclass), so
-third-party models get command-line options for free. Errors print as one line.
+third-party models get command-line options for free; the training options are made the same way
+from `drawzoo.TrainConfig`. Errors print as one line; drawzoo's log messages print for people.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import sys
 import typing
 from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import distributed, objectives
 from .batching import random_subset
 from .checkpoints import read_checkpoint
-from .config import as_dict
+from .config import as_dict, optional_type
 from .errors import DrawzooError, ObjectiveError
+from .recipes import Data, Recipe, load_recipe
 from .registry import available, load, model_class
+from .train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
 from .training import resolve_device, train
 
 DATA_HELP = (f"a data set ({', '.join(datasets.LOADERS)}; its train/valid splits) or a .npy/.npz file "
              "of images [N, C, H, W] or [N, H, W]")
 
 
-# -- model config as options ------------------------------------------------------------------
+# -- configs as options -------------------------------------------------------------------------
 
 
 def _flag(name: str) -> list[str]:
@@ -34,15 +42,16 @@ def _flag(name: str) -> list[str]:
     return [dashed] if dashed == "--" + name else [dashed, "--" + name]
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One option per field of `config_cls`; only the options given end up in the namespace's
-    ``config`` dict (see `given_config`)."""
-    group = parser.add_argument_group(f"{config_cls.__name__} (model config; default in brackets)")
+def add_config_options(parser: argparse.ArgumentParser, config_cls, dest: str = "config",
+                       title: str = "model config") -> None:
+    """One option per field of the config dataclass `config_cls`, with its help line and default;
+    only the options given end up in the namespace, as ``<dest>.<field>`` (see `given`)."""
+    group = parser.add_argument_group(f"{config_cls.__name__} ({title}; default in brackets)")
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        hint, default = hints[field.name], field.default
-        help_text = f"{field.metadata.get('help', '')} [{default}]"
-        kw = dict(dest=f"config.{field.name}", default=argparse.SUPPRESS, help=help_text)
+        hint, default = optional_type(hints[field.name]) or hints[field.name], field.default
+        help_text = field.metadata.get("help", "") + ("" if default is None else f" [{default}]")
+        kw = dict(dest=f"{dest}.{field.name}", default=argparse.SUPPRESS, help=help_text)
         if hint is bool:
             group.add_argument(*_flag(field.name), action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(hint) is tuple:
@@ -51,12 +60,45 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
                                metavar=tuple(f"{field.name.upper()}{i}" for i in range(len(args)))
                                if field.name != "image_shape" else ("C", "H", "W"), **kw)
         else:
-            group.add_argument(*_flag(field.name), type=hint, metavar=field.name.upper(), **kw)
+            group.add_argument(*_flag(field.name), type=hint, metavar=field.name.upper(),
+                               choices=field.metadata.get("choices"), **kw)
 
 
-def given_config(args: argparse.Namespace) -> dict:
-    """The model config options given on the command line, as ``{field: value}``."""
-    return {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("config.")}
+def given(args: argparse.Namespace, dest: str = "config") -> dict:
+    """The options of `add_config_options(..., dest)` given on the command line, as ``{field: value}``."""
+    return {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{dest}.")}
+
+
+# -- log messages ----------------------------------------------------------------------------------
+
+
+class _Console(logging.Handler):
+    """drawzoo's log messages for people: information on stdout, warnings on stderr, written
+    around the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno >= logging.WARNING:
+                tqdm.write(f"drawzoo: warning: {self.format(record)}", file=sys.stderr)
+            else:
+                tqdm.write(self.format(record), file=sys.stdout)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def console_logging(verbose: bool = True):
+    """While inside, show the messages of the ``drawzoo`` loggers on the console: each epoch's
+    figures and other information if `verbose`, warnings always."""
+    logger, handler = logging.getLogger("drawzoo"), _Console()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -93,48 +135,49 @@ def _say(*args) -> None:
         print(*args, flush=True)
 
 
-def make_objective(args, checkpoint: Path, resumed: dict | None):
-    """The ELBO of --objective/--particles; resuming, each of them not given keeps the checkpoint's."""
-    objective, particles = args.objective, args.particles
-    if resumed is not None:
-        before = objectives.stored(resumed["elbo"])
-        if particles is None:
-            particles = before["num_particles"]
-        if objective is None:
-            named = objectives.name_of(before)
-            if named is None:
-                raise ObjectiveError(f"{checkpoint}: trained with {objectives.label(before)}, which no --objective "
-                                     "names; give --objective to go on with one")
-            objective = named[0]
-    return objectives.make_elbo(objective or objectives.DEFAULT, 1 if particles is None else particles)
+def _model_name(model: str | None, recipe: Recipe) -> str:
+    """MODEL, or the recipe's model; the two must agree."""
+    if model is None and recipe.model is None:
+        raise DrawzooError(f"train: give MODEL ({', '.join(available())}), or a --recipe that names one")
+    if model is not None and recipe.model is not None and model != recipe.model:
+        raise DrawzooError(f"train: MODEL {model!r} contradicts model {recipe.model!r} of the recipe {recipe.path}")
+    return model or recipe.model
 
 
 def cmd_train(args) -> int:
-    config = given_config(args)
-    train_data = load_data(args.data, "train", args.data_root)
+    recipe = load_recipe(args.recipe) if args.recipe is not None else Recipe()
+    name = _model_name(args.model, recipe)
+    checkpoint = Path(args.checkpoint or f"runs/{name}.pt")
+    payload = read_checkpoint(checkpoint) if checkpoint.exists() else None
+    # every training option not given keeps the checkpoint's value, else the recipe's, else its default
+    settings = {**stored_settings(payload or {}), **recipe.train, **given(args, "train")}
+    if settings.get("objective", objectives.DEFAULT) is None:
+        raise ObjectiveError(f"{checkpoint}: trained with {objectives.label(stored_elbo(payload))}, which no "
+                             "--objective names; resume it in Python: drawzoo.train(..., elbo=...)")
+    config = TrainConfig.from_dict(settings)
+    elbo = objectives.make_elbo(config.objective, config.particles)
+    if payload is not None and "progress" in payload:  # before any work, as train() would
+        check_resumable(payload, checkpoint, config, objectives.describe(elbo))
+    data = dataclasses.replace(recipe.data, **given(args, "data"))
+    train_data = load_data(data.train, "train", args.data_root)
     valid_data = None
-    if args.valid_data is not None:
-        valid_data = load_data(args.valid_data, "valid", args.data_root)
-    elif args.data in datasets.LOADERS:
-        valid_data = load_data(args.data, "valid", args.data_root)
-    valid_data = random_subset(valid_data, args.valid_limit, seed=args.seed) if valid_data is not None else None
-    checkpoint, resumed = Path(args.checkpoint), None
-    if checkpoint.exists():
-        model = load(args.model, checkpoint=checkpoint, **config)
-        payload = read_checkpoint(checkpoint)
+    if data.valid is not None:
+        valid_data = load_data(data.valid, "valid", args.data_root)
+    elif data.train in datasets.LOADERS:
+        valid_data = load_data(data.train, "valid", args.data_root)
+    valid_data = random_subset(valid_data, data.valid_limit, seed=config.seed) if valid_data is not None else None
+    model_config = {**recipe.config, **given(args, "config")}
+    if payload is not None:
+        model = load(name, checkpoint=checkpoint, **model_config)
         if "progress" in payload:  # else train() says that it holds weights only
-            resumed = payload["settings"]
             _say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
     else:
-        config.setdefault("image_shape", _image_shape(train_data))
-        model = load(args.model, **config)
-    elbo = make_objective(args, checkpoint, resumed)
-    _say(f"{args.model}: {model.config} ({model.num_parameters():,} parameters); "
+        model_config.setdefault("image_shape", _image_shape(train_data))
+        torch.manual_seed(config.seed)  # the initial weights
+        model = load(name, **model_config)
+    _say(f"{name}: {model.config} ({model.num_parameters():,} parameters); "
          f"objective {objectives.label(objectives.describe(elbo))}")
-    history = train(model, train_data, valid_data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    lr_min=args.lr_min, max_steps=args.max_steps, checkpoint=checkpoint, every=args.every,
-                    every_steps=args.every_steps, seed=args.seed, log_dir=args.log_dir, device=args.device,
-                    elbo=elbo, clip_norm=args.clip_norm, valid_samples=args.valid_samples, progress=not args.quiet)
+    history = train(model, train_data, valid_data, config, checkpoint=checkpoint, progress=not args.quiet)
     if history:
         last = history[-1]
         valid = "" if last["valid_loss"] is None else f", valid {last['valid_loss']:.2f}"
@@ -144,8 +187,6 @@ def cmd_train(args) -> int:
 
 def _from_checkpoint(args):
     model = load(checkpoint=args.checkpoint).to(resolve_device(args.device))
-    import torch
-
     torch.manual_seed(args.seed)
     return model
 
@@ -207,41 +248,32 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train a model (resumes from --checkpoint when it exists)",
-                       description="Train MODEL; `drawzoo train MODEL --help` lists MODEL's config options.\n"
-                       "If --checkpoint exists, training resumes from it: its config and objective are used;\n"
-                       "config options that contradict it are an error, other training settings a warning.",
+                       description="Train MODEL, or the model of --recipe; `drawzoo train MODEL --help` lists MODEL's\n"
+                       "config options. Each option given overrides the recipe's setting.\n"
+                       "If --checkpoint exists, training resumes from it: the options not given keep its values\n"
+                       "(config, train config); given ones that contradict its config or its trajectory\n"
+                       "(seed, batch size, learning rate and schedule, clipping, objective, particles,\n"
+                       "validation samples) are an error. The budget (--epochs, --max-steps) may change.",
                        epilog="objectives (--objective), per image:\n" + "\n".join(
                            f"  {name:14s} {o.help}" for name, o in objectives.OBJECTIVES.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help=f"registered model ({', '.join(available())})")
+    p.add_argument("model", metavar="MODEL", nargs="?", help=f"registered model ({', '.join(available())}) "
+                   "[the recipe's]")
+    p.add_argument("--recipe", help="a TOML file: model, [config], [train] (train config), [data] (README: Recipes)")
     if train_model is not None:
         add_config_options(p, model_class(train_model).Config)
-    p.add_argument("--data", default="binarized_mnist", help=f"training data: {DATA_HELP} [binarized_mnist]")
-    p.add_argument("--valid-data", help="validation data, as --data (default: the data set's valid split; "
-                   "none for a file)")
-    p.add_argument("--valid-limit", type=int, help="validate on a seeded random subset of this many images")
+    add_config_options(p, TrainConfig, dest="train", title="train config")
+    data = {f.name: f for f in dataclasses.fields(Data)}  # as a recipe's [data]
+    p.add_argument("--data", dest="data.train", metavar="DATA", default=argparse.SUPPRESS,
+                   help=f"training data: {DATA_HELP} [{data['train'].default}]")
+    p.add_argument("--valid-data", dest="data.valid", metavar="DATA", default=argparse.SUPPRESS,
+                   help="validation data, as --data [a data set's valid split; none for a file]")
+    p.add_argument("--valid-limit", dest="data.valid_limit", metavar="N", type=int, default=argparse.SUPPRESS,
+                   help=data["valid_limit"].metadata["help"])
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
-    p.add_argument("--epochs", type=int, required=True, help="epochs in all (a resumed run counts earlier ones)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per step [100]")
-    p.add_argument("--objective", choices=list(objectives.OBJECTIVES), help="what training minimises (see "
-                   f"objectives below) [{objectives.DEFAULT}; resuming, the checkpoint's]")
-    p.add_argument("--particles", type=int, help="K samples of the latents per image, drawn in one vectorised pass "
-                   "[1; resuming, the checkpoint's]")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate [1e-3]")
-    p.add_argument("--lr-min", type=float, help="anneal the learning rate from --lr down to this along a cosine "
-                   "over the run [constant --lr]")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in all, perhaps mid-epoch "
-                   "(a resumed run counts earlier ones)")
-    p.add_argument("--clip-norm", type=float, default=10.0, help="clip the gradient norm to this [10]")
     p.add_argument("--checkpoint", default=None, help="checkpoint file, written atomically; resumed from "
                    "when it exists [runs/MODEL.pt]")
-    p.add_argument("--every", type=int, default=1, help="checkpoint every this many epochs (and at the end) [1]")
-    p.add_argument("--every-steps", type=int, help="also checkpoint every this many optimizer steps")
-    p.add_argument("--seed", type=int, default=0, help="seed of shuffling and sampling [0]")
-    p.add_argument("--log-dir", help="write TensorBoard summaries (losses, sample grids) here")
-    p.add_argument("--valid-samples", type=int, default=1, help="importance samples per validation image [1]")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... [cuda when available, else cpu]")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
     p.set_defaults(func=cmd_train)
 
     def checkpoint_command(name, help_text, func):
@@ -279,10 +311,16 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
 
 
 def _train_model(argv: list[str]) -> str | None:
-    """MODEL of ``drawzoo train MODEL ...``, if that is the command line."""
-    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
+    """MODEL of ``drawzoo train MODEL ...``, else the model of its ``--recipe``, if that is the
+    command line (its config options are then part of the parser)."""
+    if len(argv) < 2 or argv[0] != "train":
+        return None
+    if not argv[1].startswith("-"):
         return argv[1]
-    return None
+    recipe_option = argparse.ArgumentParser(add_help=False)
+    recipe_option.add_argument("--recipe")
+    recipe = recipe_option.parse_known_args(argv[1:])[0].recipe
+    return None if recipe is None else load_recipe(recipe).model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,9 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(_train_model(argv))
         args = parser.parse_args(argv)
-        if args.command == "train" and args.checkpoint is None:
-            args.checkpoint = f"runs/{args.model}.pt"
-        return args.func(args)
+        with console_logging(verbose=not getattr(args, "quiet", False)):
+            return args.func(args)
     except (DrawzooError, ValueError, TypeError, OSError) as e:
         print(f"drawzoo: error: {e}", file=sys.stderr)
         return 2

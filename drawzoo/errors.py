@@ -28,6 +28,10 @@ class DataError(DrawzooError, ValueError):
     """A data file that is missing or malformed."""
 
 
+class RecipeError(DrawzooError, ValueError):
+    """A recipe file that is missing, not TOML, or holds a table, key or value drawzoo does not accept."""
+
+
 class ObjectiveError(DrawzooError, ValueError):
     """A training objective that is unknown, or a Pyro ELBO that cannot train the model."""
 

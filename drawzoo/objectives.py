@@ -45,15 +45,21 @@ HYPERPARAMETERS = {RenyiELBO: ("alpha",), TraceTailAdaptive_ELBO: ("tail_adaptiv
                    ReweightedWakeSleep: ("insomnia", "num_sleep_particles")}
 
 
+def check(objective: str, particles: int) -> None:
+    """`ObjectiveError` unless `objective` is a name of `OBJECTIVES` and `particles` an integer of at
+    least its minimum."""
+    if objective not in OBJECTIVES:
+        raise ObjectiveError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    minimum = OBJECTIVES[objective].min_particles
+    if not isinstance(particles, numbers.Integral) or isinstance(particles, bool) or particles < minimum:
+        raise ObjectiveError(f"objective {objective!r} needs particles >= {minimum} (an integer), got {particles!r}")
+
+
 def make_elbo(objective: str = DEFAULT, particles: int = 1) -> ELBO:
     """The Pyro ELBO of the named `objective` with `particles` samples per image (K > 1 are
     vectorised: a particle dimension left of the data plate, ``max_plate_nesting=1``)."""
-    if objective not in OBJECTIVES:
-        raise ObjectiveError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    check(objective, particles)
     spec = OBJECTIVES[objective]
-    if not isinstance(particles, numbers.Integral) or isinstance(particles, bool) or particles < spec.min_particles:
-        raise ObjectiveError(f"objective {objective!r} needs particles >= {spec.min_particles} (an integer), "
-                             f"got {particles!r}")
     return spec.elbo(**spec.kwargs, num_particles=int(particles), vectorize_particles=particles > 1,
                      max_plate_nesting=1)
 

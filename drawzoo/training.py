@@ -9,17 +9,21 @@ differentiated by autograd -- Pyro's PyTorch-native SVI idiom --, any other (``R
 Launched by ``torchrun``, the same call trains data-parallel (`drawzoo.distributed`): every
 process starts from rank 0's weights, takes a disjoint share of every global batch, and averages
 its gradients with the others' after each backward pass (one all-reduce a step); only rank 0
-shows progress and writes summaries and checkpoints.
+shows progress, logs and writes summaries and checkpoints.
+
+Messages (each epoch's figures, notes on resuming, skipped steps) go to the ``drawzoo.training``
+logger: the ``drawzoo`` command shows them; in your own program, e.g.
+``logging.basicConfig(level=logging.INFO)``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import random
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +37,12 @@ from tqdm.auto import tqdm
 from . import distributed, objectives
 from .batching import as_dataset, collate_images
 from .checkpoints import check_matches, read_checkpoint, save_checkpoint
-from .errors import CheckpointError, DrawzooError, ObjectiveError, first_line
+from .config import as_dict
+from .errors import CheckpointError, ConfigError, DrawzooError, ObjectiveError, first_line
 from .evaluation import evaluate
+from .train_config import TrainConfig, check_resumable, to_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class TrainingError(DrawzooError):
@@ -155,17 +163,6 @@ def resolve_device(device=None) -> torch.device:
     return device
 
 
-def _check_args(epochs, batch_size, lr, every, every_steps, max_steps):
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("every", every)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
-            raise ValueError(f"{name} must be an integer >= {0 if name == 'epochs' else 1}, got {value!r}")
-    for name, value in (("every_steps", every_steps), ("max_steps", max_steps)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be an integer >= 1 or None, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-
-
 def _preview(model, n: int, seed: int) -> torch.Tensor:
     """Final images of `n` prior samples ``[n, C, H, W]``, without touching the global RNG."""
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
@@ -173,20 +170,20 @@ def _preview(model, n: int, seed: int) -> torch.Tensor:
         return model.generate(n)[-1].cpu()
 
 
-def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, lr: float,
-          checkpoint=None, every: int = 1, seed: int = 0, log_dir=None, device=None,
-          elbo=None, clip_norm: float = 10.0, lr_min: float | None = None, every_steps: int | None = None,
-          max_steps: int | None = None, best=None, max_bad_steps: int = 5, valid_samples: int = 1, num_preview: int = 64,
-          on_epoch=None, progress: bool = True) -> list[dict]:
-    """Train `model` for `epochs` epochs in all (a resumed run counts the epochs already done).
+def train(model, train_data, valid_data=None, config: TrainConfig | None = None, *, elbo=None, checkpoint=None,
+          on_epoch=None, progress: bool = True, **settings) -> list[dict]:
+    """Train `model` as `config` says (a `TrainConfig`; keyword `settings` such as ``epochs=5,
+    lr=3e-3`` build one, or override the fields of `config`); its docstrings say what each field does.
 
     `train_data` / `valid_data`: tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a Dataset.
     Each epoch shuffles with a permutation seeded by ``(seed, epoch)``, takes Adam steps on the
-    per-image loss of `elbo` with gradients clipped to norm `clip_norm`, and evaluates the
-    validation negative ELBO (`valid_samples` samples per image).
+    per-image loss of the objective with gradients clipped to norm `clip_norm`, and evaluates the
+    validation negative ELBO (`valid_samples` samples per image). With `lr_min`, the learning rate
+    follows a cosine from `lr` down to `lr_min` over the whole run (`epochs`, or `max_steps` if that
+    comes first); else it stays at `lr`. `max_steps` may stop training mid-epoch.
 
-    `elbo`: any `pyro.infer.ELBO` that fits the model (default ``TraceMeanField_ELBO()``; see
-    `drawzoo.objectives.make_elbo` for the named ones), e.g. ``RenyiELBO(alpha=0, num_particles=5,
+    The objective is ``drawzoo.objectives.make_elbo(objective, particles)``, or `elbo`: any
+    `pyro.infer.ELBO` that fits the model, e.g. ``RenyiELBO(alpha=0, num_particles=5,
     vectorize_particles=True, max_plate_nesting=1)`` trains on the IWAE bound. Its loss on a batch
     is divided by the batch size: the train loss is in nats per image (for ``RenyiELBO``, the mean
     of the per-image bounds). Two have no such figure: `ReweightedWakeSleep`'s train loss is its
@@ -194,24 +191,23 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     is its surrogate (the tail-weighted mean of -log w over the particles). An ELBO that cannot train
     the model (e.g. ``TraceTailAdaptive_ELBO`` without ``vectorize_particles``) fails on the first
     batch, before any optimizer step or checkpoint write: an `ObjectiveError` with the reason.
-    With `lr_min`, the learning rate follows a cosine from `lr` down to `lr_min` over the whole
-    run (`epochs`, or `max_steps` if that comes first); else it stays at `lr`.
 
-    `checkpoint`: a path; if the file exists, training resumes from it (same model name and config
-    required) and continues exactly as an uninterrupted run with the same seed would; it warns of
-    training settings that changed (the objective's `drawzoo.objectives.describe` among them). It
-    is written atomically every `every` epochs, every `every_steps` optimizer steps if given, and
-    at the end.
-    `max_steps`: stop after this many optimizer steps in all, possibly mid-epoch (the checkpoint
-    then resumes mid-epoch). `best`: a path where the weights with the lowest validation loss so
-    far are saved (a checkpoint `drawzoo.load` reads): model selection.
+    `checkpoint`: a path; if the file exists, training resumes from it and continues exactly as an
+    uninterrupted run would. The model's name and config must be the checkpoint's, and so must the
+    fields of `config` that define the trajectory (seed, batch_size, lr, lr_min, clip_norm, the
+    objective and its particles as `drawzoo.objectives.describe` has it, valid_samples): a
+    `CheckpointError` names each one that differs, with both values. The budget (epochs, max_steps)
+    and where the run writes may change. The checkpoint holds `config` and is written atomically
+    every `every` epochs, every `every_steps` optimizer steps if given, and at the end. `best`: a
+    path where the weights with the lowest validation loss so far are saved: model selection.
 
-    A step whose loss or gradient is not finite is skipped (warned once); `max_bad_steps` such steps
+    A step whose loss or gradient is not finite is skipped (logged once); `max_bad_steps` such steps
     in a row stop training with `TrainingError`, leaving the last checkpoint as it was.
 
     `log_dir`: TensorBoard scalars ``loss/train``, ``loss/valid`` (nats per image) per epoch,
-    ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch.
-    `on_epoch`: called with each epoch's record (the history entry) after it is validated.
+    ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch. Each epoch's
+    figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
+    (the history entry) after it is validated. `progress`: show progress bars.
 
     Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
     ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
@@ -221,31 +217,30 @@ def train(model, train_data, valid_data=None, *, epochs: int, batch_size: int, l
     processes takes ``batch_size / N`` images of it, so the run follows a single-process run with
     the same `batch_size`, `lr` and `seed` (up to each process's own sampling noise).
     """
-    _check_args(epochs, batch_size, lr, every, every_steps, max_steps)
-    if log_dir is not None:
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a drawzoo.TrainConfig (or give its fields as keywords), "
+                          f"got {type(config).__name__} {config!r}")
+    config = TrainConfig.from_dict({**(as_dict(config) if config is not None else {}), **settings})
+    if config.log_dir is not None:
         require_tensorboard()
-    if lr_min is not None and not 0 <= lr_min <= lr:
-        raise ValueError(f"lr_min must be in [0, lr], got {lr_min!r}")
     if elbo is not None and not isinstance(elbo, ELBO):
         raise ObjectiveError(f"elbo must be a pyro.infer.ELBO instance (e.g. TraceMeanField_ELBO(), or "
                              f"drawzoo.objectives.make_elbo('iwae', 5)), got {type(elbo).__name__} {elbo!r}")
-    device = resolve_device(device)
+    device = resolve_device(config.device)
     group = distributed.join(device)
-    if batch_size % group.world:
-        raise ValueError(f"batch_size={batch_size} must be divisible by the {group.world} training processes")
+    if config.batch_size % group.world:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {group.world} training processes")
     model.to(device)
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
-    run = _Run(model, ELBOLoss(model, elbo), group, lr=lr, lr_min=lr_min, clip_norm=clip_norm, seed=seed,
-               batch_size=batch_size, path=None if checkpoint is None else Path(checkpoint),
-               best=None if best is None else Path(best), max_bad_steps=max_bad_steps, valid_samples=valid_samples,
+    objective = ELBOLoss(model, elbo if elbo is not None else objectives.make_elbo(config.objective, config.particles))
+    run = _Run(model, objective, group, config, path=None if checkpoint is None else Path(checkpoint),
                on_epoch=on_epoch, progress=progress and group.main)
     with _exclusive(run.path if group.main else None):
         run.start()
-        with run.summaries(log_dir if group.main else None, num_preview):
+        with run.summaries(config.log_dir if group.main else None):
             try:
-                return run.fit(dataset, valid, epochs=epochs, every=every, every_steps=every_steps,
-                               max_steps=max_steps)
+                return run.fit(dataset, valid)
             except RuntimeError as e:  # a collective failed: another process died or hung
                 if not group.active or isinstance(e, DrawzooError):
                     raise
@@ -266,17 +261,14 @@ def require_tensorboard() -> None:
 class _Run:
     """One call of `train`: the model, its objective and optimizer, and where training stands."""
 
-    def __init__(self, model, objective: ELBOLoss, group: distributed.Group, *, lr, lr_min, clip_norm, seed,
-                 batch_size, path, best, max_bad_steps, valid_samples, on_epoch, progress):
-        self.model, self.group, self.loss = model, group, objective
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        self.lr, self.lr_min, self.total_steps = lr, lr_min, None
-        self.clip_norm, self.seed, self.batch_size = clip_norm, seed, batch_size
-        self.path, self.best = path, best
-        self.max_bad_steps, self.valid_samples, self.progress = max_bad_steps, valid_samples, progress
-        self.on_epoch = on_epoch
-        self.settings = {"batch_size": batch_size, "lr": float(lr), "lr_min": lr_min, "seed": seed,
-                         "clip_norm": float(clip_norm), "elbo": objectives.describe(objective.elbo)}
+    def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
+                 on_epoch, progress):
+        self.model, self.group, self.loss, self.config = model, group, objective, config
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self.total_steps = None
+        self.path, self.best = path, None if config.best is None else Path(config.best)
+        self.on_epoch, self.progress = on_epoch, progress
+        self.elbo = objectives.describe(objective.elbo)
         self.state = Progress()
         self.writer = None
         self.bad_in_a_row, self.warned = 0, False
@@ -286,28 +278,28 @@ class _Run:
         """Resume from the checkpoint if there is one, else take rank 0's weights and seed every RNG
         with ``seed + rank``."""
         if self.path is not None and self.path.exists():
-            self.state = _resume(self.path, self.model, self.optimizer, self.settings, self.group)
+            self.state = _resume(self.path, self.model, self.optimizer, self.config, self.elbo, self.group)
         else:
             self.group.broadcast_(list(self.model.state_dict().values()))
-            pyro.set_rng_seed(self.seed + self.group.rank)
+            pyro.set_rng_seed(self.config.seed + self.group.rank)
 
     @contextlib.contextmanager
-    def summaries(self, log_dir, num_preview: int):
+    def summaries(self, log_dir):
         """TensorBoard summaries to `log_dir` while inside (none if it is None)."""
         if log_dir is None:
             yield
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.num_preview = num_preview
         self.writer = SummaryWriter(str(log_dir), purge_step=self.state.step or None)
         try:
             yield
         finally:
             self.writer.close()
 
-    def fit(self, dataset, valid, *, epochs, every, every_steps, max_steps) -> list[dict]:
-        state = self.state
+    def fit(self, dataset, valid) -> list[dict]:
+        state, config = self.state, self.config
+        epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
         self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
         while state.epoch < epochs:
             batches = self._epoch_batches(dataset)
@@ -342,9 +334,9 @@ class _Run:
         """This process's batches of the current epoch: its share (every world-th image) of a
         permutation seeded by (seed, epoch), ``batch_size / world`` images a batch."""
         sampler = DistributedSampler(dataset, num_replicas=self.group.world, rank=self.group.rank, shuffle=True,
-                                     seed=self.seed)
+                                     seed=self.config.seed)
         sampler.set_epoch(self.state.epoch)
-        return list(BatchSampler(sampler, self.batch_size // self.group.world, drop_last=False))
+        return list(BatchSampler(sampler, self.config.batch_size // self.group.world, drop_last=False))
 
     def _step(self, x) -> None:
         """One Adam step on batch `x`, skipped if the loss or gradient is not finite."""
@@ -361,12 +353,12 @@ class _Run:
         self.checked = True
         finite = self._average_gradients(loss)  # every process skips, or none
         if finite:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
             finite = bool(torch.isfinite(norm))
         state.step += 1
         state.step_in_epoch += 1
         if finite:
-            if self.lr_min is not None:
+            if self.config.lr_min is not None:
                 self._anneal(state.step - 1)
             self.optimizer.step()
             self.bad_in_a_row = 0
@@ -377,10 +369,9 @@ class _Run:
             return
         self.bad_in_a_row += 1
         if not self.warned:
-            warnings.warn(f"non-finite loss or gradient at step {state.step}: update skipped", RuntimeWarning,
-                          stacklevel=4)
+            log.warning("non-finite loss or gradient at step %d: update skipped", state.step)
             self.warned = True
-        if self.bad_in_a_row >= self.max_bad_steps:
+        if self.bad_in_a_row >= self.config.max_bad_steps:
             where = f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
             raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
                                 f"up to step {state.step}{where}")
@@ -401,7 +392,8 @@ class _Run:
     def _anneal(self, step: int) -> None:
         """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
         progress = min(step / max(self.total_steps - 1, 1), 1.0)
-        lr = self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
+        lr_min, lr_max = self.config.lr_min, self.config.lr
+        lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
 
@@ -412,8 +404,8 @@ class _Run:
         record = {"epoch": epoch, "step": state.step, "train_loss": loss_sum / max(images, 1),
                   "valid_loss": None, "seconds": time.perf_counter() - started}
         if valid is not None:
-            record["valid_loss"] = evaluate(self.model, valid, num_samples=self.valid_samples,
-                                            seed=self.seed)["neg_elbo"]
+            record["valid_loss"] = evaluate(self.model, valid, num_samples=self.config.valid_samples,
+                                            seed=self.config.seed)["neg_elbo"]
             if record["valid_loss"] < state.best_valid:
                 state.best_valid = record["valid_loss"]
                 if self.best is not None and self.group.main:
@@ -423,13 +415,13 @@ class _Run:
             if record["valid_loss"] is not None:
                 self.writer.add_scalar("loss/valid", record["valid_loss"], state.step)
             from torchvision.utils import make_grid
-            self.writer.add_image("samples", make_grid(_preview(self.model, self.num_preview, self.seed), nrow=8),
-                                  state.step)
+            preview = _preview(self.model, self.config.num_preview, self.config.seed)
+            self.writer.add_image("samples", make_grid(preview, nrow=8), state.step)
             self.writer.flush()
-        if self.progress:
+        if self.group.main:
             valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
-            tqdm.write(f"epoch {epoch:g}: train {record['train_loss']:.2f}{valid_text} nats/image "
-                       f"({record['seconds']:.1f} s)")
+            log.info("epoch %g: train %.2f%s nats/image (%.1f s)", epoch, record["train_loss"], valid_text,
+                     record["seconds"])
         if self.on_epoch is not None:
             self.on_epoch(dict(record))
         return record
@@ -441,30 +433,26 @@ class _Run:
         rng = self.group.gather(_rng_states())
         if self.group.main:
             save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
-                            progress=dataclasses.asdict(self.state), rng=rng, settings=self.settings)
+                            progress=dataclasses.asdict(self.state), rng=rng,
+                            train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)
 
 
-def _resume(path: Path, model, optimizer, settings: dict, group: distributed.Group) -> Progress:
-    """Load model, optimizer and RNG state from the checkpoint at `path`; its Progress."""
+def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:
+    """Load model, optimizer and RNG state from the checkpoint at `path`, after checking that it
+    holds `model`'s config and `config`'s trajectory (the objective as `elbo` describes it); its Progress."""
     payload = read_checkpoint(path)
     check_matches(payload, path, model)
     if "progress" not in payload:
         raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
+    check_resumable(payload, path, config, elbo)
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
-    for param_group in optimizer.param_groups:
-        param_group["lr"] = settings["lr"]
-    before = {**payload["settings"], "elbo": objectives.stored(payload["settings"].get("elbo"))}
-    changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v]
-    if changed:
-        warnings.warn(f"resuming {path} with different settings ({'; '.join(changed)}): "
-                      "the run will not match an uninterrupted one", stacklevel=3)
     progress = Progress(**payload["progress"])
     rng = payload["rng"]  # one state per process of the run that wrote it
     if len(rng) == group.world:
         _set_rng_states(rng[group.rank])
     else:
-        warnings.warn(f"{path} was written by {len(rng)} processes, resumed by {group.world}: sampling noise "
-                      "restarts from the seed", stacklevel=3)
-        pyro.set_rng_seed(settings["seed"] + group.rank + progress.step)
+        log.warning("%s was written by %d processes, resumed by %d: sampling noise restarts from the seed",
+                    path, len(rng), group.world)
+        pyro.set_rng_seed(config.seed + group.rank + progress.step)
     return progress

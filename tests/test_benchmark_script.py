@@ -53,24 +53,26 @@ def test_smoke_preset_prints_the_table_and_writes_its_files(real_data, tmp_path,
         assert r["test_images"] == 200 and r["num_samples"] == 3
         assert r["test_nll"] <= r["test_neg_elbo"] and r["parameters"] > 0
         assert (out / f"samples_{_script().slug(r['label'])}.png").exists()
-    assert read_checkpoint(out / "draw_attention_iwae_k_3.pt")["settings"]["elbo"] == describe(make_elbo("iwae", 3))
+    assert read_checkpoint(out / "draw_attention_iwae_k_3.pt")["elbo"] == describe(make_elbo("iwae", 3))
     assert (out / "results.md").read_text().count("\n|") == 7  # header, rule, 5 rows
 
 
 def test_the_iwae_rows_are_opt_in_and_twin_an_elbo_row():
     script = _script()
-    quick = script.PRESETS["quick"]
+    quick = script.load_preset("quick")
     assert [r.label for r in script.select_runs(quick, None)] == ["DRAW (attention)", "DRAW (no attention)", "VAE"]
     runs = script.select_runs(quick, None, iwae=True)
     assert [r.label for r in runs] == ["DRAW (attention)", "DRAW (no attention)", "DRAW (attention, IWAE K=5)", "VAE"]
     elbo, iwae = runs[0], runs[2]
-    assert (iwae.objective, iwae.particles, elbo.objective) == ("iwae", 5, "elbo")
-    assert (iwae.model, iwae.config, iwae.lr, iwae.lr_min) == (elbo.model, elbo.config, elbo.lr, elbo.lr_min)
-    assert iwae.max_steps < elbo.epochs * 50_000 // elbo.batch_size  # ~3x dearer steps, ~the same wall time
+    assert (iwae.train.objective, iwae.train.particles, elbo.train.objective) == ("iwae", 5, "elbo")
+    assert (iwae.recipe.model, iwae.recipe.config, iwae.train.lr, iwae.train.lr_min) == (
+        elbo.recipe.model, elbo.recipe.config, elbo.train.lr, elbo.train.lr_min)
+    # ~3x dearer steps, ~the same wall time
+    assert iwae.train.max_steps < elbo.train.epochs * 50_000 // elbo.train.batch_size
     with pytest.raises(drawzoo.DrawzooError, match="no IWAE row for vae"):
         script.select_runs(quick, ["vae"], iwae=True)
     with pytest.raises(drawzoo.DrawzooError, match="no IWAE row"):
-        script.select_runs(script.PRESETS["paper"], None, iwae=True)
+        script.select_runs(script.load_preset("paper"), None, iwae=True)
 
 
 def test_subsets_are_seeded_random_samples_not_the_first_rows():
@@ -83,4 +85,4 @@ def test_subsets_are_seeded_random_samples_not_the_first_rows():
 
 def test_unknown_models_are_refused(real_data, capsys):
     with pytest.raises(Exception, match="unknown model 'nope'"):
-        _script().select_runs(_script().PRESETS["smoke"], ["draw", "nope"])
+        _script().select_runs(_script().load_preset("smoke"), ["draw", "nope"])

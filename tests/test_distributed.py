@@ -87,7 +87,7 @@ def test_an_elbo_without_a_differentiable_loss_trains_data_parallel(tmp_path):
     assert rank0["history"][0]["train_loss"] == pytest.approx(alone["history"][0]["train_loss"], rel=1e-5)
     for name, w in alone["state_dict"].items():
         torch.testing.assert_close(rank0["state_dict"][name], w, rtol=0, atol=1e-5, msg=name)
-    assert read_checkpoint(tmp_path / "run.pt")["settings"]["elbo"] == {
+    assert read_checkpoint(tmp_path / "run.pt")["elbo"] == {
         "class": "NoiselessIWAE", "num_particles": 3, "vectorize_particles": True, "alpha": 0}
 
 

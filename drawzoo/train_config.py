@@ -1,0 +1,150 @@
+"""`TrainConfig`: every setting of a training run, as one typed, validated dataclass.
+
+It is what `drawzoo.train` takes (its keyword arguments build one), what the options of
+``drawzoo train`` are made from, a recipe's ``[train]`` table, and what a checkpoint stores.
+
+    config = TrainConfig(epochs=5, lr=3e-3, lr_min=1e-4)
+    config = TrainConfig.from_dict({"epochs": 5, "lr": 3e-3})   # an unknown key is an error naming the valid ones
+
+Fields declared with `fixed` define the run's trajectory (the weights it reaches): resuming a
+checkpoint with other values is an error naming each field with both values. The others (the
+budget, where it writes, the device) may change from one resumption to the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from . import objectives
+from .checkpoints import config_mismatches
+from .config import as_dict, build_config, check_fields, check_positive, param
+from .errors import CheckpointError, ConfigError, first_line
+
+KIND = "train config"  #: how errors name its fields: "train config 'lr' must be ..."
+
+
+def fixed(default, help: str, **metadata):
+    """A field that defines the trajectory: a resumed run must keep the checkpoint's value."""
+    return param(default, help, trajectory=True, **metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How `drawzoo.train` trains a model: Adam on the per-image loss of a named objective (nats),
+    with global gradient-norm clipping, checkpoints and validation."""
+
+    epochs: int = param(10, "epochs in all (a resumed run counts earlier ones)")
+    max_steps: int | None = param(None, "stop after this many optimizer steps in all, perhaps mid-epoch "
+                                  "(a resumed run counts earlier ones) [no limit]")
+    batch_size: int = fixed(100, "images per step (under torchrun: the global batch)")
+    lr: float = fixed(1e-3, "Adam learning rate")
+    lr_min: float | None = fixed(None, "anneal the learning rate from lr down to this along a cosine over the "
+                                 "run (epochs, or max_steps if that comes first) [constant lr]")
+    clip_norm: float = fixed(10.0, "clip the global gradient norm to this")
+    objective: str = fixed(objectives.DEFAULT, "what training minimises, per image: a name of "
+                           "drawzoo.objectives.OBJECTIVES", choices=tuple(objectives.OBJECTIVES))
+    particles: int = fixed(1, "K samples of the latents per image, drawn in one vectorised pass")
+    seed: int = fixed(0, "seed of shuffling, sampling and validation (drawzoo train: of the initial weights too)")
+    valid_samples: int = fixed(1, "importance samples per validation image")
+    max_bad_steps: int = param(5, "stop after this many steps in a row whose loss or gradient is not finite")
+    every: int = param(1, "checkpoint every this many epochs (and at the end)")
+    every_steps: int | None = param(None, "also checkpoint every this many optimizer steps [never]")
+    best: str | None = param(None, "save the weights with the lowest validation loss so far here, as a "
+                             "checkpoint drawzoo.load reads [not saved]")
+    log_dir: str | None = param(None, "write TensorBoard summaries (losses, sample grids) here [none]")
+    num_preview: int = param(64, "samples in each epoch's TensorBoard grid")
+    device: str | None = param(None, "cpu, cuda, cuda:1, ... [cuda when available, else cpu]")
+
+    def __post_init__(self):
+        if isinstance(self.device, torch.device):
+            object.__setattr__(self, "device", str(self.device))
+        check_fields(self, KIND)
+        check_positive(self, "batch_size", "max_steps", "every", "every_steps", "valid_samples", "max_bad_steps",
+                       "num_preview", kind=KIND)
+        for name in ("epochs", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{KIND} {name!r} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "clip_norm"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ConfigError(f"{KIND} {name!r} must be a positive finite number, got {getattr(self, name)!r}")
+        if self.lr_min is not None and not 0 <= self.lr_min <= self.lr:
+            raise ConfigError(f"{KIND} 'lr_min' must be in [0, lr] = [0, {self.lr}], got {self.lr_min!r}")
+        objectives.check(self.objective, self.particles)
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError) as e:
+                raise ConfigError(f"{KIND} 'device' {self.device!r}: {first_line(e)}") from None
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> TrainConfig:
+        """``TrainConfig(**settings)``, with an error naming any unknown key and the valid ones."""
+        return build_config(cls, settings, kind=KIND)
+
+
+TRAJECTORY = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("trajectory"))
+
+
+# -- what a checkpoint holds ----------------------------------------------------------------------
+
+
+def objective_fields(description: dict) -> dict:
+    """``objective`` and ``particles`` of an ELBO's `objectives.describe` dict; the objective is None
+    for an ELBO that no name stands for."""
+    named = objectives.name_of(description)
+    if named is None:
+        return {"objective": None, "particles": description.get("num_particles")}
+    return dict(zip(("objective", "particles"), named))
+
+
+def to_checkpoint(config: TrainConfig, elbo_description: dict) -> dict:
+    """What a checkpoint stores of `config` (as builtins), its objective being the one trained on."""
+    return {**as_dict(config), **objective_fields(elbo_description)}
+
+
+def stored_elbo(payload: dict) -> dict:
+    """The `objectives.describe` dict of the objective a checkpoint was trained with."""
+    if "elbo" in payload:
+        return payload["elbo"]
+    return objectives.stored(payload["settings"]["elbo"])  # drawzoo <= 0.1: inside "settings"
+
+
+def stored_settings(payload: dict) -> dict:
+    """The TrainConfig fields a checkpoint records: its "train_config", or the "settings" of an older
+    one (batch_size, lr, lr_min, seed, clip_norm and the objective); {} for weights only."""
+    if "train_config" in payload:
+        return dict(payload["train_config"])
+    if "settings" not in payload:
+        return {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {**{k: v for k, v in payload["settings"].items() if k in known}, **objective_fields(stored_elbo(payload))}
+
+
+def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -> list[str]:
+    """``"field: checkpoint has A, given B"`` for each field of `config` that defines the trajectory
+    and differs from the checkpoint's (fields an older checkpoint did not record are not compared).
+    The objective is compared as `elbo_description`, what training would minimise."""
+    stored = stored_settings(payload)
+    names = [k for k in TRAJECTORY if k in stored and k not in ("objective", "particles")]
+    given = as_dict(config)
+    diffs = config_mismatches({k: stored[k] for k in names}, {k: given[k] for k in names})
+    before = stored_elbo(payload)
+    if before != elbo_description:
+        old, new = objective_fields(before), objective_fields(elbo_description)
+        if old["objective"] is not None and new["objective"] is not None:
+            diffs += config_mismatches(old, new)
+        else:
+            diffs.append(f"objective: checkpoint has {objectives.label(before)}, "
+                         f"given {objectives.label(elbo_description)}")
+    return diffs
+
+
+def check_resumable(payload: dict, path, config: TrainConfig, elbo_description: dict) -> None:
+    """`CheckpointError` naming each of `contradictions` (with both values), if any."""
+    diffs = contradictions(payload, config, elbo_description)
+    if diffs:
+        raise CheckpointError(f"{path}: given train config contradicts the checkpoint's (a resumed run follows "
+                              f"the run it resumes): " + "; ".join(diffs))
