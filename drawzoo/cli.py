@@ -22,8 +22,9 @@ from .errors import DrawzooError, ObjectiveError
 from .registry import available, load, model_class
 from .training import resolve_device, train
 
-DATA_HELP = (f"a data set ({', '.join(datasets.LOADERS)}; its train/valid splits) or a .npy/.npz file "
-             "of images [N, C, H, W] or [N, H, W]")
+DATA_HELP = (f"a data set ({', '.join(datasets.DATASETS)}), a folder of PNG/JPEG pictures (converted to grey "
+             "or colour, resized and centre-cropped to --image-shape; without it, the pictures' own shape), or a "
+             ".npy/.npz file of images [N, C, H, W] or [N, H, W]")
 
 
 # -- model config as options ------------------------------------------------------------------
@@ -57,23 +58,6 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
 def given_config(args: argparse.Namespace) -> dict:
     """The model config options given on the command line, as ``{field: value}``."""
     return {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("config.")}
-
-
-# -- data ---------------------------------------------------------------------------------------
-
-
-def load_data(spec: str, split: str, root=None):
-    """Split `split` of the named data set, or the images in a .npy/.npz file (then `split` is ignored)."""
-    if spec in datasets.LOADERS:
-        return datasets.load_split(spec, split, root)
-    if not Path(spec).exists():
-        raise DrawzooError(f"--data {spec!r}: neither a known data set ({', '.join(datasets.LOADERS)}) "
-                           "nor an existing file")
-    return datasets.load_array_file(spec)
-
-
-def _image_shape(data) -> tuple[int, ...]:
-    return tuple((data.images if hasattr(data, "images") else data).shape[1:])
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -111,23 +95,29 @@ def make_objective(args, checkpoint: Path, resumed: dict | None):
 
 def cmd_train(args) -> int:
     config = given_config(args)
-    train_data = load_data(args.data, "train", args.data_root)
-    valid_data = None
-    if args.valid_data is not None:
-        valid_data = load_data(args.valid_data, "valid", args.data_root)
-    elif args.data in datasets.LOADERS:
-        valid_data = load_data(args.data, "valid", args.data_root)
-    valid_data = random_subset(valid_data, args.valid_limit, seed=args.seed) if valid_data is not None else None
-    checkpoint, resumed = Path(args.checkpoint), None
+    checkpoint, resumed, model = Path(args.checkpoint), None, None
     if checkpoint.exists():
         model = load(args.model, checkpoint=checkpoint, **config)
         payload = read_checkpoint(checkpoint)
         if "progress" in payload:  # else train() says that it holds weights only
             resumed = payload["settings"]
             _say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
-    else:
-        config.setdefault("image_shape", _image_shape(train_data))
+    elif "image_shape" in config:
         model = load(args.model, **config)
+    # the data at the model's image shape (pictures are resized to it), else the model at the data's;
+    # a folder or file holds out its valid split unless --valid-data is given
+    shape = None if model is None else model.image_shape
+    own_valid = args.valid_data is not None
+    train_split = "all" if own_valid and args.data not in datasets.DATASETS else "train"
+    train_data = datasets.load(args.data, train_split, args.data_root, shape)
+    if model is None:
+        model = load(args.model, **config, image_shape=train_data.image_shape)
+    if own_valid:
+        valid_split = "valid" if args.valid_data in datasets.DATASETS else "all"
+        valid_data = datasets.load(args.valid_data, valid_split, args.data_root, model.image_shape)
+    else:
+        valid_data = datasets.load(args.data, "valid", args.data_root, model.image_shape)
+    valid_data = random_subset(valid_data, args.valid_limit, seed=args.seed)
     elbo = make_objective(args, checkpoint, resumed)
     _say(f"{args.model}: {model.config} ({model.num_parameters():,} parameters); "
          f"objective {objectives.label(objectives.describe(elbo))}")
@@ -182,11 +172,13 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     distributed.join(device)  # under torchrun, each process scores a share of the images
     model = load(checkpoint=args.checkpoint).to(device)
-    data = random_subset(load_data(args.data, args.split, args.data_root), args.limit, seed=args.seed)
+    split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
+    data = datasets.load(args.data, split, args.data_root, model.image_shape)
+    data = random_subset(data, args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.quiet)
-    result.update(checkpoint=str(args.checkpoint), data=args.data, split=args.split)
-    _say(f"{args.checkpoint} on {args.data}/{args.split} ({result['num_images']} images): "
+    result.update(checkpoint=str(args.checkpoint), data=args.data, split=split)
+    _say(f"{args.checkpoint} on {args.data}/{split} ({result['num_images']} images): "
          f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
          f"(importance sampled, K={args.num_samples})")
     if args.json and distributed.is_main_process():
@@ -217,8 +209,9 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     if train_model is not None:
         add_config_options(p, model_class(train_model).Config)
     p.add_argument("--data", default="binarized_mnist", help=f"training data: {DATA_HELP} [binarized_mnist]")
-    p.add_argument("--valid-data", help="validation data, as --data (default: the data set's valid split; "
-                   "none for a file)")
+    p.add_argument("--valid-data", help="validation data, as --data: a named set's valid split, all of a folder "
+                   "or file (a folder or file --data then trains on all its images) [the valid split of --data: a "
+                   "named set's own, the 10%% a folder or file holds out]")
     p.add_argument("--valid-limit", type=int, help="validate on a seeded random subset of this many images")
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
     p.add_argument("--epochs", type=int, required=True, help="epochs in all (a resumed run counts earlier ones)")
@@ -268,7 +261,8 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p = checkpoint_command("eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
                            "per image", cmd_eval)
     p.add_argument("--data", default="binarized_mnist", help=f"{DATA_HELP} [binarized_mnist]")
-    p.add_argument("--split", default="test", help="split of a named data set: train, valid or test [test]")
+    p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
+                   "from training) or all of a folder or file [test; valid for a folder or file]")
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
     p.add_argument("--batch-size", type=int, help="images per vectorised pass [4096 // K]")
