@@ -1,4 +1,5 @@
-"""Image data in any of the forms users hold it, as a `Dataset` of ``[C, H, W]`` float images."""
+"""Image data in any of the forms users hold it, as a `Dataset` of ``[C, H, W]`` float images, and
+the batches and subsets drawn from it."""
 
 from __future__ import annotations
 
@@ -6,30 +7,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .data import ImageDataset
+from .errors import InputError
 from .images import check_images
 
 
-class ImageTensorDataset(Dataset):
-    """Images ``[N, C, H, W]`` in [0, 1], checked once up front; batched fetches are one slice."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return self.images[torch.as_tensor(indices)]
-
-
 def as_dataset(data, image_shape, name: str = "data") -> Dataset:
-    """`data` (tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a `Dataset` of such images,
-    optionally as ``(image, label)`` pairs) as a `Dataset`. Arrays are checked here, in full."""
+    """`data` as a `Dataset` of images `image_shape` (C, H, W): a tensor or numpy array
+    ``[N, C, H, W]`` in [0, 1] becomes an `ImageDataset` (checked here, in full); an `ImageDataset`
+    must hold images of that shape (`InputError` if not); any other `Dataset` of such images
+    (optionally as ``(image, label)`` pairs) is taken as it is."""
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        return ImageTensorDataset(check_images(data, image_shape, device="cpu", name=name))
+        return ImageDataset(check_images(data, image_shape, device="cpu", name=name))
+    if isinstance(data, ImageDataset):
+        if data.image_shape != tuple(image_shape):
+            raise InputError(f"{name} holds images {list(data.image_shape)} but the model expects "
+                             f"{list(image_shape)} (image_shape={tuple(image_shape)})")
+        return data
     if isinstance(data, Dataset):
         return data
     raise TypeError(f"{name} must be a tensor, numpy array or torch Dataset, got {type(data).__name__}")
@@ -44,9 +38,10 @@ def collate_images(batch) -> torch.Tensor:
 
 
 def random_subset(data, n: int | None, seed: int = 0):
-    """`n` items of `data` (tensor or Dataset) drawn at random without replacement with a fixed
-    seed, in their original order; all of it if `n` is None or not smaller. Never the first n
-    rows: benchmark splits may be sorted (binarized MNIST's test split is sorted by label)."""
+    """`n` items of `data` (tensor, array, `ImageDataset` or other Dataset: the same type back, a
+    `Subset` for the last) drawn at random without replacement with a fixed seed, in their
+    original order; all of it if `n` is None or not smaller. Never the first n rows: benchmark
+    splits may be sorted (binarized MNIST's test split is sorted by label)."""
     if n is None or n >= len(data):
         return data
     if n < 1:
@@ -54,4 +49,6 @@ def random_subset(data, n: int | None, seed: int = 0):
     index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     if isinstance(data, (torch.Tensor, np.ndarray)):
         return data[index.numpy() if isinstance(data, np.ndarray) else index]
+    if isinstance(data, ImageDataset):
+        return data.subset(index)
     return torch.utils.data.Subset(data, index.tolist())

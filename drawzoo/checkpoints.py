@@ -1,22 +1,21 @@
 """Checkpoints: one file holding a zoo model's name, config, weights and training state.
 
-Files are written atomically (temp file, fsync, rename), read with ``torch.load(weights_only=True)``
-(plain tensors and builtins only: nothing is unpickled that could run code), carry a sha256 of
-their content (so flipped bytes inside a tensor are caught, not loaded), and refuse to load into a
-model whose name or config differs, naming each mismatched field.
+Files are written atomically (`drawzoo.files.atomic_write`: temp file, fsync, rename), read with
+``torch.load(weights_only=True)`` (plain tensors and builtins only: nothing is unpickled that
+could run code), carry a sha256 of their content (so flipped bytes inside a tensor are caught, not
+loaded), and refuse to load into a model whose name or config differs, naming each mismatched field.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import as_dict
 from .errors import CheckpointError, first_line
+from .files import atomic_write
 
 FORMAT = "drawzoo-checkpoint"
 VERSION = 1
@@ -34,21 +33,8 @@ def save_checkpoint(path, model, **state) -> Path:
     }
     payload["sha256"] = digest(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 

@@ -30,8 +30,9 @@ from .registry import available, load, model_class
 from .train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
 from .training import resolve_device, train
 
-DATA_HELP = (f"a data set ({', '.join(datasets.LOADERS)}; its train/valid splits) or a .npy/.npz file "
-             "of images [N, C, H, W] or [N, H, W]")
+DATA_HELP = (f"a data set ({', '.join(datasets.DATASETS)}), a folder of PNG/JPEG pictures (converted to grey "
+             "or colour, resized and centre-cropped to --image-shape; without it, the pictures' own shape), or a "
+             ".npy/.npz file of images [N, C, H, W] or [N, H, W]")
 
 
 # -- configs as options -------------------------------------------------------------------------
@@ -101,23 +102,6 @@ def console_logging(verbose: bool = True):
         logger.setLevel(level)
 
 
-# -- data ---------------------------------------------------------------------------------------
-
-
-def load_data(spec: str, split: str, root=None):
-    """Split `split` of the named data set, or the images in a .npy/.npz file (then `split` is ignored)."""
-    if spec in datasets.LOADERS:
-        return datasets.load_split(spec, split, root)
-    if not Path(spec).exists():
-        raise DrawzooError(f"--data {spec!r}: neither a known data set ({', '.join(datasets.LOADERS)}) "
-                           "nor an existing file")
-    return datasets.load_array_file(spec)
-
-
-def _image_shape(data) -> tuple[int, ...]:
-    return tuple((data.images if hasattr(data, "images") else data).shape[1:])
-
-
 # -- commands -----------------------------------------------------------------------------------
 
 
@@ -159,22 +143,30 @@ def cmd_train(args) -> int:
     if payload is not None and "progress" in payload:  # before any work, as train() would
         check_resumable(payload, checkpoint, config, objectives.describe(elbo))
     data = dataclasses.replace(recipe.data, **given(args, "data"))
-    train_data = load_data(data.train, "train", args.data_root)
-    valid_data = None
-    if data.valid is not None:
-        valid_data = load_data(data.valid, "valid", args.data_root)
-    elif data.train in datasets.LOADERS:
-        valid_data = load_data(data.train, "valid", args.data_root)
-    valid_data = random_subset(valid_data, data.valid_limit, seed=config.seed) if valid_data is not None else None
     model_config = {**recipe.config, **given(args, "config")}
+    model = None
     if payload is not None:
         model = load(name, checkpoint=checkpoint, **model_config)
         if "progress" in payload:  # else train() says that it holds weights only
             _say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
-    else:
-        model_config.setdefault("image_shape", _image_shape(train_data))
+    elif "image_shape" in model_config:
         torch.manual_seed(config.seed)  # the initial weights
         model = load(name, **model_config)
+    # the data at the model's image shape (pictures are resized to it), else the model at the data's;
+    # a folder or file holds out its valid split unless a valid data set is given
+    shape = None if model is None else model.image_shape
+    own_valid = data.valid is not None
+    train_split = "all" if own_valid and data.train not in datasets.DATASETS else "train"
+    train_data = datasets.load(data.train, train_split, args.data_root, shape)
+    if model is None:
+        torch.manual_seed(config.seed)  # the initial weights
+        model = load(name, **model_config, image_shape=train_data.image_shape)
+    if own_valid:
+        valid_split = "valid" if data.valid in datasets.DATASETS else "all"
+        valid_data = datasets.load(data.valid, valid_split, args.data_root, model.image_shape)
+    else:
+        valid_data = datasets.load(data.train, "valid", args.data_root, model.image_shape)
+    valid_data = random_subset(valid_data, data.valid_limit, seed=config.seed)
     _say(f"{name}: {model.config} ({model.num_parameters():,} parameters); "
          f"objective {objectives.label(objectives.describe(elbo))}")
     history = train(model, train_data, valid_data, config, checkpoint=checkpoint, progress=not args.quiet)
@@ -223,11 +215,13 @@ def cmd_eval(args) -> int:
     device = resolve_device(args.device)
     distributed.join(device)  # under torchrun, each process scores a share of the images
     model = load(checkpoint=args.checkpoint).to(device)
-    data = random_subset(load_data(args.data, args.split, args.data_root), args.limit, seed=args.seed)
+    split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
+    data = datasets.load(args.data, split, args.data_root, model.image_shape)
+    data = random_subset(data, args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.quiet)
-    result.update(checkpoint=str(args.checkpoint), data=args.data, split=args.split)
-    _say(f"{args.checkpoint} on {args.data}/{args.split} ({result['num_images']} images): "
+    result.update(checkpoint=str(args.checkpoint), data=args.data, split=split)
+    _say(f"{args.checkpoint} on {args.data}/{split} ({result['num_images']} images): "
          f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
          f"(importance sampled, K={args.num_samples})")
     if args.json and distributed.is_main_process():
@@ -267,7 +261,9 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data", dest="data.train", metavar="DATA", default=argparse.SUPPRESS,
                    help=f"training data: {DATA_HELP} [{data['train'].default}]")
     p.add_argument("--valid-data", dest="data.valid", metavar="DATA", default=argparse.SUPPRESS,
-                   help="validation data, as --data [a data set's valid split; none for a file]")
+                   help="validation data, as --data: a named set's valid split, all of a folder or file (a folder or "
+                   "file --data then trains on all its images) [the valid split of --data: a named set's own, the "
+                   "10%% a folder or file holds out]")
     p.add_argument("--valid-limit", dest="data.valid_limit", metavar="N", type=int, default=argparse.SUPPRESS,
                    help=data["valid_limit"].metadata["help"])
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
@@ -300,7 +296,8 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p = checkpoint_command("eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
                            "per image", cmd_eval)
     p.add_argument("--data", default="binarized_mnist", help=f"{DATA_HELP} [binarized_mnist]")
-    p.add_argument("--split", default="test", help="split of a named data set: train, valid or test [test]")
+    p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
+                   "from training) or all of a folder or file [test; valid for a folder or file]")
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
     p.add_argument("--batch-size", type=int, help="images per vectorised pass [4096 // K]")

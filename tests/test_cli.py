@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -49,6 +50,7 @@ def test_help_explains_every_option(capsys):
                    "--num-samples", "--duration-ms", "--objective", "--particles", "--lr-min", "--max-steps"):
         assert option in out
     assert "glimpses (time steps)" in out  # the config fields' own help lines
+    assert f"a data set ({', '.join(drawzoo.data.DATASETS)})" in " ".join(out.split())  # --data names them all
     for name, objective in drawzoo.objectives.OBJECTIVES.items():  # each objective's help line
         assert f"\n  {name:14s} {objective.help}\n" in out
 
@@ -74,11 +76,67 @@ def test_train_resume_sample_animate_eval(capsys, npz, tmp_path):
     with Image.open(tmp_path / "draw.gif") as gif:
         assert gif.n_frames == 4
 
-    code, out, _ = run(capsys, "eval", ckpt, "--data", npz, "-k", 5, "--limit", 10, "--json", tmp_path / "r.json",
-                       "--quiet")
+    code, out, _ = run(capsys, "eval", ckpt, "--data", npz, "--split", "all", "-k", 5, "--limit", 10, "--json",
+                       tmp_path / "r.json", "--quiet")
     assert code == 0 and "negative ELBO" in out and "K=5" in out
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["num_images"] == 10 and result["nll"] <= result["neg_elbo"]
+
+
+def colour_pictures(folder, n=24, size=20, seed=0):
+    """`n` colour PNGs size x size: a disc of one random colour on a background of another."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        foreground, background = rng.integers(0, 256, (2, 3))
+        cy, cx = rng.integers(size // 4, size - size // 4, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.integers(size // 8 + 1, size // 4 + 1) ** 2
+        Image.fromarray(np.where(disc[..., None], foreground, background).astype(np.uint8), "RGB").save(
+            folder / f"{i:02d}.png")
+    return folder
+
+
+COLOUR = ["--T", "2", "--hidden-dim", "16", "--latent-dim", "4", "--read-size", "3", "--write-size", "3"]
+
+
+def test_colour_pictures_train_resume_sample_animate_eval(capsys, tmp_path):
+    folder, ckpt = colour_pictures(tmp_path / "pictures"), tmp_path / "colour.pt"  # 20x20, resized to 16x16
+    common = ["--data", folder, "--batch-size", 8, "--checkpoint", ckpt, "--quiet"]
+    code, out, err = run(capsys, "train", "draw", *COLOUR, "--image-shape", 3, 16, 16, *common, "--epochs", 1)
+    assert code == 0, err
+    assert "image_shape=(3, 16, 16)" in out and re.search(r"epoch 1: train [\d.]+, valid [\d.]+ nats", out)
+    # resumed without --image-shape: the pictures load at the checkpoint's shape, not at their own
+    code, out, err = run(capsys, "train", "draw", *common, "--epochs", 2)
+    assert code == 0 and "epoch 2: train" in out, err
+
+    code, _, err = run(capsys, "sample", ckpt, "--n", 6, "--nrow", 3, "--out", tmp_path / "grid.png")
+    assert code == 0, err
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.mode == "RGB" and grid.size == (3 * 18 + 2, 2 * 18 + 2)
+        pixels = np.asarray(grid)
+    assert (pixels[..., 0] != pixels[..., 1]).any()  # colour, not grey thrice
+
+    code, out, err = run(capsys, "animate", ckpt, "--n", 4, "--scale", 2, "--out", tmp_path / "draw.gif")
+    assert code == 0 and "wrote 3 frames" in out, err  # T + 1
+    with Image.open(tmp_path / "draw.gif") as gif:
+        assert gif.n_frames == 3 and gif.size == (2 * 38, 2 * 38)  # 2 x 2 images of 16 + 2 padding, scaled 2x
+        gif.seek(2)
+        last = np.asarray(gif.convert("RGB")).reshape(-1, 3).astype(int)
+    red = (last == (255, 0, 0)).all(1)
+    assert ((last[:, 0] != last[:, 1]) & ~red).any()  # coloured canvases beside the red write windows
+
+    code, out, err = run(capsys, "eval", ckpt, "--data", folder, "-k", 3, "--quiet")
+    assert code == 0 and f"on {folder}/valid (2 images)" in out, err  # the 10% held out from training
+    code, out, err = run(capsys, "eval", ckpt, "--data", folder, "--split", "all", "-k", 3, "--quiet")
+    assert code == 0 and f"on {folder}/all (24 images)" in out, err
+
+
+def test_pictures_of_their_own_shape_need_no_image_shape(capsys, tmp_path):
+    folder = colour_pictures(tmp_path / "pictures", n=12, size=12)
+    code, out, err = run(capsys, "train", "vae", "--hidden-dim", 8, "--latent-dim", 2, "--data", folder,
+                         "--valid-data", folder, "--epochs", 1, "--checkpoint", tmp_path / "vae.pt", "--quiet")
+    assert code == 0 and "image_shape=(3, 12, 12)" in out, err
 
 
 def test_vae_animation_is_one_step(capsys, npz, tmp_path):
@@ -93,6 +151,8 @@ def test_vae_animation_is_one_step(capsys, npz, tmp_path):
     (["train", "drwa", "--epochs", "1"], "unknown model 'drwa'; available: draw, vae"),
     (["sample", "missing.pt"], "missing.pt: no such checkpoint file"),
     (["train", "draw", "--epochs", "1", "--data", "nowhere.npz"], "neither a known data set"),
+    (["train", "draw", "--epochs", "1", "--image-shape", "3", "32", "32"],
+     "binarized_mnist images are [1, 28, 28], not the image_shape [3, 32, 32] asked for"),
     (["train", "draw", "--T", "0", "--epochs", "1", "--data", "{npz}"], "'T' must be >= 1"),
     (["train", "draw", "--particles", "0", "--epochs", "1", "--data", "{npz}"], "'elbo' needs particles >= 1"),
     (["train", "draw", "--objective", "tail-adaptive", "--epochs", "1", "--data", "{npz}"],
@@ -103,6 +163,27 @@ def test_errors_are_one_line(capsys, npz, tmp_path, argv, message):
     code, out, err = run(capsys, *argv, *(["--checkpoint", tmp_path / "x.pt"] if argv[0] == "train" else []))
     assert code == 2 and err.startswith("drawzoo: error:") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("setup,options,message", [
+    (lambda d: None, [], "holds no PNG or JPEG images"),
+    (lambda d: (colour_pictures(d / "a", n=2), Image.new("L", (20, 20)).save(d / "grey.png")), [],
+     "grey.png is grey 20x20 (H x W); give the shape to load them at: --image-shape C H W"),
+    (lambda d: (colour_pictures(d / "a", n=2), (d / "broken.png").write_bytes(b"junk")), ["--image-shape", "1", "8", "8"],
+     "broken.png: not a readable PNG or JPEG image"),
+    (lambda d: colour_pictures(d / "a", n=2), ["--image-shape", "2", "8", "8"],
+     "image_shape (2, 8, 8): pictures load as (C, H, W) with C = 1 (grey) or 3 (colour)"),
+    (lambda d: colour_pictures(d / "a", n=2), ["--image-shape", "3", "8", "8", "--read-size", "9"],
+     "'read_size'=9 is larger than the image (8x8)"),
+], ids=["empty", "mixed", "unreadable", "two-channels", "shape-the-model-cannot-take"])
+def test_bad_pictures_are_one_line_errors(capsys, tmp_path, setup, options, message):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    setup(folder)
+    code, _, err = run(capsys, "train", "draw", *options, "--data", folder, "--epochs", 1,
+                       "--checkpoint", tmp_path / "x.pt")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_the_objective_is_stored_and_kept_on_resume(capsys, npz, tmp_path):

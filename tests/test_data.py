@@ -1,15 +1,19 @@
 import gzip
 import hashlib
 import os
+import pickle
 import re
+import sys
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from drawzoo import DataError, data
+from drawzoo import DataError, InputError, data
 
 # Read before the autouse fixture below clears it for the synthetic tests.
 REAL_DATA = os.environ.get("DRAWZOO_DATA")
@@ -19,11 +23,20 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 @pytest.fixture(autouse=True)
-def _private_env(tmp_path, monkeypatch):
-    """Every test caches into its own folder and ignores the user's data and cache settings."""
+def offline(tmp_path, monkeypatch):
+    """Every test caches into its own folder, ignores the user's data and cache settings, and has
+    no network: the URLs that were asked for (by drawzoo or torchvision) are listed here."""
     monkeypatch.setenv("DRAWZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DRAWZOO_DATA", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    asked = []
+
+    def urlopen(url, *args, **kwargs):
+        asked.append(getattr(url, "full_url", url))
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return asked
 
 
 @pytest.fixture
@@ -76,7 +89,7 @@ def test_cache_dir_and_data_root_precedence(tmp_path, monkeypatch):
 def test_reads_amat_and_gz_from_either_folder(small, tmp_path, relpath):
     bits = random_bits(3)
     write(tmp_path / "root" / relpath, amat_text(bits))
-    x = data.binarized_mnist(tmp_path / "root", "valid", download=False)
+    x = data.binarized_mnist(tmp_path / "root", "valid", download=False)[:]
     assert x.dtype == torch.float32 and x.shape == (3, 1, 28, 28)
     assert torch.equal(x, torch.from_numpy(bits).float().view(3, 1, 28, 28))
 
@@ -85,7 +98,7 @@ def test_root_defaults_to_drawzoo_data(small, tmp_path, monkeypatch):
     bits = random_bits(2)
     write(tmp_path / "d" / "binarized_mnist_test.amat", amat_text(bits))
     monkeypatch.setenv("DRAWZOO_DATA", str(tmp_path / "d"))
-    assert torch.equal(data.binarized_mnist(split="test").view(2, 784), torch.from_numpy(bits).float())
+    assert torch.equal(data.binarized_mnist(split="test")[:].view(2, 784), torch.from_numpy(bits).float())
 
 
 @pytest.mark.parametrize("text", [
@@ -98,7 +111,7 @@ def test_root_defaults_to_drawzoo_data(small, tmp_path, monkeypatch):
 def test_harmless_variants_are_read(small, tmp_path, text):
     bits = random_bits(5)
     write(tmp_path / "binarized_mnist_train.amat", text(bits))
-    assert torch.equal(data.binarized_mnist(tmp_path, "train").view(5, 784), torch.from_numpy(bits).float())
+    assert torch.equal(data.binarized_mnist(tmp_path, "train")[:].view(5, 784), torch.from_numpy(bits).float())
 
 
 def _replace_line(text, number, line):
@@ -178,7 +191,7 @@ def test_second_load_reads_the_cache_and_leaves_the_data_folder_alone(small, tmp
     finally:
         for folder in (root, root / "binarized_mnist"):
             folder.chmod(0o755)
-    assert len(calls) == 1 and torch.equal(first, second)
+    assert len(calls) == 1 and torch.equal(first[:], second[:])
     assert files_under(root) == before
     cached = list((tmp_path / "cache" / "binarized_mnist").iterdir())
     assert [p.suffix for p in cached] == [".npy"]  # no temporary file left behind
@@ -196,7 +209,7 @@ def test_changed_source_invalidates_the_cache(small, tmp_path, monkeypatch):
     new = random_bits(5, seed=2)
     write(path, amat_text(new))  # rewritten
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000))
-    assert torch.equal(data.binarized_mnist(tmp_path, "train").view(5, 784), torch.from_numpy(new).float())
+    assert torch.equal(data.binarized_mnist(tmp_path, "train")[:].view(5, 784), torch.from_numpy(new).float())
     assert len(calls) == 3
     assert len(list((tmp_path / "cache" / "binarized_mnist").iterdir())) == 1  # stale caches removed
 
@@ -209,7 +222,7 @@ def test_unreadable_cache_is_ignored_and_rewritten(small, tmp_path, monkeypatch,
     (cache,) = (tmp_path / "cache" / "binarized_mnist").iterdir()
     cache.write_bytes(damage)
     calls = _count_parses(monkeypatch)
-    assert torch.equal(data.binarized_mnist(tmp_path, "train").view(5, 784), torch.from_numpy(bits).float())
+    assert torch.equal(data.binarized_mnist(tmp_path, "train")[:].view(5, 784), torch.from_numpy(bits).float())
     assert len(calls) == 1
     assert np.load(cache).shape == (5, 98)
 
@@ -239,7 +252,7 @@ def test_download_lands_in_the_data_folder(served, tmp_path):
     assert urls == [data.URL.format(split="valid")]
     assert os.listdir(tmp_path / "root" / "binarized_mnist") == ["binarized_mnist_valid.amat"]
     assert (tmp_path / "root" / "binarized_mnist" / "binarized_mnist_valid.amat").read_bytes() == text
-    assert x.shape == (3, 1, 28, 28)
+    assert len(x) == 3 and x.image_shape == (1, 28, 28)
     data.binarized_mnist(tmp_path / "root", "valid")
     assert len(urls) == 1
 
@@ -275,7 +288,40 @@ def test_no_network_says_what_is_missing_and_how_to_provide_it(small, tmp_path, 
     assert os.listdir(tmp_path / "binarized_mnist") == []
 
 
-# ------------------------------------------------------------------------------ MNIST
+# ------------------------------------------------------------------------------ the data set
+
+
+def test_bytes_bools_and_floats_read_alike():
+    stored = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
+    expected = torch.tensor([0.0, 0.2, 1.0]).view(1, 1, 3)
+    as_bytes = data.ImageDataset(stored)
+    assert as_bytes.images.dtype == torch.uint8 and torch.equal(as_bytes[0], expected)
+    assert torch.equal(data.ImageDataset(stored > 0)[0], torch.tensor([0.0, 1.0, 1.0]).view(1, 1, 3))
+    as_floats = data.ImageDataset(stored.double() / 255)
+    assert as_floats.images.dtype == torch.float32 and torch.allclose(as_floats[0], expected)
+    assert as_bytes.image_shape == (1, 1, 3) and as_bytes.labels is None
+
+
+def test_indexing_gives_images_and_batches_and_subsets_keep_labels():
+    ds = data.ImageDataset(torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1), labels=[9, 8, 7, 6, 5],
+                           binarize="threshold")
+    assert ds[1].shape == (1, 1, 1) and ds[1:3].shape == ds[[0, 4]].shape == ds[torch.tensor([0, 4])].shape
+    assert ds[:].shape == (5, 1, 1, 1) and ds[:].dtype == torch.float32
+    sub = ds.subset([1, 3])
+    assert torch.equal(sub.images, ds.images[[1, 3]]) and sub.labels.tolist() == [8, 6] and sub.binarize == "threshold"
+    assert repr(ds) == "ImageDataset(5 images [1, 1, 1], stored as torch.uint8, binarize='threshold', labelled)"
+
+
+@pytest.mark.parametrize("images,labels,message", [
+    (torch.zeros(2, 4, 4), None, r"images must be a tensor \[N, C, H, W\], got shape \[2, 4, 4\]"),
+    (np.zeros((2, 1, 4, 4)), None, r"images must be a tensor \[N, C, H, W\], got ndarray"),
+    (torch.zeros(0, 1, 4, 4, dtype=torch.uint8), None, "images is empty"),
+    (torch.full((2, 1, 4, 4), 2.0), None, r"images must have values in \[0, 1\], got min 2, max 2"),
+    (torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.arange(3), r"labels must be \[N\] = \[2\], got \[3\]"),
+])
+def test_what_is_not_images_is_refused(images, labels, message):
+    with pytest.raises(InputError, match=message):
+        data.ImageDataset(images, labels)
 
 
 def test_dynamic_binarization_is_fresh_at_each_access_and_seeded():
@@ -310,26 +356,35 @@ def test_dataloader_draws_batches():
     assert ds[2:5].shape == (3, 1, 28, 28)
 
 
+# ------------------------------------------------------------------------------ MNIST
+
+
 def write_idx(path, array: np.ndarray):
-    """`array` (uint8) as an IDX file, the format of MNIST's raw files."""
+    """`array` (uint8) as an IDX file, the format of MNIST's raw files; gzipped for a .gz path."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+    return write(path, header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist_like(raw, counts=(("train", 6), ("t10k", 3)), suffix="", seed=0):
+    """MNIST's four raw files in `raw`: images and labels of each (prefix, count); the sets as
+    (float images [N, 1, 28, 28], labels [N]) by prefix."""
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for prefix, n in counts:
+        images, labels = rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+        sets[prefix] = torch.from_numpy(images).float().div(255).unsqueeze(1), torch.from_numpy(labels)
+    return sets
 
 
 @pytest.fixture
 def fake_mnist(tmp_path, monkeypatch):
     """A MNIST/raw folder with 6 training images (last 2 "valid") and 3 test images."""
-    raw = tmp_path / "mnist-root" / "MNIST" / "raw"
-    rng = np.random.default_rng(0)
-    sets = {}
-    for prefix, n in (("train", 6), ("t10k", 3)):
-        images, labels = rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-        sets[prefix] = torch.from_numpy(images).float().div(255).unsqueeze(1), torch.from_numpy(labels)
-    monkeypatch.setattr(data, "MNIST_VALID_SIZE", 2)
-    return raw.parent.parent, sets
+    root = tmp_path / "mnist-root"
+    sets = write_mnist_like(root / "MNIST" / "raw")
+    monkeypatch.setitem(data.VALID_SIZES, "mnist", 2)
+    return root, sets
 
 
 @pytest.mark.parametrize("split,source,part", [("train", "train", slice(0, 4)), ("valid", "train", slice(4, 6)),
@@ -339,7 +394,7 @@ def test_mnist_splits(fake_mnist, split, source, part):
     before = files_under(root)
     ds = data.mnist(root, split, binarize=None, download=False)
     images, labels = sets[source]
-    assert torch.equal(ds.images, images[part]) and torch.equal(ds.labels, labels[part])
+    assert torch.equal(ds[:], images[part]) and torch.equal(ds.labels, labels[part])
     assert ds[0].dtype == torch.float32 and ds[0].shape == (1, 28, 28) and len(ds) == len(labels[part])
     assert files_under(root) == before
 
@@ -354,28 +409,258 @@ def test_mnist_errors(fake_mnist, tmp_path):
         data.mnist(tmp_path / "nowhere", "train", download=False)
 
 
+# --------------------------------------------------------- Fashion-MNIST, CIFAR-10, SVHN
+
+
+def md5(path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"], ids=["idx-ubyte", "idx-ubyte.gz"])
+def test_fashion_mnist_reads_idx_files(tmp_path, monkeypatch, offline, suffix):
+    from torchvision.datasets import FashionMNIST
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    sets = write_mnist_like(raw, (("train", 5), ("t10k", 2)), suffix=suffix, seed=1)
+    if suffix:  # as downloaded: torchvision checks each .gz against its md5 and unpacks it, offline
+        monkeypatch.setattr(FashionMNIST, "resources", [(p.name, md5(p)) for p in sorted(raw.iterdir())])
+    monkeypatch.setitem(data.VALID_SIZES, "fashion_mnist", 2)
+    train, valid = data.fashion_mnist(tmp_path, "train"), data.load("fashion_mnist", "valid", tmp_path)
+    test = data.fashion_mnist(tmp_path, "test", binarize="dynamic")
+    images, labels = sets["train"]
+    assert torch.equal(train[:], images[:3]) and torch.equal(valid[:], images[3:]) and train.binarize is None
+    assert torch.equal(train.labels, labels[:3]) and torch.equal(test.labels, sets["t10k"][1])
+    assert test.binarize == "dynamic" and set(test[:].unique().tolist()) <= {0.0, 1.0}
+    assert len(data.fashion_mnist(tmp_path, "full_train")) == 5 and offline == []
+
+
+def write_cifar10(root, monkeypatch, counts=(2, 1, 2, 1, 2), test=3, seed=0):
+    """cifar-10-batches-py/ with pickled batches of `counts` training images and `test` test
+    images, torchvision's md5s set to theirs; the images uint8 [N, 3, 32, 32] and labels."""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    sets = {}
+    for name, n in [(f"data_batch_{i + 1}", n) for i, n in enumerate(counts)] + [("test_batch", test)]:
+        images, labels = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n).tolist()
+        with open(folder / name, "wb") as f:  # rows: 1024 red, 1024 green, 1024 blue values, row-major
+            pickle.dump({"data": images.reshape(n, 3072), "labels": labels, "filenames": []}, f)
+        sets[name] = images, labels
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"]}, f)
+    monkeypatch.setattr(CIFAR10, "train_list", [[name, md5(folder / name)] for name in list(sets)[:-1]])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", dict(CIFAR10.meta, md5=md5(folder / "batches.meta")))
+    train = [sets[name] for name in list(sets)[:-1]]
+    return (np.concatenate([i for i, _ in train]), sum((l for _, l in train), [])), sets["test_batch"]
+
+
+def test_cifar10_reads_the_pickled_batches_as_colour_images(tmp_path, monkeypatch, offline):
+    (train_images, train_labels), (test_images, test_labels) = write_cifar10(tmp_path, monkeypatch)
+    monkeypatch.setitem(data.VALID_SIZES, "cifar10", 3)
+    splits = {split: data.cifar10(tmp_path, split) for split in ("train", "valid", "full_train", "test")}
+    assert {split: len(ds) for split, ds in splits.items()} == {"train": 5, "valid": 3, "full_train": 8, "test": 3}
+    assert splits["train"].images.dtype == torch.uint8 and splits["train"].image_shape == (3, 32, 32)
+    assert torch.equal(splits["full_train"].images, torch.from_numpy(train_images))  # [N, C, H, W], as written
+    assert torch.equal(splits["valid"][:], torch.from_numpy(train_images[5:]).float() / 255)
+    assert splits["valid"].labels.tolist() == train_labels[5:]
+    assert torch.equal(splits["test"].images, torch.from_numpy(test_images))
+    assert splits["test"].labels.tolist() == test_labels and offline == []
+
+
+def test_svhn_reads_the_mat_files(tmp_path, monkeypatch, offline):
+    scipy_io = pytest.importorskip("scipy.io")
+    from torchvision.datasets import SVHN
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)  # the .mat layout: [H, W, C, N], digit 0 as 10
+    (tmp_path / "SVHN").mkdir()
+    path = tmp_path / "SVHN" / "test_32x32.mat"
+    scipy_io.savemat(path, {"X": X, "y": np.array([[10], [1], [2], [9]], np.uint8)})
+    monkeypatch.setitem(SVHN.split_list, "test", [SVHN.split_list["test"][0], path.name, md5(path)])
+    test = data.svhn(tmp_path, "test")
+    assert torch.equal(test.images, torch.from_numpy(X).permute(3, 2, 0, 1)) and test.labels.tolist() == [0, 1, 2, 9]
+    assert offline == []
+
+
+def test_svhn_without_scipy_says_how_to_get_it_before_any_download(tmp_path, monkeypatch, offline):
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.io", None)
+    with pytest.raises(DataError, match=r"svhn needs scipy to read its .mat files: pip install scipy "
+                       r"\(or pip install 'drawzoo\[svhn\]'\)"):
+        data.load("svhn", "train", tmp_path)
+    assert offline == [] and not (tmp_path / "SVHN").exists()
+
+
+@pytest.mark.parametrize("name,folder,files", [("fashion_mnist", "FashionMNIST/raw", "-ubyte"),
+                                               ("cifar10", "cifar-10-batches-py", "data_batch_1..5"),
+                                               ("svhn", "SVHN", "{train,test}_32x32.mat")])
+def test_missing_data_offline_names_the_folder_and_how_to_provide_it(tmp_path, offline, name, folder, files):
+    if name == "svhn":
+        pytest.importorskip("scipy.io")
+    with pytest.raises(DataError) as e:
+        data.load(name, "train", tmp_path / "root")
+    message = str(e.value)
+    for part in (f"could not be read from {tmp_path / 'root' / folder}: ", "network disabled in tests",
+                 "DRAWZOO_DATA", "--data-root", files, "download=True"):
+        assert part in message
+    assert offline and "\n" not in message  # it tried to download, and says why that failed in one line
+    with pytest.raises(DataError, match=re.escape(str(tmp_path / "root" / folder)) + r" \(download=False\)"):
+        data.load(name, "train", tmp_path / "root", download=False)
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "svhn"])
+def test_unknown_splits_are_named(tmp_path, name):
+    with pytest.raises(DataError, match=f"unknown {name} split 'val'; valid splits: train, valid, test, full_train"):
+        data.load(name, "val", tmp_path)
+
+
+# ------------------------------------------------------------------------------ your own pictures
+
+
+def write_pictures(folder, n, shape, seed=0, suffix=".png") -> np.ndarray:
+    """`n` random pictures (C, H, W) = `shape`, C = 1 or 3, as 000.png, 001.png, ...; the uint8
+    pixels [n, C, H, W]."""
+    C, H, W = shape
+    pixels = np.random.default_rng(seed).integers(0, 256, (n, C, H, W), dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p[0] if C == 1 else p.transpose(1, 2, 0), "L" if C == 1 else "RGB").save(folder / f"{i:03d}{suffix}")
+    return pixels
+
+
+def test_pictures_of_one_shape_load_as_they_are(tmp_path):
+    pixels = write_pictures(tmp_path / "a", 3, (1, 6, 8))
+    write_pictures(tmp_path / "b", 2, (1, 6, 8), seed=1)  # a subfolder
+    (tmp_path / "notes.txt").write_text("not a picture")
+    write_pictures(tmp_path / ".thumbnails", 1, (3, 2, 2))  # hidden: passed over
+    ds = data.image_folder(tmp_path)
+    assert len(ds) == 5 and ds.image_shape == (1, 6, 8) and ds.binarize is None and ds.labels is None
+    assert torch.equal(ds[:3], torch.from_numpy(pixels).float() / 255)  # a/000.png ... in path order, exact
+
+
+def test_jpegs_any_case_load_as_colour(tmp_path):
+    colours = [(200, 100, 50), (10, 220, 130)]
+    for i, colour in enumerate(colours):
+        Image.new("RGB", (8, 6), colour).save(tmp_path / f"{i}.JPEG")
+    x = data.image_folder(tmp_path)[:]
+    assert x.shape == (2, 3, 6, 8)
+    assert torch.allclose(x.mean((2, 3)), torch.tensor(colours).float() / 255, atol=3 / 255)  # JPEG is lossy
+
+
+def test_pictures_are_resized_to_cover_the_shape_then_centre_cropped(tmp_path):
+    band = np.zeros((20, 40), np.uint8)
+    band[:, 8:32] = 255  # a white band around the middle of a wide picture
+    Image.fromarray(band, "L").save(tmp_path / "wide.png")
+    square = data.image_folder(tmp_path, image_shape=(1, 10, 10))[0]
+    assert square.shape == (1, 10, 10) and square.min() > 0.99  # 10x20 then the middle 10 columns: all band
+    whole = data.image_folder(tmp_path, image_shape=(1, 5, 10))[0]  # the same aspect: all of it, shrunk 4x
+    assert whole.shape == (1, 5, 10) and whole[..., [0, 9]].max() < 0.01 and whole[..., 3:7].min() > 0.99
+
+
+def test_an_image_shape_converts_grey_and_colour(tmp_path):
+    Image.new("L", (4, 4), 100).save(tmp_path / "grey.png")
+    Image.new("RGBA", (4, 4), (255, 0, 0, 128)).save(tmp_path / "red.png")
+    colour = data.image_folder(tmp_path, image_shape=(3, 4, 4))[:]
+    assert torch.equal(colour[0], torch.full((3, 4, 4), 100 / 255))  # grey.png: the same value thrice
+    assert torch.equal(colour[1, :, 0, 0], torch.tensor([1.0, 0.0, 0.0]))  # red.png: alpha dropped
+    grey = data.image_folder(tmp_path, image_shape=(1, 4, 4))[:]
+    assert torch.equal(grey[1], torch.full((1, 4, 4), 76 / 255))  # Pillow's "L": 0.299 R + 0.587 G + 0.114 B
+
+
+@pytest.mark.parametrize("second,what", [(("L", (4, 4)), "grey 4x4"), (("RGB", (5, 4)), "colour 4x5")])
+def test_pictures_that_differ_need_an_image_shape(tmp_path, second, what):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    Image.new(*second).save(tmp_path / "b.png")
+    with pytest.raises(DataError, match=re.escape(f"the pictures in {tmp_path} differ: a.png is colour 4x4, b.png is "
+                                                  f"{what} (H x W); give the shape to load them at: --image-shape "
+                                                  "C H W (image_shape=(C, H, W))")):
+        data.image_folder(tmp_path)
+    assert len(data.image_folder(tmp_path, image_shape=(3, 4, 4))) == 2
+
+
+def test_a_folder_without_pictures_is_refused(tmp_path):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path} holds no PNG or JPEG images (.png, .jpg, .jpeg): "
+                                                  "it is empty")):
+        data.image_folder(tmp_path)
+    for name in ("b.txt", "a.gif", "c.csv", "d.bmp"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=re.escape("only 4 other files (a.gif, b.txt, c.csv, ...)")):
+        data.image_folder(tmp_path)
+
+
+@pytest.mark.parametrize("damage", [lambda png: b"not a picture", lambda png: png[:len(png) // 2]],
+                         ids=["not-an-image", "truncated"])
+def test_a_picture_that_cannot_be_read_is_named(tmp_path, damage):
+    write_pictures(tmp_path, 3, (3, 16, 16))
+    path = tmp_path / "001.png"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a readable PNG or JPEG image (")):
+        data.image_folder(tmp_path)
+
+
+def test_own_splits_are_a_fixed_tenth_held_out(tmp_path):
+    train, valid = data.own_split(30, "train", "x"), data.own_split(30, "valid", "x")
+    assert len(valid) == 3 and len(train) == 27 and torch.equal(torch.cat([train, valid]).sort().values,
+                                                                 data.own_split(30, "all", "x"))
+    assert torch.equal(valid, data.own_split(30, "valid", "x")) and not torch.equal(valid, torch.arange(3))
+    assert len(data.own_split(2, "valid", "x")) == 1
+    write_pictures(tmp_path, 12, (1, 3, 3))
+    assert len(data.image_folder(tmp_path, "valid")) == 1 and len(data.image_folder(tmp_path, "train")) == 11
+    with pytest.raises(DataError, match="x holds 1 image: too few to hold some out as split 'train'; use split 'all'"):
+        data.own_split(1, "train", "x")
+    with pytest.raises(DataError, match=re.escape(f"unknown split 'test' of {tmp_path}; valid splits: train, valid, "
+                                                  "all")):
+        data.image_folder(tmp_path, "test")
+
+
 # ------------------------------------------------------------------------------ dispatch
 
 
-def test_load_split_dispatches_by_name(small, fake_mnist, tmp_path):
+def test_load_dispatches_names_folders_and_files(small, fake_mnist, tmp_path):
     root, _ = fake_mnist
     write(root / "binarized_mnist_test.amat", amat_text(random_bits(2)))
-    assert data.load_split("binarized_mnist", "test", root).shape == (2, 1, 28, 28)
-    assert len(data.load_split("mnist", "valid", root, binarize="threshold", download=False)) == 2
-    with pytest.raises(DataError, match="unknown data set 'cifar'; known: binarized_mnist, mnist"):
-        data.load_split("cifar", "train", root)
+    assert data.load("binarized_mnist", "test", root)[:].shape == (2, 1, 28, 28)
+    valid = data.load("mnist", "valid", root, download=False)
+    assert isinstance(valid, data.ImageDataset) and len(valid) == 2 and valid.binarize == "dynamic"
+    np.save(tmp_path / "x.npy", np.zeros((20, 1, 4, 4), np.uint8))
+    assert [len(data.load(tmp_path / "x.npy", split)) for split in ("train", "valid", "all")] == [18, 2, 20]
+    write_pictures(tmp_path / "pictures", 10, (3, 6, 5))
+    assert data.load(str(tmp_path / "pictures"), "all").image_shape == (3, 6, 5)
+    with pytest.raises(DataError, match=r"'cifar' is neither a known data set \(binarized_mnist, mnist, fashion_mnist, "
+                       r"cifar10, svhn\) nor a folder of pictures nor a .npy/.npz file \(no such file or folder\)"):
+        data.load("cifar", "train", root)
+    with pytest.raises(DataError, match=r"000.png'.*\(not a .npy/.npz file\)"):
+        data.load(tmp_path / "pictures" / "000.png")
+
+
+def test_a_shape_the_data_cannot_take_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_find_amat", lambda *a: pytest.fail("binarized MNIST was read"))
+    with pytest.raises(DataError, match=r"binarized_mnist images are \[1, 28, 28\], not the image_shape "
+                       r"\[3, 32, 32\] asked for; named data sets are not resized"):
+        data.load("binarized_mnist", "train", tmp_path, image_shape=(3, 32, 32))
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 5, 5)))
+    with pytest.raises(DataError, match=r"x.npy holds images \[1, 5, 5\], not the image_shape \[1, 6, 6\]"):
+        data.load(tmp_path / "x.npy", "all", image_shape=(1, 6, 6))
+    with pytest.raises(DataError, match=r"image_shape \(2, 6, 6\): pictures load as \(C, H, W\) with C = 1 "
+                       r"\(grey\) or 3 \(colour\)"):
+        data.load(tmp_path, "all", image_shape=(2, 6, 6))
 
 
 def test_load_array_file(tmp_path):
     grey = np.random.default_rng(0).random((3, 5, 6))
     np.save(tmp_path / "a.npy", grey)
-    x = data.load_array_file(tmp_path / "a.npy")
+    x = data.load_array_file(tmp_path / "a.npy")[:]
     assert x.dtype == torch.float32 and x.shape == (3, 1, 5, 6)
     assert torch.allclose(x[:, 0].double(), torch.from_numpy(grey))
     np.savez(tmp_path / "b.npz", labels=np.arange(2), images=np.full((2, 3, 4, 4), 255, np.uint8))
-    assert torch.equal(data.load_array_file(tmp_path / "b.npz"), torch.ones(2, 3, 4, 4))
+    as_bytes = data.load_array_file(tmp_path / "b.npz")
+    assert as_bytes.images.dtype == torch.uint8 and torch.equal(as_bytes[:], torch.ones(2, 3, 4, 4))
     np.savez(tmp_path / "c.npz", np.zeros((2, 1, 4, 4), bool))
-    assert data.load_array_file(tmp_path / "c.npz").shape == (2, 1, 4, 4)
+    assert data.load_array_file(tmp_path / "c.npz")[:].shape == (2, 1, 4, 4)
 
 
 @pytest.mark.parametrize("array,message", [
@@ -421,11 +706,11 @@ def real_cache(tmp_path_factory):
 def test_real_binarized_mnist(split, rows, real_cache, monkeypatch):
     root = real_data()
     monkeypatch.setenv("DRAWZOO_CACHE", str(real_cache))
-    x = data.binarized_mnist(root, split, download=False)
+    x = data.binarized_mnist(root, split, download=False)[:]
     assert x.shape == (rows, 1, 28, 28) and x.dtype == torch.float32
     assert ((x == 0) | (x == 1)).all() and 0 < x.mean() < 1
     monkeypatch.setattr(data, "read_amat", lambda *a: pytest.fail("parsed again instead of reading the cache"))
-    assert torch.equal(data.binarized_mnist(root, split, download=False), x)
+    assert torch.equal(data.binarized_mnist(root, split, download=False)[:], x)
 
 
 def test_real_mnist_label_counts():
@@ -436,5 +721,5 @@ def test_real_mnist_label_counts():
     assert torch.equal(train_valid, splits["full_train"].labels)
     assert train_valid.bincount().tolist() == MNIST_TRAIN_COUNTS
     assert splits["test"].labels.bincount().tolist() == MNIST_TEST_COUNTS
-    x = splits["test"].images
+    x = splits["test"][:]
     assert x.shape == (10_000, 1, 28, 28) and x.min() == 0 and x.max() == 1
