@@ -62,13 +62,16 @@ def test_the_iwae_rows_are_opt_in_and_twin_an_elbo_row():
     quick = script.load_preset("quick")
     assert [r.label for r in script.select_runs(quick, None)] == ["DRAW (attention)", "DRAW (no attention)", "VAE"]
     runs = script.select_runs(quick, None, iwae=True)
-    assert [r.label for r in runs] == ["DRAW (attention)", "DRAW (no attention)", "DRAW (attention, IWAE K=5)", "VAE"]
-    elbo, iwae = runs[0], runs[2]
-    assert (iwae.train.objective, iwae.train.particles, elbo.train.objective) == ("iwae", 5, "elbo")
-    assert (iwae.recipe.model, iwae.recipe.config, iwae.train.lr, iwae.train.lr_min) == (
-        elbo.recipe.model, elbo.recipe.config, elbo.train.lr, elbo.train.lr_min)
-    # ~3x dearer steps, ~the same wall time
-    assert iwae.train.max_steps < elbo.train.epochs * 50_000 // elbo.train.batch_size
+    assert [r.label for r in runs] == ["DRAW (attention)", "DRAW (no attention)", "DRAW (attention, IWAE K=5)",
+                                       "DRAW (attention, IWAE K=5, same time)", "VAE"]
+    elbo, iwae, same_time = runs[0], runs[2], runs[3]
+    for row in (iwae, same_time):
+        assert (row.train.objective, row.train.particles, elbo.train.objective) == ("iwae", 5, "elbo")
+        assert (row.recipe.model, row.recipe.config, row.train.lr, row.train.lr_min) == (
+            elbo.recipe.model, elbo.recipe.config, elbo.train.lr, elbo.train.lr_min)
+    # the same epochs; or ~2.4x dearer steps in ~the same wall time
+    assert (iwae.train.epochs, iwae.train.max_steps) == (elbo.train.epochs, None)
+    assert same_time.train.max_steps < elbo.train.epochs * 50_000 // elbo.train.batch_size
     with pytest.raises(drawzoo.DrawzooError, match="no IWAE row for vae"):
         script.select_runs(quick, ["vae"], iwae=True)
     with pytest.raises(drawzoo.DrawzooError, match="no IWAE row"):
