@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pyro.infer import TraceGraph_ELBO

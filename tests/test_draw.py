@@ -1,5 +1,4 @@
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine

@@ -3,7 +3,7 @@
 import pyro
 import pytest
 import torch
-from pyro.infer import (JitTrace_ELBO, JitTraceGraph_ELBO, JitTraceMeanField_ELBO, RenyiELBO, ReweightedWakeSleep,
+from pyro.infer import (JitTraceGraph_ELBO, JitTraceMeanField_ELBO, RenyiELBO, ReweightedWakeSleep,
                         Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO)
 from torch.utils.data import DistributedSampler
 

@@ -4,7 +4,6 @@ and every ``expr.shape  # [..]`` comment in it is the shape the expression has."
 import re
 from pathlib import Path
 
-import pytest
 
 from tests.test_data import real_data
 

@@ -1,6 +1,5 @@
 import pyro
 import pytest
-import torch
 from pyro import poutine
 from pyro.infer import SVI, Predictive, TraceMeanField_ELBO
 
