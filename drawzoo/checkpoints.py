@@ -9,6 +9,8 @@ loaded), and refuse to load into a model whose name or config differs, naming ea
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 import torch
@@ -16,6 +18,8 @@ import torch
 from .config import as_dict
 from .errors import CheckpointError, first_line
 from .files import atomic_write
+
+log = logging.getLogger(__name__)
 
 FORMAT = "drawzoo-checkpoint"
 VERSION = 1
@@ -111,3 +115,60 @@ def load_weights(model, payload: dict, path) -> None:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model: {e}") from None
+
+
+class CheckpointLock:
+    """An exclusive lock on ``<checkpoint>.lock`` (beside the file a symlink points to), held
+    inside ``with``, so that two runs never write one checkpoint; `CheckpointError` if another
+    process holds it. None where the platform has no ``fcntl.flock``, or for `path` None.
+
+    A lock lives in its file: if that file is removed (its folder deleted, say), another run
+    could lock a new one. `check`, called before each write, finds that out and takes the lock of
+    the new file -- or, if another run holds that, raises `CheckpointError` and writes nothing.
+    """
+
+    def __init__(self, path):
+        self.path = None if path is None else Path(path)
+        self.file = None
+
+    def __enter__(self) -> "CheckpointLock":
+        self.check()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # releases the lock
+            self.file = None
+
+    def check(self) -> None:
+        """Hold the lock on the file now at ``<checkpoint>.lock`` (see the class)."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform
+            return
+        if self.path is None or self._holds():
+            return
+        lock_path = Path(f"{os.path.realpath(self.path)}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            taken = "" if self.file is None else " (its lock file was removed during this run; nothing written)"
+            raise CheckpointError(f"{self.path}: another training run is using this checkpoint{taken}") from None
+        if self.file is not None:
+            log.warning("%s was removed during the run (its folder deleted?): lock taken again", lock_path)
+            self.file.close()
+        self.file = lock
+
+    def _holds(self) -> bool:
+        """Whether the file this lock holds is still the one at its path."""
+        if self.file is None:
+            return False
+        try:
+            now = os.stat(self.file.name)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.file.fileno())
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
