@@ -36,8 +36,8 @@ def save_checkpoint(path, model, **state) -> Path:
         **state,
     }
     payload["sha256"] = digest(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
+    Path(os.path.realpath(path)).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "checkpoint") as f:
         torch.save(payload, f)
     return path
 
