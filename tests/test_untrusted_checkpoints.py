@@ -5,11 +5,14 @@ import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import torch
+from packaging.requirements import Requirement
 
 import drawzoo
 from drawzoo.checkpoints import digest, save_checkpoint
@@ -110,3 +113,11 @@ def test_malformed_payloads_are_refused_naming_the_first_problem(tmp_path, chang
     path = forge(tmp_path / "bad.pt", model, **change(model.state_dict()))
     with pytest.raises(drawzoo.CheckpointError, match=re.escape(message)):
         drawzoo.load(checkpoint=path)
+
+
+def test_the_torch_floor_excludes_releases_with_weights_only_bypasses():
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (torch_floor,) = [r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name == "torch"]
+    assert not torch_floor.specifier.contains("2.5.1")  # CVE-2025-32434, fixed in 2.6.0
+    assert not torch_floor.specifier.contains("2.9.1")  # CVE-2026-24747, fixed in 2.10.0
+    assert torch_floor.specifier.contains(version("torch"))
