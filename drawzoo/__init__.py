@@ -9,7 +9,7 @@
 from importlib import metadata as _metadata
 
 from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, ObjectiveError,
-                     RecipeError, UnknownModelError)
+                     RecipeError, UnknownModelError, WriteError)
 from .evaluation import evaluate
 from .recipes import load_recipe
 from .registry import available, load, model_class
@@ -24,5 +24,5 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
 __all__ = [
     "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
-    "ObjectiveError", "RecipeError",
+    "ObjectiveError", "RecipeError", "WriteError",
 ]

@@ -4,11 +4,20 @@ Files are written atomically (`drawzoo.files.atomic_write`: temp file, fsync, re
 ``torch.load(weights_only=True)`` (plain tensors and builtins only: nothing is unpickled that
 could run code), carry a sha256 of their content (so flipped bytes inside a tensor are caught, not
 loaded), and refuse to load into a model whose name or config differs, naming each mismatched field.
+
+A file from someone else costs nothing to refuse: its archive must store its tensors uncompressed
+and its tensors may hold no more bytes than the file has (no zip bomb, no tensor expanded from a
+smaller storage), checked before any tensor is copied; and `check_matches` compares the stored
+weights' names and shapes with the model's, which `drawzoo.load` builds on the ``meta`` device
+first (no memory) -- so the weights a model is given never take more than the file holds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -16,6 +25,8 @@ import torch
 from .config import as_dict
 from .errors import CheckpointError, first_line
 from .files import atomic_write
+
+log = logging.getLogger(__name__)
 
 FORMAT = "drawzoo-checkpoint"
 VERSION = 1
@@ -32,8 +43,8 @@ def save_checkpoint(path, model, **state) -> Path:
         **state,
     }
     payload["sha256"] = digest(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
+    Path(os.path.realpath(path)).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "checkpoint") as f:
         torch.save(payload, f)
     return path
 
@@ -68,10 +79,12 @@ def digest(payload) -> str:
 
 def read_checkpoint(path) -> dict:
     """The checkpoint at `path` as a dict; `CheckpointError` (path and reason) if it is missing,
-    truncated, corrupted, or not a drawzoo checkpoint."""
+    truncated, corrupted, not a drawzoo checkpoint, or holds more than its size allows."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -84,9 +97,51 @@ def read_checkpoint(path) -> dict:
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}, "
                               f"this drawzoo reads version {VERSION}")
+    _check_contents(payload, path, size)
     if payload.get("sha256") != digest(payload):
         raise CheckpointError(f"{path}: corrupted checkpoint (its content does not match its sha256)")
     return payload
+
+
+def _check_archive(path: Path) -> None:
+    """`CheckpointError` unless `path` is a zip archive (torch.save's format) whose records are
+    stored, not compressed: what torch.load then reads takes no more memory than the file's size."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): not a zip archive")
+    with zipfile.ZipFile(path) as archive:
+        packed = [info.filename for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(f"{path}: {packed[0]} is compressed, which torch.save never does: refused, not inflated")
+
+
+def _check_contents(payload: dict, path, size: int) -> None:
+    """`CheckpointError` unless `payload`, read from a file of `size` bytes, is what such a file
+    can hold: at most `size` items walked as a tree (no exponential sharing), dense CPU tensors
+    holding at most `size` bytes in all (each distinct view once), and the fields a checkpoint has."""
+    items, held, views, todo = 0, 0, set(), [payload]
+    while todo:
+        x = todo.pop()
+        items += 1
+        if items > size:
+            raise CheckpointError(f"{path}: holds more items than a file of {size:,} bytes can (refused)")
+        if isinstance(x, dict):
+            todo += [*x.keys(), *x.values()]
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            todo += x
+        elif isinstance(x, torch.Tensor):
+            if x.layout != torch.strided or x.device.type != "cpu" or x.is_quantized:
+                raise CheckpointError(f"{path}: holds a {x.layout} tensor on {x.device}, not a dense CPU one (refused)")
+            view = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.stride(), x.dtype)
+            if view not in views:
+                views.add(view)
+                held += x.numel() * x.element_size()
+    if held > size:
+        raise CheckpointError(f"{path}: its tensors would take {held:,} bytes, more than the file's {size:,} "
+                              f"(tensors expanded from a smaller storage?): refused")
+    weights = payload.get("state_dict")
+    if not (isinstance(payload.get("model"), str) and isinstance(payload.get("config"), dict)
+            and isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise CheckpointError(f"{path}: not a drawzoo checkpoint (no model name, config or weights)")
 
 
 def config_mismatches(stored: dict, config: dict) -> list[str]:
@@ -96,18 +151,83 @@ def config_mismatches(stored: dict, config: dict) -> list[str]:
 
 
 def check_matches(payload: dict, path, model) -> None:
-    """`CheckpointError` unless the checkpoint holds `model`'s name and config."""
+    """`CheckpointError` unless the checkpoint holds `model`'s name, config and weights: the same
+    names, shapes and kinds (floating point or not) as `model`'s state dict, which may be on the
+    ``meta`` device. The first mismatch is named."""
     if payload["model"] != model.zoo_name:
         raise CheckpointError(f"{path}: checkpoint is of model {payload['model']!r}, not {model.zoo_name!r}")
     diffs = config_mismatches(payload["config"], as_dict(model.config))
     if diffs:
         raise CheckpointError(f"{path}: checkpoint config differs from the model's: " + "; ".join(diffs))
+    stored, expected = payload["state_dict"], model.state_dict()
+    for key in [*expected, *stored]:
+        if key not in stored or key not in expected:
+            which = "lacks" if key not in stored else "has an extra"
+            raise CheckpointError(f"{path}: checkpoint {which} weight {key!r} for its config")
+        have, want = stored[key], expected[key]
+        if have.shape != want.shape or have.is_floating_point() != want.is_floating_point():
+            raise CheckpointError(f"{path}: weight {key!r} is {tuple(have.shape)} {have.dtype} in the checkpoint, "
+                                  f"{tuple(want.shape)} {want.dtype} in the model its config makes")
 
 
 def load_weights(model, payload: dict, path) -> None:
-    """Copy the checkpoint's weights into `model` (same name and config, checked first)."""
+    """Copy the checkpoint's weights into `model` (same name, config and weights, checked first)."""
     check_matches(payload, path, model)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the model: {e}") from None
+    model.load_state_dict(payload["state_dict"])
+
+
+class CheckpointLock:
+    """An exclusive lock on ``<checkpoint>.lock`` (beside the file a symlink points to), held
+    inside ``with``, so that two runs never write one checkpoint; `CheckpointError` if another
+    process holds it. None where the platform has no ``fcntl.flock``, or for `path` None.
+
+    A lock lives in its file: if that file is removed (its folder deleted, say), another run
+    could lock a new one. `check`, called before each write, finds that out and takes the lock of
+    the new file -- or, if another run holds that, raises `CheckpointError` and writes nothing.
+    """
+
+    def __init__(self, path):
+        self.path = None if path is None else Path(path)
+        self.file = None
+
+    def __enter__(self) -> "CheckpointLock":
+        self.check()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # releases the lock
+            self.file = None
+
+    def check(self) -> None:
+        """Hold the lock on the file now at ``<checkpoint>.lock`` (see the class)."""
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform
+            return
+        if self.path is None or self._holds():
+            return
+        lock_path = Path(f"{os.path.realpath(self.path)}.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            taken = "" if self.file is None else " (its lock file was removed during this run; nothing written)"
+            raise CheckpointError(f"{self.path}: another training run is using this checkpoint{taken}") from None
+        if self.file is not None:
+            log.warning("%s was removed during the run (its folder deleted?): lock taken again", lock_path)
+            self.file.close()
+        self.file = lock
+
+    def _holds(self) -> bool:
+        """Whether the file this lock holds is still the one at its path."""
+        if self.file is None:
+            return False
+        try:
+            now = os.stat(self.file.name)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self.file.fileno())
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)

@@ -24,6 +24,13 @@ class CheckpointError(DrawzooError):
     """A checkpoint that cannot be read, or that belongs to another model."""
 
 
+class WriteError(DrawzooError, OSError):
+    """A file that could not be written (disk full, no permission...); what was there is intact."""
+
+    def __str__(self):  # OSError would prefix "[Errno N]"
+        return str(self.strerror)
+
+
 class DataError(DrawzooError, ValueError):
     """A data file that is missing or malformed."""
 

@@ -3,34 +3,94 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import WriteError
+
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike, what: str = "file") -> Iterator[BinaryIO]:
     """A binary file that replaces `path` when the block succeeds and vanishes when it fails.
 
-    The bytes go to a hidden temporary file beside `path` (``.<name>.<random>.tmp``, with the
-    umask's permissions), which is flushed and fsynced, renamed over `path` (``os.replace``, atomic
-    on POSIX and Windows), and the folder is fsynced so that the rename survives a power cut.
-    The folder must exist.
+    The bytes go to a hidden temporary file beside the file (``.<name>.<random>.tmp``), which is
+    flushed and fsynced, renamed over it (``os.replace``, atomic on POSIX and Windows), and the
+    folder is fsynced so that the rename survives a power cut. The rest is as ``open(path, "wb")``
+    would have it: if `path` is a symlink, the file it points to is replaced and the link stays;
+    a file replaced keeps its permissions, a new one gets the umask's. The folder must exist.
+
+    When the file cannot be written (disk full, quota, no permission...), `WriteError` (an
+    `OSError`) says so in one line, `what` naming the file: ``no space left on device writing
+    runs/x.pt; the previous checkpoint is intact``. Errors of the block itself pass unchanged.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    target = Path(os.path.realpath(path))
+    existed = target.is_file()
+    mode = stat.S_IMODE(target.stat().st_mode) if existed else None
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with tmp.open("xb") as f:
+        f = _TempFile(tmp)
+    except OSError as e:
+        raise _write_error(e, path, what, existed) from None
+    try:
+        with f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            f.sync(mode)
+        f.replace(target)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+        if f.error is None:
+            raise
+        raise _write_error(f.error, path, what, existed) from None
+    _fsync_folder(target.parent)
+
+
+class _TempFile(io.BufferedWriter):
+    """`atomic_write`'s temporary file, which remembers the first `OSError` that writing it
+    raised (writers such as ``torch.save`` report it as another error)."""
+
+    def __init__(self, path: Path):
+        super().__init__(io.FileIO(path, "xb"))
+        self.path, self.error = path, None
+
+    def write(self, data) -> int:
+        with self._noting_errors():
+            return super().write(data)
+
+    def flush(self) -> None:
+        with self._noting_errors():
+            super().flush()
+
+    def sync(self, mode: int | None) -> None:
+        """Flush and fsync, giving the file permissions `mode` if not None."""
+        with self._noting_errors():
+            self.flush()
+            if mode is not None:
+                os.chmod(self.path, mode)
+            os.fsync(self.fileno())
+
+    def replace(self, target: Path) -> None:
+        """Rename the (closed) file to `target`."""
+        with self._noting_errors():
+            os.replace(self.path, target)
+
+    @contextlib.contextmanager
+    def _noting_errors(self):
+        try:
+            yield
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+
+def _write_error(e: OSError, path, what: str, existed: bool) -> WriteError:
+    reason = (e.strerror or str(e)).lower()
+    kept = f"the previous {what} is intact" if existed else f"no {what} was written"
+    return WriteError(e.errno, f"{reason} writing {path}; {kept}")
 
 
 def _fsync_folder(folder: Path) -> None:

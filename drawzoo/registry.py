@@ -17,7 +17,9 @@ import os
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
-from .checkpoints import config_mismatches, load_weights, read_checkpoint
+import torch
+
+from .checkpoints import check_matches, config_mismatches, load_weights, read_checkpoint
 from .config import as_dict, build_config
 from .errors import CheckpointError, DrawzooError, UnknownModelError
 
@@ -64,6 +66,8 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
     With `checkpoint` (a path written by `drawzoo.train`), rebuild the model from the config
     stored there and load its weights; `name` may then be omitted, and any `config` given must
     agree with the stored one (`CheckpointError` names each mismatched field, with both values).
+    The stored weights are checked against a model built on the ``meta`` device (names, shapes),
+    so a checkpoint whose config and weights disagree is refused before it takes any memory.
 
     >>> m = load("draw", attention=False, T=10)
     >>> m = load("draw", checkpoint="runs/draw.pt")
@@ -81,7 +85,10 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
     diffs = config_mismatches(stored, {key: given[key] for key in config})
     if diffs:
         raise CheckpointError(f"{checkpoint}: given config contradicts the checkpoint's: " + "; ".join(diffs))
-    model = _build(stored_name, build_config(config_cls, stored, model_name=stored_name))
+    stored_config = build_config(config_cls, stored, model_name=stored_name)
+    with torch.device("meta"):  # the weights must fit the config before the model takes any memory
+        check_matches(payload, checkpoint, _build(stored_name, stored_config))
+    model = _build(stored_name, stored_config)
     load_weights(model, payload, checkpoint)
     return model
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import distributed, objectives
 from .batching import as_dataset, collate_images
-from .checkpoints import check_matches, read_checkpoint, save_checkpoint
+from .checkpoints import CheckpointLock, check_matches, read_checkpoint, save_checkpoint
 from .config import as_dict
 from .errors import CheckpointError, ConfigError, DrawzooError, ObjectiveError, first_line
 from .evaluation import evaluate
@@ -130,29 +130,6 @@ def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
-@contextlib.contextmanager
-def _exclusive(path: Path | None):
-    """Hold an exclusive lock on ``<path>.lock`` so that two runs never write one checkpoint."""
-    if path is None:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks on this platform
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CheckpointError(f"{path}: another training run is using this checkpoint") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def resolve_device(device=None) -> torch.device:
     """`device`, or CUDA when available (this rank's GPU under torchrun), else the CPU."""
     if device is None:
@@ -236,7 +213,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     objective = ELBOLoss(model, elbo if elbo is not None else objectives.make_elbo(config.objective, config.particles))
     run = _Run(model, objective, group, config, path=None if checkpoint is None else Path(checkpoint),
                on_epoch=on_epoch, progress=progress and group.main)
-    with _exclusive(run.path if group.main else None):
+    with CheckpointLock(run.path if group.main else None) as run.lock:
         run.start()
         with run.summaries(config.log_dir if group.main else None):
             try:
@@ -273,6 +250,7 @@ class _Run:
         self.writer = None
         self.bad_in_a_row, self.warned = 0, False
         self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
+        self.lock = None  #: the CheckpointLock that `train` holds while the run goes
 
     def start(self) -> None:
         """Resume from the checkpoint if there is one, else take rank 0's weights and seed every RNG
@@ -432,6 +410,7 @@ class _Run:
             return
         rng = self.group.gather(_rng_states())
         if self.group.main:
+            self.lock.check()
             save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
                             progress=dataclasses.asdict(self.state), rng=rng,
                             train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)

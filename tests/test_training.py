@@ -5,8 +5,7 @@ from pyro.infer import TraceMeanField_ELBO
 from torch.utils.data import Dataset
 
 import drawzoo
-from drawzoo.checkpoints import read_checkpoint
-from drawzoo.training import _exclusive
+from drawzoo.checkpoints import CheckpointLock, read_checkpoint
 from tests.conftest import binary_images
 
 SHAPE = (1, 8, 8)
@@ -232,7 +231,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(data, tmp_path, monkeypat
 def test_two_runs_cannot_share_a_checkpoint(data, tmp_path):
     train, _ = data
     path = tmp_path / "m.pt"
-    with _exclusive(path):
+    with CheckpointLock(path):
         with pytest.raises(drawzoo.CheckpointError, match="another training run"):
             drawzoo.train(tiny_draw(), train, epochs=1, checkpoint=path, **FAST)
     drawzoo.train(tiny_draw(), train, epochs=1, checkpoint=path, **FAST)
