@@ -57,7 +57,7 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     model_fields = [f.name for f in dataclasses.fields(drawzoo.model_class("draw").Config)]
     assert dests == ({f"train.{name}" for name in fields} | {f"config.{name}" for name in model_fields}
                      | {"help", "model", "recipe", "data.train", "data.valid", "data.valid_limit", "data_root",
-                        "checkpoint", "quiet"})
+                        "checkpoint", "no_best", "quiet"})
     options = {a.dest: a for a in train._actions}
     for field in dataclasses.fields(drawzoo.TrainConfig):
         action = options[f"train.{field.name}"]
