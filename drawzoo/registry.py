@@ -98,8 +98,8 @@ def _build(name: str, config, seed: int | None = None) -> ZooModel:
     if seed is None:
         model = model_class(name)(config)
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # models are built on the CPU
+            torch.default_generator.manual_seed(seed)
             model = model_class(name)(config)
     model.zoo_name = name
     return model
