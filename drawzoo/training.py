@@ -410,7 +410,10 @@ class _Run:
 
     def _finite_weights(self) -> bool:
         """Whether every weight of the model is finite (the same on every process)."""
-        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
+        weights = [p.detach() for p in self.model.parameters()]
+        # a sum is finite unless a weight is not, or it overflows: then look at every weight
+        return bool(torch.isfinite(torch.stack([w.sum() for w in weights])).all()) or all(
+            bool(torch.isfinite(w).all()) for w in weights)
 
     def _above_threshold(self, loss: float) -> bool:
         """Whether `loss` (nats per image) is above the divergence threshold, or NaN while it is on."""
