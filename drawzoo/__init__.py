@@ -14,7 +14,7 @@ from .evaluation import evaluate
 from .recipes import load_recipe
 from .registry import available, load, model_class
 from .train_config import TrainConfig
-from .training import TrainingError, train
+from .training import DivergenceError, TrainingError, train
 
 try:
     __version__: str = _metadata.version("drawzoo")
@@ -23,6 +23,6 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
 
 __all__ = [
     "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
-    "DrawzooError", "TrainingError", "UnknownModelError", "ConfigError", "InputError", "CheckpointError", "DataError",
-    "ObjectiveError", "RecipeError", "WriteError",
+    "DrawzooError", "TrainingError", "DivergenceError", "UnknownModelError", "ConfigError", "InputError",
+    "CheckpointError", "DataError", "ObjectiveError", "RecipeError", "WriteError",
 ]

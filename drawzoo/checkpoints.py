@@ -34,12 +34,18 @@ VERSION = 1
 
 def save_checkpoint(path, model, **state) -> Path:
     """Write `model` (``zoo_name``, ``config``, weights) and `state` (optimizer state, epoch, step,
-    RNG states, history...: tensors and builtins) to `path`, atomically."""
+    RNG states, history...: tensors and builtins) to `path`, atomically; `CheckpointError` (and the
+    file at `path` left as it was) if a weight is not finite."""
     path = Path(path)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: not written, the weights are not finite ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''})")
     payload = {
         "format": FORMAT, "version": VERSION,
         "model": model.zoo_name, "config": as_dict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": weights,
         **state,
     }
     payload["sha256"] = digest(payload)

@@ -24,7 +24,8 @@ from . import distributed, objectives
 from .batching import random_subset
 from .checkpoints import read_checkpoint
 from .config import as_dict, optional_type
-from .errors import DrawzooError, ObjectiveError
+from .errors import ConfigError, DrawzooError, ObjectiveError
+from .files import check_outputs
 from .recipes import Data, Recipe, load_recipe
 from .registry import available, load, model_class
 from .train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
@@ -135,14 +136,22 @@ def cmd_train(args) -> int:
     payload = read_checkpoint(checkpoint) if checkpoint.exists() else None
     # every training option not given keeps the checkpoint's value, else the recipe's, else its default
     settings = {**stored_settings(payload or {}), **recipe.train, **given(args, "train")}
+    if args.no_best:
+        if "best" in given(args, "train"):
+            raise ConfigError("train: give --best PATH or --no-best, not both")
+        settings["best"] = None
+    settings.setdefault("best", str(checkpoint.with_name(f"{checkpoint.stem}.best.pt")))  # beside the checkpoint
     if settings.get("objective", objectives.DEFAULT) is None:
         raise ObjectiveError(f"{checkpoint}: trained with {objectives.label(stored_elbo(payload))}, which no "
                              "--objective names; resume it in Python: drawzoo.train(..., elbo=...)")
     config = TrainConfig.from_dict(settings)
+    resolve_device(config.device)
     elbo = objectives.make_elbo(config.objective, config.particles)
     if payload is not None and "progress" in payload:  # before any work, as train() would
         check_resumable(payload, checkpoint, config, objectives.describe(elbo))
     data = dataclasses.replace(recipe.data, **given(args, "data"))
+    check_outputs({"--checkpoint": checkpoint, "--best": config.best, "--log-dir": config.log_dir},
+                  {"--recipe": args.recipe, "--data": _data_path(data.train), "--valid-data": _data_path(data.valid)})
     model_config = {**recipe.config, **given(args, "config")}
     model = None
     if payload is not None:
@@ -150,8 +159,7 @@ def cmd_train(args) -> int:
         if "progress" in payload:  # else train() says that it holds weights only
             _say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
     elif "image_shape" in model_config:
-        torch.manual_seed(config.seed)  # the initial weights
-        model = load(name, **model_config)
+        model = load(name, **model_config, seed=config.seed)  # the seed fixes the initial weights too
     # the data at the model's image shape (pictures are resized to it), else the model at the data's;
     # a folder or file holds out its valid split unless a valid data set is given
     shape = None if model is None else model.image_shape
@@ -159,8 +167,7 @@ def cmd_train(args) -> int:
     train_split = "all" if own_valid and data.train not in datasets.DATASETS else "train"
     train_data = datasets.load(data.train, train_split, args.data_root, shape)
     if model is None:
-        torch.manual_seed(config.seed)  # the initial weights
-        model = load(name, **model_config, image_shape=train_data.image_shape)
+        model = load(name, **model_config, image_shape=train_data.image_shape, seed=config.seed)
     if own_valid:
         valid_split = "valid" if data.valid in datasets.DATASETS else "all"
         valid_data = datasets.load(data.valid, valid_split, args.data_root, model.image_shape)
@@ -177,8 +184,24 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _from_checkpoint(args):
-    model = load(checkpoint=args.checkpoint).to(resolve_device(args.device))
+def _data_path(data: str | None) -> str | None:
+    """`--data`'s file or folder; None for a named data set."""
+    return None if data is None or data in datasets.DATASETS else data
+
+
+def _checked(args, *positive: str, outputs: dict, inputs: dict | None = None) -> torch.device:
+    """The device of a command on CHECKPOINT, once its options are checked (before any work): each
+    option of `positive` >= 1 if given, and its `outputs` none of CHECKPOINT, the `inputs`, or each other."""
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    check_outputs(outputs, {"CHECKPOINT": args.checkpoint, **(inputs or {})})
+    return resolve_device(args.device)
+
+
+def _from_checkpoint(args, device: torch.device):
+    model = load(checkpoint=args.checkpoint).to(device)
     torch.manual_seed(args.seed)
     return model
 
@@ -186,7 +209,7 @@ def _from_checkpoint(args):
 def cmd_sample(args) -> int:
     from .pictures import save_grid
 
-    model = _from_checkpoint(args)
+    model = _from_checkpoint(args, _checked(args, "n", "nrow", outputs={"--out": args.out}))
     images = model.generate(args.n)[-1].cpu()
     save_grid(images, args.out, nrow=args.nrow)
     print(f"wrote {args.n} samples of {args.checkpoint} to {args.out}")
@@ -196,15 +219,18 @@ def cmd_sample(args) -> int:
 def cmd_animate(args) -> int:
     from .pictures import animate
 
-    model = _from_checkpoint(args)
+    model = _from_checkpoint(args, _checked(args, "n", "nrow", "scale", outputs={"--out": args.out}))
+    attention = {}
     if getattr(model.config, "attention", False):
         canvases, writes = model.generate(args.n, return_attention=True)
-        writes = type(writes)(*(f.cpu() for f in writes))
-        frames = animate(canvases.cpu(), args.out, writes=writes, N=model.config.write_size, nrow=args.nrow,
-                         scale=args.scale, duration_ms=args.duration_ms)
+        attention = dict(writes=type(writes)(*(f.cpu() for f in writes)), N=model.config.write_size)
     else:
-        frames = animate(model.generate(args.n).cpu(), args.out, nrow=args.nrow, scale=args.scale,
-                         duration_ms=args.duration_ms)
+        canvases = model.generate(args.n)
+    if len(canvases) < 2:
+        raise DrawzooError(f"animate: {args.checkpoint} holds a {model.zoo_name!r} model, which draws in one step: "
+                           "no canvases through time to animate (drawzoo sample saves its samples)")
+    frames = animate(canvases.cpu(), args.out, nrow=args.nrow, scale=args.scale, duration_ms=args.duration_ms,
+                     **attention)
     print(f"wrote {frames} frames of {args.n} canvases to {args.out}")
     return 0
 
@@ -212,7 +238,8 @@ def cmd_animate(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    device = resolve_device(args.device)
+    device = _checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json},
+                      inputs={"--data": _data_path(args.data)})
     distributed.join(device)  # under torchrun, each process scores a share of the images
     model = load(checkpoint=args.checkpoint).to(device)
     split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
@@ -269,6 +296,7 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
     p.add_argument("--checkpoint", default=None, help="checkpoint file, written atomically; resumed from "
                    "when it exists [runs/MODEL.pt]")
+    p.add_argument("--no-best", action="store_true", help="keep no best-validation checkpoint (see --best)")
     p.add_argument("--quiet", action="store_true", help="no progress bars, no per-epoch lines")
     p.set_defaults(func=cmd_train)
 

@@ -74,11 +74,14 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (None: as many images as fit in {ROWS_PER_PASS} rows), "
+                         f"got {batch_size}")
     dataset = as_dataset(data, model.image_shape)
     group = distributed.current()
     if group.active:
         dataset = torch.utils.data.Subset(dataset, range(group.rank, len(dataset), group.world))
-    batch_size = batch_size or max(1, ROWS_PER_PASS // num_samples)
+    batch_size = max(1, ROWS_PER_PASS // num_samples) if batch_size is None else batch_size
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images,
                                          generator=torch.Generator())  # draws nothing from the seeded RNG
     neg_elbo = nll = 0.0

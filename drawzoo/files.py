@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import WriteError
+from .errors import ConfigError, WriteError
 
 
 @contextlib.contextmanager
@@ -103,3 +103,19 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
+    """`ConfigError` if a path that will be written is one that is read or another one written.
+
+    `outputs` and `inputs` map what names a path (``"--json"``, ``"checkpoint"``) to the path (None:
+    not used). Paths are the same if they resolve to one (symlinks followed) or are one file
+    (hard links)."""
+    written = [(k, Path(v)) for k, v in outputs.items() if v is not None]
+    read = [(k, Path(v)) for k, v in (inputs or {}).items() if v is not None]
+    for i, (name, path) in enumerate(written):
+        for other, other_path in written[:i] + read:
+            if path.resolve() == other_path.resolve() or (
+                    path.exists() and other_path.exists() and os.path.samefile(path, other_path)):
+                raise ConfigError(f"{name} {path} is {other} {other_path}: it would be overwritten; "
+                                  "write to another path")

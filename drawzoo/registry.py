@@ -21,7 +21,7 @@ import torch
 
 from .checkpoints import check_matches, config_mismatches, load_weights, read_checkpoint
 from .config import as_dict, build_config
-from .errors import CheckpointError, DrawzooError, UnknownModelError
+from .errors import CheckpointError, ConfigError, DrawzooError, UnknownModelError
 
 if TYPE_CHECKING:
     from .models.base import ZooModel
@@ -60,8 +60,12 @@ def model_class(name: str) -> type:
     return cls
 
 
-def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None, **config) -> ZooModel:
+def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None, seed: int | None = None,
+         **config) -> ZooModel:
     """Build the registered model `name`, its config being the defaults updated by `config`.
+
+    `seed`: draw the initial weights from torch's RNG seeded with it (in a fork: the global RNG
+    is left as it was), so one seed gives the same weights every time; else from the global RNG.
 
     With `checkpoint` (a path written by `drawzoo.train`), rebuild the model from the config
     stored there and load its weights; `name` may then be omitted, and any `config` given must
@@ -69,13 +73,15 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
     The stored weights are checked against a model built on the ``meta`` device (names, shapes),
     so a checkpoint whose config and weights disagree is refused before it takes any memory.
 
-    >>> m = load("draw", attention=False, T=10)
+    >>> m = load("draw", attention=False, T=10, seed=7)
     >>> m = load("draw", checkpoint="runs/draw.pt")
     """
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if checkpoint is None:
         if name is None:
             raise UnknownModelError(f"load() needs a model name or a checkpoint; available: {', '.join(available())}")
-        return _build(name, build_config(model_class(name).Config, config, model_name=name))
+        return _build(name, build_config(model_class(name).Config, config, model_name=name), seed)
     payload = read_checkpoint(checkpoint)
     stored_name, stored = payload["model"], payload["config"]
     if name is not None and name != stored_name:
@@ -93,7 +99,12 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
     return model
 
 
-def _build(name: str, config) -> ZooModel:
-    model = model_class(name)(config)
+def _build(name: str, config, seed: int | None = None) -> ZooModel:
+    if seed is None:
+        model = model_class(name)(config)
+    else:
+        with torch.random.fork_rng(devices=[]):  # models are built on the CPU
+            torch.default_generator.manual_seed(seed)
+            model = model_class(name)(config)
     model.zoo_name = name
     return model

@@ -21,7 +21,7 @@ import torch
 from . import objectives
 from .checkpoints import config_mismatches
 from .config import as_dict, build_config, check_fields, check_positive, param
-from .errors import CheckpointError, ConfigError, first_line
+from .errors import CheckpointError, ConfigError
 
 KIND = "train config"  #: how errors name its fields: "train config 'lr' must be ..."
 
@@ -43,17 +43,22 @@ class TrainConfig:
     lr: float = fixed(1e-3, "Adam learning rate")
     lr_min: float | None = fixed(None, "anneal the learning rate from lr down to this along a cosine over the "
                                  "run (epochs, or max_steps if that comes first) [constant lr]")
-    clip_norm: float = fixed(10.0, "clip the global gradient norm to this")
+    clip_norm: float = fixed(10.0, "clip the global gradient norm to this (inf: no clipping)")
     objective: str = fixed(objectives.DEFAULT, "what training minimises, per image: a name of "
                            "drawzoo.objectives.OBJECTIVES", choices=tuple(objectives.OBJECTIVES))
     particles: int = fixed(1, "K samples of the latents per image, drawn in one vectorised pass")
-    seed: int = fixed(0, "seed of shuffling, sampling and validation (drawzoo train: of the initial weights too)")
+    seed: int = fixed(0, "seed of shuffling, sampling and validation (drawzoo train: of the initial weights too, "
+                      "as drawzoo.load(..., seed=...))")
     valid_samples: int = fixed(1, "importance samples per validation image")
+    divergence_threshold: float = param(1e6, "stop with an error when the loss exceeds this many nats per image: "
+                                        "the run diverges, and weights scoring above it are never checkpointed "
+                                        "(inf: never)")
     max_bad_steps: int = param(5, "stop after this many steps in a row whose loss or gradient is not finite")
     every: int = param(1, "checkpoint every this many epochs (and at the end)")
     every_steps: int | None = param(None, "also checkpoint every this many optimizer steps [never]")
     best: str | None = param(None, "save the weights with the lowest validation loss so far here, as a "
-                             "checkpoint drawzoo.load reads [not saved]")
+                             "checkpoint drawzoo.load reads [drawzoo.train: not saved; drawzoo train: beside "
+                             "the checkpoint, runs/draw.pt's is runs/draw.best.pt; --no-best: not saved]")
     log_dir: str | None = param(None, "write TensorBoard summaries (losses, sample grids) here [none]")
     num_preview: int = param(64, "samples in each epoch's TensorBoard grid")
     device: str | None = param(None, "cpu, cuda, cuda:1, ... [cuda when available, else cpu]")
@@ -67,22 +72,48 @@ class TrainConfig:
         for name in ("epochs", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{KIND} {name!r} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "clip_norm"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ConfigError(f"{KIND} {name!r} must be a positive finite number, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"{KIND} 'lr' must be a positive finite number, got {self.lr!r}")
+        for name in ("clip_norm", "divergence_threshold"):  # inf is their "off"
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{KIND} {name!r} must be a positive number (inf: off), got {getattr(self, name)!r}")
         if self.lr_min is not None and not 0 <= self.lr_min <= self.lr:
             raise ConfigError(f"{KIND} 'lr_min' must be in [0, lr] = [0, {self.lr}], got {self.lr_min!r}")
         objectives.check(self.objective, self.particles)
         if self.device is not None:
             try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError) as e:
-                raise ConfigError(f"{KIND} 'device' {self.device!r}: {first_line(e)}") from None
+                parse_device(self.device)
+            except ConfigError as e:
+                raise ConfigError(f"{KIND} 'device': {e}") from None
 
     @classmethod
     def from_dict(cls, settings: dict) -> TrainConfig:
         """``TrainConfig(**settings)``, with an error naming any unknown key and the valid ones."""
         return build_config(cls, settings, kind=KIND)
+
+
+def accelerators() -> dict[str, int]:
+    """How many devices of each type besides the CPU this machine has (``{"cuda": 2}``)."""
+    counts = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        counts["xpu"] = xpu.device_count()
+    return {kind: n for kind, n in counts.items() if n}
+
+
+def devices_here() -> str:
+    """The devices of this machine, for messages: ``"cpu, cuda:0, cuda:1"``."""
+    return ", ".join(["cpu", *(f"{kind}:{i}" for kind, n in accelerators().items() for i in range(n))])
+
+
+def parse_device(device) -> torch.device:
+    """`device` (``"cuda:1"``, a `torch.device`) as a `torch.device`; `ConfigError` naming this
+    machine's devices if it is no device name (whether it is here is `training.resolve_device`'s check)."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device {str(device)!r} is not a device name (cpu, cuda, cuda:1, ...); "
+                          f"this machine has {devices_here()}") from None
 
 
 TRAJECTORY = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("trajectory"))

@@ -40,13 +40,18 @@ from .checkpoints import CheckpointLock, check_matches, read_checkpoint, save_ch
 from .config import as_dict
 from .errors import CheckpointError, ConfigError, DrawzooError, ObjectiveError, first_line
 from .evaluation import evaluate
-from .train_config import TrainConfig, check_resumable, to_checkpoint
+from .files import check_outputs
+from .train_config import TrainConfig, accelerators, check_resumable, devices_here, parse_device, to_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(DrawzooError):
     """Training cannot go on (e.g. the loss stays non-finite)."""
+
+
+class DivergenceError(TrainingError):
+    """The run diverged: a loss above the train config's `divergence_threshold`, or non-finite weights."""
 
 
 class ELBOLoss(nn.Module):
@@ -131,10 +136,13 @@ def _to_tuples(x):
 
 
 def resolve_device(device=None) -> torch.device:
-    """`device`, or CUDA when available (this rank's GPU under torchrun), else the CPU."""
+    """`device`, or CUDA when available (this rank's GPU under torchrun), else the CPU;
+    `ConfigError` naming it and the devices this machine has if it is no device or not here."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device, counts = parse_device(device), accelerators()
+    if device.type != "cpu" and (device.index or 0) >= counts.get(device.type, 0):
+        raise ConfigError(f"device {str(device)!r} is not available: this machine has {devices_here()}")
     if device.type == "cuda" and device.index is None and distributed.launched_by_torchrun():
         device = torch.device("cuda", distributed.local_rank())
     return device
@@ -198,6 +206,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
         raise ConfigError(f"config must be a drawzoo.TrainConfig (or give its fields as keywords), "
                           f"got {type(config).__name__} {config!r}")
     config = TrainConfig.from_dict({**(as_dict(config) if config is not None else {}), **settings})
+    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir})
     if config.log_dir is not None:
         require_tensorboard()
     if elbo is not None and not isinstance(elbo, ELBO):
@@ -249,6 +258,8 @@ class _Run:
         self.state = Progress()
         self.writer = None
         self.bad_in_a_row, self.warned = 0, False
+        self.last_batch = None  #: the batch of the last step, on which the weights are checked before a save
+        self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
         self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
         self.lock = None  #: the CheckpointLock that `train` holds while the run goes
 
@@ -257,6 +268,7 @@ class _Run:
         with ``seed + rank``."""
         if self.path is not None and self.path.exists():
             self.state = _resume(self.path, self.model, self.optimizer, self.config, self.elbo, self.group)
+            self.saved_step = self.state.step
         else:
             self.group.broadcast_(list(self.model.state_dict().values()))
             pyro.set_rng_seed(self.config.seed + self.group.rank)
@@ -317,9 +329,10 @@ class _Run:
         return list(BatchSampler(sampler, self.config.batch_size // self.group.world, drop_last=False))
 
     def _step(self, x) -> None:
-        """One Adam step on batch `x`, skipped if the loss or gradient is not finite."""
+        """One Adam step on batch `x`, skipped if the loss or gradient is not finite; `DivergenceError`
+        if the loss is above the divergence threshold or the step leaves a weight non-finite."""
         state, model = self.state, self.model
-        x = model.check_images(x, name="train_data batch")
+        x = self.last_batch = model.check_images(x, name="train_data batch")
         self.optimizer.zero_grad(set_to_none=True)
         try:
             loss = self.loss.loss_and_grads(x)
@@ -329,16 +342,21 @@ class _Run:
             description = objectives.label(objectives.describe(self.loss.elbo))
             raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
         self.checked = True
-        finite = self._average_gradients(loss)  # every process skips, or none
+        mean_loss = self._average_gradients(loss)  # every process skips, or none
+        finite = math.isfinite(mean_loss)
         if finite:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
             finite = bool(torch.isfinite(norm))
         state.step += 1
         state.step_in_epoch += 1
         if finite:
+            if self._above_threshold(mean_loss):
+                raise self._diverged("loss", mean_loss)
             if self.config.lr_min is not None:
                 self._anneal(state.step - 1)
             self.optimizer.step()
+            if not self._finite_weights():
+                raise self._diverged("the step left weights that are not finite")
             self.bad_in_a_row = 0
             state.loss_sum += loss * len(x)
             state.images += len(x)
@@ -354,18 +372,44 @@ class _Run:
             raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
                                 f"up to step {state.step}{where}")
 
-    def _average_gradients(self, loss: float) -> bool:
-        """Average the gradients over the processes, in one all-reduce that also carries whether
-        each process's `loss` is finite; whether all are."""
+    def _average_gradients(self, loss: float) -> float:
+        """Average the gradients over the processes, in one all-reduce that also carries each
+        process's `loss`; the mean loss (nats per image), NaN if any process's is not finite."""
         if not self.group.active:
-            return math.isfinite(loss)
+            return loss
         params = [p for p in self.model.parameters() if p.requires_grad]
         for p in params:  # a parameter that got no gradient here may have got one elsewhere
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        bad = params[0].new_tensor([float(not math.isfinite(loss))])
-        self.group.mean_([bad, *(p.grad for p in params)])
-        return bad.item() == 0
+        finite = math.isfinite(loss)
+        stats = params[0].new_tensor([float(not finite), loss if finite else 0.0])
+        self.group.mean_([stats, *(p.grad for p in params)])
+        return stats[1].item() if stats[0].item() == 0 else math.nan
+
+    def _finite_weights(self) -> bool:
+        """Whether every weight of the model is finite (the same on every process)."""
+        weights = [p.detach() for p in self.model.parameters()]
+        # a sum is finite unless a weight is not, or it overflows: then look at every weight
+        return bool(torch.isfinite(torch.stack([w.sum() for w in weights])).all()) or all(
+            bool(torch.isfinite(w).all()) for w in weights)
+
+    def _above_threshold(self, loss: float) -> bool:
+        """Whether `loss` (nats per image) is above the divergence threshold, or NaN while it is on."""
+        threshold = self.config.divergence_threshold
+        return loss > threshold or (math.isnan(loss) and math.isfinite(threshold))
+
+    def _diverged(self, what: str, loss: float | None = None) -> DivergenceError:
+        """The error that stops a diverging run at the current step: `what` happened (the loss,
+        `loss` nats per image, is above the divergence threshold, if given)."""
+        if loss is not None:
+            what += f" {loss:.4g} nats per image, above divergence_threshold {self.config.divergence_threshold:g}"
+        if self.path is None:
+            kept = ""
+        elif self.saved_step is None:
+            kept = f"; nothing was written to {self.path}"
+        else:
+            kept = f"; the last checkpoint, {self.path} at step {self.saved_step}, is intact"
+        return DivergenceError(f"diverged at step {self.state.step}: {what}{kept}")
 
     def _anneal(self, step: int) -> None:
         """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
@@ -384,6 +428,8 @@ class _Run:
         if valid is not None:
             record["valid_loss"] = evaluate(self.model, valid, num_samples=self.config.valid_samples,
                                             seed=self.config.seed)["neg_elbo"]
+            if self._above_threshold(record["valid_loss"]):
+                raise self._diverged("validation loss", record["valid_loss"])
             if record["valid_loss"] < state.best_valid:
                 state.best_valid = record["valid_loss"]
                 if self.best is not None and self.group.main:
@@ -405,15 +451,23 @@ class _Run:
         return record
 
     def _save(self) -> None:
-        """Checkpoint (rank 0 writes; every process contributes its RNG state)."""
+        """Checkpoint (rank 0 writes; every process contributes its RNG state), once the weights
+        are checked: finite, and scoring at most the divergence threshold on the last batch."""
         if self.path is None:
             return
+        if not self._finite_weights():
+            raise self._diverged("the weights are not finite")
+        if self.last_batch is not None and math.isfinite(self.config.divergence_threshold):
+            loss = evaluate(self.model, self.last_batch, seed=self.config.seed)["neg_elbo"]  # leaves the RNG alone
+            if self._above_threshold(loss):
+                raise self._diverged("the weights after it have loss", loss)
         rng = self.group.gather(_rng_states())
         if self.group.main:
             self.lock.check()
             save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
                             progress=dataclasses.asdict(self.state), rng=rng,
                             train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)
+        self.saved_step = self.state.step
 
 
 def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:

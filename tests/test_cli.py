@@ -138,14 +138,6 @@ def test_pictures_of_their_own_shape_need_no_image_shape(capsys, tmp_path):
     assert code == 0 and "image_shape=(3, 12, 12)" in out, err
 
 
-def test_vae_animation_is_one_step(capsys, npz, tmp_path):
-    ckpt = tmp_path / "vae.pt"
-    assert run(capsys, "train", "vae", "--hidden-dim", 8, "--data", npz, "--epochs", 1, "--checkpoint", ckpt,
-               "--quiet")[0] == 0
-    code, out, _ = run(capsys, "animate", ckpt, "--n", 4, "--out", tmp_path / "vae.gif")
-    assert code == 0 and "wrote 1 frames" in out
-
-
 @pytest.mark.parametrize("argv,message", [
     (["train", "drwa", "--epochs", "1"], "unknown model 'drwa'; available: draw, vae"),
     (["sample", "missing.pt"], "missing.pt: no such checkpoint file"),

@@ -57,7 +57,7 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     model_fields = [f.name for f in dataclasses.fields(drawzoo.model_class("draw").Config)]
     assert dests == ({f"train.{name}" for name in fields} | {f"config.{name}" for name in model_fields}
                      | {"help", "model", "recipe", "data.train", "data.valid", "data.valid_limit", "data_root",
-                        "checkpoint", "quiet"})
+                        "checkpoint", "no_best", "quiet"})
     options = {a.dest: a for a in train._actions}
     for field in dataclasses.fields(drawzoo.TrainConfig):
         action = options[f"train.{field.name}"]
@@ -73,12 +73,13 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     (dict(lr=float("nan")), "train config 'lr' must be a positive finite number, got nan"),
     (dict(lr=-1e-3), "train config 'lr' must be a positive finite number, got -0.001"),
     (dict(lr=1e-3, lr_min=1e-2), "train config 'lr_min' must be in [0, lr] = [0, 0.001], got 0.01"),
-    (dict(clip_norm=0), "train config 'clip_norm' must be a positive finite number, got 0.0"),
+    (dict(clip_norm=0), "train config 'clip_norm' must be a positive number (inf: off), got 0.0"),
     (dict(max_steps=0), "train config 'max_steps' must be >= 1, got 0"),
     (dict(every_steps="3"), "train config 'every_steps' must be an integer, got '3'"),
     (dict(objective="iwea"), "unknown objective 'iwea'; valid: elbo, elbo-mc, iwae, tail-adaptive"),
     (dict(objective="tail-adaptive"), "objective 'tail-adaptive' needs particles >= 2 (an integer), got 1"),
-    (dict(device="gpu"), "train config 'device' 'gpu': "),
+    (dict(device="gpu"), "train config 'device': device 'gpu' is not a device name (cpu, cuda, cuda:1, ...); "
+                           "this machine has cpu"),
     (dict(best=3), "train config 'best' must be a string, got 3"),
     (dict(lrr=1e-3), "unknown train config key: 'lrr'; valid keys are: epochs, max_steps, batch_size, lr, "),
 ])
