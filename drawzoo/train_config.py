@@ -39,6 +39,9 @@ class TrainConfig:
     epochs: int = param(10, "epochs in all (a resumed run counts earlier ones)")
     max_steps: int | None = param(None, "stop after this many optimizer steps in all, perhaps mid-epoch "
                                   "(a resumed run counts earlier ones) [no limit]")
+    max_minutes: float | None = param(None, "stop once this many minutes of this run's wall-clock time have passed "
+                                      "(validation and checkpoints included), after the step in progress, with a "
+                                      "checkpoint a rerun resumes from [no limit]")
     batch_size: int = fixed(100, "images per step (under torchrun: the global batch)")
     lr: float = fixed(1e-3, "Adam learning rate")
     lr_min: float | None = fixed(None, "anneal the learning rate from lr down to this along a cosine over the "
@@ -67,9 +70,10 @@ class TrainConfig:
         for name in ("epochs", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{KIND} {name!r} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "clip_norm"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ConfigError(f"{KIND} {name!r} must be a positive finite number, got {getattr(self, name)!r}")
+        for name in ("lr", "clip_norm", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{KIND} {name!r} must be a positive finite number, got {value!r}")
         if self.lr_min is not None and not 0 <= self.lr_min <= self.lr:
             raise ConfigError(f"{KIND} 'lr_min' must be in [0, lr] = [0, {self.lr}], got {self.lr_min!r}")
         objectives.check(self.objective, self.particles)
