@@ -26,8 +26,8 @@ from .checkpoints import read_checkpoint
 from .config import as_dict, optional_type
 from .errors import DrawzooError, ObjectiveError
 from .recipes import Data, Recipe, load_recipe
-from .stopping import Interrupted
 from .registry import available, load, model_class
+from .stopping import Interrupted
 from .train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
 from .training import resolve_device, train
 

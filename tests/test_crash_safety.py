@@ -148,6 +148,22 @@ def step_of(checkpoint):
     return read_checkpoint(checkpoint)["progress"]["step"] if checkpoint.exists() else 0
 
 
+def wait_past(step, checkpoint, proc):
+    """Wait until `checkpoint` holds a later step than `step`, or `proc` ends (reading the file only
+    when it has been replaced: it is 10 MB)."""
+    seen = None
+
+    def past():
+        nonlocal seen
+        stat = checkpoint.stat()
+        if (stat.st_ino, stat.st_mtime_ns) == seen:
+            return False
+        seen = (stat.st_ino, stat.st_mtime_ns)
+        return step_of(checkpoint) > step
+
+    return wait_for(lambda: past() or proc.poll() is not None, poll=0.005)
+
+
 def test_the_time_limit_sigterm_and_sigint_stop_with_a_checkpoint_that_resumes(uninterrupted, npy, tmp_path):
     """Each stops after a step with one line on stderr, no traceback, and a distinct exit status;
     rerunning resumes, and the run ends with the weights of the uninterrupted one."""
@@ -160,7 +176,7 @@ def test_the_time_limit_sigterm_and_sigint_stop_with_a_checkpoint_that_resumes(u
                    f"(epoch {reached / 10:g}): checkpoint {checkpoint}, resume from it to continue\n")
     for signum in (signal.SIGTERM, signal.SIGINT):
         proc = start_cli(npy, checkpoint, "--max-minutes", "10")  # the budget may change on resuming
-        assert wait_for(lambda: step_of(checkpoint) > reached or proc.poll() is not None, poll=0.005)
+        assert wait_past(reached, checkpoint, proc)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
         now = step_of(checkpoint)
