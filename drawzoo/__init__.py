@@ -13,6 +13,7 @@ from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, Inpu
 from .evaluation import evaluate
 from .recipes import load_recipe
 from .registry import available, load, model_class
+from .stopping import Interrupted
 from .train_config import TrainConfig
 from .training import DivergenceError, TrainingError, train
 
@@ -24,5 +25,5 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
 __all__ = [
     "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "DivergenceError", "UnknownModelError", "ConfigError", "InputError",
-    "CheckpointError", "DataError", "ObjectiveError", "RecipeError", "WriteError",
+    "CheckpointError", "DataError", "ObjectiveError", "RecipeError", "WriteError", "Interrupted",
 ]

@@ -28,12 +28,17 @@ from .errors import ConfigError, DrawzooError, ObjectiveError
 from .files import check_outputs
 from .recipes import Data, Recipe, load_recipe
 from .registry import available, load, model_class
+from .stopping import Interrupted
 from .train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
 from .training import resolve_device, train
 
 DATA_HELP = (f"a data set ({', '.join(datasets.DATASETS)}), a folder of PNG/JPEG pictures (converted to grey "
              "or colour, resized and centre-cropped to --image-shape; without it, the pictures' own shape), or a "
              ".npy/.npz file of images [N, C, H, W] or [N, H, W]")
+# `drawzoo train` stopped by --max-minutes, its checkpoint written: not an error, but not finished
+# either. sysexits.h's EX_TEMPFAIL ("not really an error ... retry later"), so that a job script can
+# tell it from completion (0), an error (2) and a signal (128 + signal number) and requeue itself.
+EXIT_TIME_LIMIT = 75
 
 
 # -- configs as options -------------------------------------------------------------------------
@@ -181,6 +186,8 @@ def cmd_train(args) -> int:
         last = history[-1]
         valid = "" if last["valid_loss"] is None else f", valid {last['valid_loss']:.2f}"
         _say(f"epoch {last['epoch']:g}: train {last['train_loss']:.2f}{valid} nats/image; checkpoint {checkpoint}")
+        if last.get("stopped") == "max_minutes":
+            return EXIT_TIME_LIMIT
     return 0
 
 
@@ -274,7 +281,9 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
                        "If --checkpoint exists, training resumes from it: the options not given keep its values\n"
                        "(config, train config); given ones that contradict its config or its trajectory\n"
                        "(seed, batch size, learning rate and schedule, clipping, objective, particles,\n"
-                       "validation samples) are an error. The budget (--epochs, --max-steps) may change.",
+                       "validation samples) are an error. The budget (--epochs, --max-steps, --max-minutes)\n"
+                       "may change. Exit status: 0 done, 2 error, 75 stopped by --max-minutes (rerun to\n"
+                       "continue), 130/143 stopped by SIGINT/SIGTERM (a checkpoint at the step reached).",
                        epilog="objectives (--objective), per image:\n" + "\n".join(
                            f"  {name:14s} {o.help}" for name, o in objectives.OBJECTIVES.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -358,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DrawzooError, ValueError, TypeError, OSError) as e:
         print(f"drawzoo: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # training stopped by a signal, its checkpoint written
+        if distributed.is_main_process():
+            print(f"drawzoo: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("drawzoo: interrupted", file=sys.stderr)
         return 130

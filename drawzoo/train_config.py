@@ -39,6 +39,9 @@ class TrainConfig:
     epochs: int = param(10, "epochs in all (a resumed run counts earlier ones)")
     max_steps: int | None = param(None, "stop after this many optimizer steps in all, perhaps mid-epoch "
                                   "(a resumed run counts earlier ones) [no limit]")
+    max_minutes: float | None = param(None, "stop once this many minutes of this run's wall-clock time have passed "
+                                      "(validation and checkpoints included), after the step in progress, with a "
+                                      "checkpoint a rerun resumes from [no limit]")
     batch_size: int = fixed(100, "images per step (under torchrun: the global batch)")
     lr: float = fixed(1e-3, "Adam learning rate")
     lr_min: float | None = fixed(None, "anneal the learning rate from lr down to this along a cosine over the "
@@ -72,8 +75,10 @@ class TrainConfig:
         for name in ("epochs", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{KIND} {name!r} must be >= 0, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"{KIND} 'lr' must be a positive finite number, got {self.lr!r}")
+        for name in ("lr", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{KIND} {name!r} must be a positive finite number, got {value!r}")
         for name in ("clip_norm", "divergence_threshold"):  # inf is their "off"
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{KIND} {name!r} must be a positive number (inf: off), got {getattr(self, name)!r}")

@@ -41,6 +41,7 @@ from .config import as_dict
 from .errors import CheckpointError, ConfigError, DrawzooError, ObjectiveError, first_line
 from .evaluation import evaluate
 from .files import check_outputs
+from .stopping import Interrupted, StopRequests, signal_name
 from .train_config import TrainConfig, accelerators, check_resumable, devices_here, parse_device, to_checkpoint
 
 log = logging.getLogger(__name__)
@@ -181,10 +182,19 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     uninterrupted run would. The model's name and config must be the checkpoint's, and so must the
     fields of `config` that define the trajectory (seed, batch_size, lr, lr_min, clip_norm, the
     objective and its particles as `drawzoo.objectives.describe` has it, valid_samples): a
-    `CheckpointError` names each one that differs, with both values. The budget (epochs, max_steps)
-    and where the run writes may change. The checkpoint holds `config` and is written atomically
-    every `every` epochs, every `every_steps` optimizer steps if given, and at the end. `best`: a
-    path where the weights with the lowest validation loss so far are saved: model selection.
+    `CheckpointError` names each one that differs, with both values. The budget (epochs, max_steps,
+    max_minutes) and where the run writes may change. The checkpoint holds `config` and is written
+    atomically every `every` epochs, every `every_steps` optimizer steps if given, and at the end.
+    `best`: a path where the weights with the lowest validation loss so far are saved: model selection.
+
+    `max_minutes`: stop once this many minutes of wall-clock time have passed since this call began
+    (resuming, validation and checkpoint writes included), at the end of the step or validation in
+    progress, with a checkpoint a later call resumes from; one line is logged (WARNING). SIGTERM and
+    SIGINT (Ctrl-C) stop training the same way, then raise `drawzoo.Interrupted` (a KeyboardInterrupt;
+    its message says where the checkpoint is, its ``signum`` which signal); a second SIGINT raises it
+    at once, the last checkpoint intact. Signals are caught only when `train` runs in the main thread,
+    and the previous handlers are restored when it returns. Under torchrun, every process stops at
+    the same step when any of them is asked to.
 
     A step whose loss or gradient is not finite is skipped (logged once); `max_bad_steps` such steps
     in a row stop training with `TrainingError`, leaving the last checkpoint as it was.
@@ -196,7 +206,9 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
 
     Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
     ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
-    with ``"partial": True`` and a fractional ``epoch`` if `max_steps` stopped mid-epoch.
+    with ``"partial": True`` and a fractional ``epoch`` if `max_steps` or `max_minutes` stopped
+    mid-epoch (not validated after `max_minutes`). After `max_minutes`, the last entry also has
+    ``"stopped": "max_minutes"``: training is not finished.
 
     Under ``torchrun`` (see the module docstring) `batch_size` is the global batch: each of the N
     processes takes ``batch_size / N`` images of it, so the run follows a single-process run with
@@ -205,6 +217,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     if config is not None and not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a drawzoo.TrainConfig (or give its fields as keywords), "
                           f"got {type(config).__name__} {config!r}")
+    called = time.monotonic()
     config = TrainConfig.from_dict({**(as_dict(config) if config is not None else {}), **settings})
     check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir})
     if config.log_dir is not None:
@@ -220,13 +233,15 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
     objective = ELBOLoss(model, elbo if elbo is not None else objectives.make_elbo(config.objective, config.particles))
-    run = _Run(model, objective, group, config, path=None if checkpoint is None else Path(checkpoint),
-               on_epoch=on_epoch, progress=progress and group.main)
-    with CheckpointLock(run.path if group.main else None) as run.lock:
+    path = None if checkpoint is None else Path(checkpoint)
+    stop = StopRequests(config.max_minutes, called, path)
+    run = _Run(model, objective, group, config, path=path, stop=stop, on_epoch=on_epoch,
+               progress=progress and group.main)
+    with CheckpointLock(run.path if group.main else None) as run.lock, stop:
         run.start()
         with run.summaries(config.log_dir if group.main else None):
             try:
-                return run.fit(dataset, valid)
+                history = run.fit(dataset, valid)
             except RuntimeError as e:  # a collective failed: another process died or hung
                 if not group.active or isinstance(e, DrawzooError):
                     raise
@@ -234,6 +249,10 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
                 where = f"; the last checkpoint at {run.path} is intact" if run.path is not None else ""
                 raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
                                     f"({reason}){where}") from None
+    if stop.signum:  # came once no step was left to stop after: training is complete
+        raise Interrupted(f"stopped by {signal_name(stop.signum)} after training was complete: {run.where()}",
+                          stop.signum)
+    return history
 
 
 def require_tensorboard() -> None:
@@ -248,7 +267,7 @@ class _Run:
     """One call of `train`: the model, its objective and optimizer, and where training stands."""
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
-                 on_epoch, progress):
+                 stop: StopRequests, on_epoch, progress):
         self.model, self.group, self.loss, self.config = model, group, objective, config
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         self.total_steps = None
@@ -262,6 +281,7 @@ class _Run:
         self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
         self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
         self.lock = None  #: the CheckpointLock that `train` holds while the run goes
+        self.stop = stop  #: the time limit and the signals
 
     def start(self) -> None:
         """Resume from the checkpoint if there is one, else take rank 0's weights and seed every RNG
@@ -299,7 +319,7 @@ class _Run:
             bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs}", total=len(batches),
                        initial=state.step_in_epoch, unit="batch", disable=not self.progress, leave=False)
             for x in bar:
-                self._step(x)
+                stop = self._step(x)
                 if state.images:
                     bar.set_postfix(loss=f"{state.loss_sum / state.images:.2f} nats")
                 if every_steps is not None and state.step % every_steps == 0:
@@ -309,6 +329,9 @@ class _Run:
                     record = self._record(valid, started, state.epoch + state.step_in_epoch / len(batches))
                     self._save()
                     return state.history + [{**record, "partial": True}]
+                if stop:
+                    bar.close()
+                    return self._halt(started, len(batches))
             bar.close()
             record = self._record(valid, started, state.epoch + 1)
             state.history.append(record)
@@ -318,7 +341,36 @@ class _Run:
                 self._save()
             if max_steps is not None and state.step >= max_steps:
                 break
+            if state.epoch < epochs and self.group.sum(float(self.stop.requested()))[0]:  # during validation
+                return self._halt(started, len(batches))
         return list(state.history)
+
+    def where(self) -> str:
+        """Where the checkpoint is, for a message."""
+        return "no checkpoint was given, nothing saved" if self.path is None else f"checkpoint {self.path}"
+
+    def _halt(self, started: float, batches: int) -> list[dict]:
+        """Stop here, as a signal or the time limit asked (of any process): checkpoint, then raise
+        `Interrupted` for a signal, else log one line and return the history, with a partial last
+        entry (no validation) if mid-epoch, its last entry marked ``"stopped": "max_minutes"``."""
+        state = self.state
+        history = list(state.history)
+        if state.step_in_epoch:
+            loss_sum, images = self.group.sum(state.loss_sum, state.images)
+            history.append({"epoch": state.epoch + state.step_in_epoch / batches, "step": state.step,
+                            "train_loss": loss_sum / max(images, 1), "valid_loss": None,
+                            "seconds": time.perf_counter() - started, "partial": True})
+        self._save()
+        signum = max(self.group.gather(self.stop.signum))  # also makes every process wait for the write
+        at = f"at step {state.step} (epoch {history[-1]['epoch']:g}): {self.where()}"
+        if self.path is not None:
+            at += ", resume from it to continue"
+        if signum:
+            raise Interrupted(f"stopped by {signal_name(signum)} {at}", signum)
+        if self.group.main:
+            log.warning("stopped at the time limit (max_minutes=%g) %s", self.config.max_minutes, at)
+        history[-1] = {**history[-1], "stopped": "max_minutes"}
+        return history
 
     def _epoch_batches(self, dataset) -> list[list[int]]:
         """This process's batches of the current epoch: its share (every world-th image) of a
@@ -328,9 +380,10 @@ class _Run:
         sampler.set_epoch(self.state.epoch)
         return list(BatchSampler(sampler, self.config.batch_size // self.group.world, drop_last=False))
 
-    def _step(self, x) -> None:
+    def _step(self, x) -> bool:
         """One Adam step on batch `x`, skipped if the loss or gradient is not finite; `DivergenceError`
-        if the loss is above the divergence threshold or the step leaves a weight non-finite."""
+        if the loss is above the divergence threshold or the step leaves a weight non-finite. Returns
+        whether any process is asked to stop (a signal, the time limit)."""
         state, model = self.state, self.model
         x = self.last_batch = model.check_images(x, name="train_data batch")
         self.optimizer.zero_grad(set_to_none=True)
@@ -342,7 +395,7 @@ class _Run:
             description = objectives.label(objectives.describe(self.loss.elbo))
             raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
         self.checked = True
-        mean_loss = self._average_gradients(loss)  # every process skips, or none
+        mean_loss, stop = self._average_gradients(loss, self.stop.requested())  # every process skips, or none
         finite = math.isfinite(mean_loss)
         if finite:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.clip_norm)
@@ -362,7 +415,7 @@ class _Run:
             state.images += len(x)
             if self.writer is not None:
                 self.writer.add_scalar("loss/train_step", loss, state.step)
-            return
+            return stop
         self.bad_in_a_row += 1
         if not self.warned:
             log.warning("non-finite loss or gradient at step %d: update skipped", state.step)
@@ -371,20 +424,23 @@ class _Run:
             where = f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
             raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
                                 f"up to step {state.step}{where}")
+        return stop
 
-    def _average_gradients(self, loss: float) -> float:
+    def _average_gradients(self, loss: float, stop: bool) -> tuple[float, bool]:
         """Average the gradients over the processes, in one all-reduce that also carries each
-        process's `loss`; the mean loss (nats per image), NaN if any process's is not finite."""
+        process's `loss` and whether it is asked to `stop`; the mean loss (nats per image), NaN if
+        any process's is not finite, and whether any process is asked to stop."""
         if not self.group.active:
-            return loss
+            return loss, stop
         params = [p for p in self.model.parameters() if p.requires_grad]
         for p in params:  # a parameter that got no gradient here may have got one elsewhere
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         finite = math.isfinite(loss)
-        stats = params[0].new_tensor([float(not finite), loss if finite else 0.0])
+        stats = params[0].new_tensor([float(not finite), loss if finite else 0.0, float(stop)])
         self.group.mean_([stats, *(p.grad for p in params)])
-        return stats[1].item() if stats[0].item() == 0 else math.nan
+        bad, mean, stop = stats.tolist()
+        return (mean if bad == 0 else math.nan), stop > 0
 
     def _finite_weights(self) -> bool:
         """Whether every weight of the model is finite (the same on every process)."""

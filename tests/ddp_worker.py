@@ -1,6 +1,6 @@
 """Training for the torch.distributed tests: run alone, or as ``torchrun --nproc_per_node=N tests/ddp_worker.py``.
 
-    python tests/ddp_worker.py OUT EPOCHS [noiseless] [iwae]
+    python tests/ddp_worker.py OUT EPOCHS [noiseless] [iwae] [FIELD=VALUE ...]
 
 Trains a small DRAW on fixed data (global batch 24, seed 0) with its checkpoint at OUT/run.pt,
 and writes OUT/rank{R}.pt: the history, a digest of the parameters after every epoch, and the
@@ -8,16 +8,18 @@ final weights. Each process initialises the model with seed RANK: training start
 With "noiseless", every z_t of the guide is its posterior mean (no sampling noise), so that a
 data-parallel run can be compared with a single process to float precision. With "iwae", the
 objective is RenyiELBO(alpha=0) with 3 vectorised particles (an ELBO without a differentiable
-loss, trained by its loss_and_grads) instead of TraceMeanField_ELBO.
+loss, trained by its loss_and_grads) instead of TraceMeanField_ELBO. FIELD=VALUE: more TrainConfig
+fields (e.g. max_minutes=0.01). Stopped by a signal, it writes the message of `drawzoo.Interrupted`
+to OUT/rank{R}.pt instead and exits with 128 + the signal's number.
 """
 
+import ast
 import hashlib
 import os
 import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -66,13 +68,19 @@ def digest(model) -> str:
 
 if __name__ == "__main__":
     out, epochs = Path(sys.argv[1]), int(sys.argv[2])
-    elbo = objective(set(sys.argv[3:]))
+    elbo = objective({a for a in sys.argv[3:] if "=" not in a})
+    settings = {k: ast.literal_eval(v) for k, v in (a.split("=", 1) for a in sys.argv[3:] if "=" in a)}
+    rank = int(os.environ.get("RANK", "0"))
     torch.set_num_threads(1)
-    torch.manual_seed(int(os.environ.get("RANK", "0")))  # other weights in rank 1: train starts from rank 0's
+    torch.manual_seed(rank)  # other weights in rank 1: train starts from rank 0's
     model = drawzoo.load("draw", image_shape=(1, 10, 10), T=3, hidden_dim=32, latent_dim=4, write_size=3)
     digests = []
     train, valid = data()
-    history = drawzoo.train(model, train, valid, epochs=epochs, batch_size=24, lr=3e-3, checkpoint=out / "run.pt",
-                            seed=0, elbo=elbo, progress=False, on_epoch=lambda record: digests.append(digest(model)))
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        history = drawzoo.train(model, train, valid, epochs=epochs, batch_size=24, lr=3e-3, checkpoint=out / "run.pt",
+                                seed=0, elbo=elbo, progress=False, **settings,
+                                on_epoch=lambda record: digests.append(digest(model)))
+    except drawzoo.Interrupted as e:
+        torch.save({"interrupted": str(e)}, out / f"rank{rank}.pt")
+        sys.exit(128 + e.signum)
     torch.save({"history": history, "digests": digests, "state_dict": model.state_dict()}, out / f"rank{rank}.pt")

@@ -1,4 +1,5 @@
-"""Real training processes killed with SIGKILL at different moments, then resumed."""
+"""Real training processes killed with SIGKILL at different moments, or stopped by SIGTERM, SIGINT
+or their time limit, then resumed."""
 
 import os
 import signal
@@ -7,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import drawzoo
 from drawzoo.checkpoints import read_checkpoint
+from tests import train_worker
 
 WORKER = Path(__file__).with_name("train_worker.py")
 EPOCHS = 3  # 10 steps an epoch
@@ -107,3 +110,97 @@ def test_truncated_checkpoints_are_reported_with_path_and_reason(tmp_path):
     (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
     with pytest.raises(drawzoo.CheckpointError, match="flipped.pt: (corrupted|not a readable)"):
         drawzoo.load(checkpoint=tmp_path / "flipped.pt")
+
+
+# -- `drawzoo train` stopped by its time limit and by signals ---------------------------------------
+
+CLI = ["--T", "4", "--hidden-dim", "256", "--latent-dim", "8", "--write-size", "3", "--epochs", str(EPOCHS),
+       "--batch-size", "24", "--lr", "1e-3", "--quiet"]  # train_worker's run, validated on the side
+
+
+@pytest.fixture(scope="module")
+def npy(tmp_path_factory):
+    """train_worker's images, and validation images: a few, and many (validation takes a while)."""
+    folder = tmp_path_factory.mktemp("data")
+    np.save(folder / "train.npy", train_worker.data().numpy())
+    np.save(folder / "valid.npy", train_worker.data()[:24].numpy())
+    np.save(folder / "many.npy", torch.rand(8000, 1, 12, 12).numpy() < 0.3)
+    return folder
+
+
+def start_cli(npy, checkpoint, *options, valid="valid.npy", every_steps=2):
+    """`drawzoo train` of train_worker's model and data on one thread: the same weights, bit for bit."""
+    env = dict(os.environ, PYTHONPATH=str(WORKER.parents[1]), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "drawzoo", "train", "draw", "--data", str(npy / "train.npy"),
+                             "--valid-data", str(npy / valid), "--checkpoint", str(checkpoint), *CLI,
+                             "--every-steps", str(every_steps), *options],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_handled_sigint)
+
+
+def _handled_sigint():
+    """Ctrl-C as a terminal's foreground process gets it, even if whatever launched pytest ignores
+    SIGINT (as a background job of a script does): an ignored SIGINT stays ignored in drawzoo."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def step_of(checkpoint):
+    return read_checkpoint(checkpoint)["progress"]["step"] if checkpoint.exists() else 0
+
+
+def wait_past(step, checkpoint, proc):
+    """Wait until `checkpoint` holds a later step than `step`, or `proc` ends (reading the file only
+    when it has been replaced: it is 10 MB)."""
+    seen = None
+
+    def past():
+        nonlocal seen
+        stat = checkpoint.stat()
+        if (stat.st_ino, stat.st_mtime_ns) == seen:
+            return False
+        seen = (stat.st_ino, stat.st_mtime_ns)
+        return step_of(checkpoint) > step
+
+    return wait_for(lambda: past() or proc.poll() is not None, poll=0.005)
+
+
+def test_the_time_limit_sigterm_and_sigint_stop_with_a_checkpoint_that_resumes(uninterrupted, npy, tmp_path):
+    """Each stops after a step with one line on stderr, no traceback, and a distinct exit status;
+    rerunning resumes, and the run ends with the weights of the uninterrupted one."""
+    checkpoint = tmp_path / "run.pt"
+    proc = start_cli(npy, checkpoint, "--max-minutes", "0.01")
+    _, err = proc.communicate(timeout=120)
+    reached = step_of(checkpoint)
+    assert proc.returncode == 75 and 0 < reached < EPOCHS * 10, err
+    assert err == (f"drawzoo: warning: stopped at the time limit (max_minutes=0.01) at step {reached} "
+                   f"(epoch {reached / 10:g}): checkpoint {checkpoint}, resume from it to continue\n")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        proc = start_cli(npy, checkpoint, "--max-minutes", "10")  # the budget may change on resuming
+        assert wait_past(reached, checkpoint, proc)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+        now = step_of(checkpoint)
+        assert proc.returncode == 128 + signum and reached < now < EPOCHS * 10, err
+        assert err == (f"drawzoo: stopped by {signum.name} at step {now} (epoch {now / 10:g}): "
+                       f"checkpoint {checkpoint}, resume from it to continue\n")
+        reached = now
+    proc = start_cli(npy, checkpoint)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert _same(read_checkpoint(checkpoint)["state_dict"], uninterrupted)
+
+
+def test_a_second_sigint_stops_at_once_and_the_last_checkpoint_stays(npy, tmp_path):
+    """Both SIGINTs come while the first epoch is validated (on many images), right after its
+    checkpoint at step 10: the second ends the process there, before the end-of-epoch checkpoint."""
+    checkpoint = tmp_path / "run.pt"
+    proc = start_cli(npy, checkpoint, valid="many.npy", every_steps=10)
+    assert wait_for(lambda: checkpoint.exists() or proc.poll() is not None)
+    written = checkpoint.read_bytes()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err == f"drawzoo: stopped at once by a second SIGINT; the last checkpoint at {checkpoint} is intact\n"
+    assert checkpoint.read_bytes() == written and step_of(checkpoint) == 10 and not _temp_files(tmp_path)

@@ -109,6 +109,36 @@ def test_a_two_process_run_resumes_from_its_checkpoint(runs, tmp_path):
     assert drawzoo.load(checkpoint=resumed / "run.pt").config.T == 3
 
 
+def test_a_time_limit_and_a_signal_to_one_rank_stop_every_rank_at_the_same_step(runs, tmp_path):
+    """A time limit that each process measures on its own clock, then SIGTERM to rank 1 alone: each
+    time both processes stop after the same step, rank 0 having written the checkpoint, and the run
+    resumes to the weights of the uninterrupted one."""
+    _, _, (straight, _) = runs
+    checkpoint = tmp_path / "run.pt"
+    r0, r1 = run_torchrun(tmp_path, 2, "noiseless", "max_minutes=0.001")
+    reached = read_checkpoint(checkpoint)["progress"]["step"]
+    assert r0["history"][-1]["stopped"] == "max_minutes" and figures(r0["history"]) == figures(r1["history"])
+    assert r0["history"][-1]["step"] == reached < 20
+
+    def step():
+        return read_checkpoint(checkpoint)["progress"]["step"]
+
+    proc = torchrun(tmp_path, 2, "noiseless", "every_steps=1")
+    deadline = time.monotonic() + 120
+    while step() <= reached:  # training is under way
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(_worker_pids()[1], signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    now = step()
+    said = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["interrupted"] for r in (0, 1)]
+    assert said == [f"stopped by SIGTERM at step {now} (epoch {now / 10:g}): checkpoint {checkpoint}, "
+                    "resume from it to continue"] * 2, err[-3000:]
+    assert reached < now < 20
+    r0, r1 = run_torchrun(tmp_path, 2, "noiseless")
+    assert all(torch.equal(r0["state_dict"][k], w) for k, w in straight["state_dict"].items())
+
+
 def _worker_pids() -> dict[int, int]:
     """{RANK: pid} of the live worker processes that torchrun started."""
     found = {}

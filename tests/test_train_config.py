@@ -75,13 +75,15 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     (dict(lr=1e-3, lr_min=1e-2), "train config 'lr_min' must be in [0, lr] = [0, 0.001], got 0.01"),
     (dict(clip_norm=0), "train config 'clip_norm' must be a positive number (inf: off), got 0.0"),
     (dict(max_steps=0), "train config 'max_steps' must be >= 1, got 0"),
+    (dict(max_minutes=0), "train config 'max_minutes' must be a positive finite number, got 0.0"),
+    (dict(max_minutes=float("inf")), "train config 'max_minutes' must be a positive finite number, got inf"),
     (dict(every_steps="3"), "train config 'every_steps' must be an integer, got '3'"),
     (dict(objective="iwea"), "unknown objective 'iwea'; valid: elbo, elbo-mc, iwae, tail-adaptive"),
     (dict(objective="tail-adaptive"), "objective 'tail-adaptive' needs particles >= 2 (an integer), got 1"),
     (dict(device="gpu"), "train config 'device': device 'gpu' is not a device name (cpu, cuda, cuda:1, ...); "
                            "this machine has cpu"),
     (dict(best=3), "train config 'best' must be a string, got 3"),
-    (dict(lrr=1e-3), "unknown train config key: 'lrr'; valid keys are: epochs, max_steps, batch_size, lr, "),
+    (dict(lrr=1e-3), "unknown train config key: 'lrr'; valid keys are: epochs, max_steps, max_minutes, batch_size, "),
 ])
 def test_train_config_errors_name_the_field_before_any_work(tmp_path, settings, message):
     with pytest.raises(drawzoo.DrawzooError) as e:

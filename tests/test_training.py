@@ -1,4 +1,8 @@
 
+import re
+import signal
+import threading
+
 import pytest
 import torch
 from pyro.infer import TraceMeanField_ELBO
@@ -102,6 +106,74 @@ def test_max_steps_stops_mid_epoch_and_resumes(data, tmp_path):
     best_valid = min(h["valid_loss"] for h in part + rest)
     assert read_checkpoint(best)["valid_loss"] == best_valid
     assert drawzoo.evaluate(drawzoo.load(checkpoint=best), valid, seed=4)["neg_elbo"] == pytest.approx(best_valid)
+
+
+def test_max_minutes_stops_after_a_step_and_says_so(data, caplog):
+    train, valid = data
+    history = drawzoo.train(tiny_draw(), train, valid, epochs=2, max_minutes=1e-6, **FAST)
+    assert [{k: v for k, v in h.items() if k not in ("train_loss", "seconds")} for h in history] == [
+        {"epoch": 0.2, "step": 1, "valid_loss": None, "partial": True, "stopped": "max_minutes"}]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "stopped at the time limit (max_minutes=1e-06) at step 1 (epoch 0.2): no checkpoint was given, nothing saved"]
+
+
+@pytest.fixture
+def python_signals():
+    """SIGINT and SIGTERM handled as a Python program starts with them, whatever launched pytest."""
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    saved = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    yield handlers
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def _sending(*signums, at_epoch):
+    """An `on_epoch` that sends this process `signums` after epoch `at_epoch`."""
+    def on_epoch(record):
+        if record["epoch"] == at_epoch:
+            for signum in signums:
+                signal.raise_signal(signum)
+    return on_epoch
+
+
+def test_signals_stop_training_with_a_checkpoint_and_the_handlers_come_back(data, tmp_path, python_signals):
+    """Signals sent from `on_epoch`, while an epoch ends: SIGTERM stops training there, with a
+    checkpoint; a second SIGINT stops at once, the last checkpoint untouched; a signal after the last
+    step is still reported, the run complete (the weights of an uninterrupted run). Each time the
+    handlers from before are back. In another thread, train() installs none and still runs; an
+    ignored signal stays ignored."""
+    train, valid = data
+    straight = tiny_draw()
+    drawzoo.train(straight, train, valid, epochs=3, seed=4, **FAST)
+    path = tmp_path / "run.pt"
+
+    def run(*signums, at_epoch, match):
+        model = tiny_draw()
+        with pytest.raises(drawzoo.Interrupted, match=match) as e:
+            drawzoo.train(model, train, valid, epochs=3, seed=4, checkpoint=path,
+                          on_epoch=_sending(*signums, at_epoch=at_epoch), **FAST)
+        assert e.value.signum == signums[0]
+        assert {s: signal.getsignal(s) for s in python_signals} == python_signals
+        return model
+
+    run(signal.SIGTERM, at_epoch=1, match=re.escape(f"stopped by SIGTERM at step 5 (epoch 1): checkpoint {path}, "
+                                                    "resume from it to continue"))
+    assert read_checkpoint(path)["progress"]["step"] == 5
+    written = path.read_bytes()
+    run(signal.SIGINT, signal.SIGINT, at_epoch=2,
+        match=re.escape(f"stopped at once by a second SIGINT; the last checkpoint at {path} is intact"))
+    assert path.read_bytes() == written
+    resumed = run(signal.SIGINT, at_epoch=3,
+                  match=re.escape(f"stopped by SIGINT after training was complete: checkpoint {path}"))
+    assert _same_weights(_weights(resumed), _weights(straight))
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(drawzoo.train(tiny_draw(), train, epochs=1, **FAST)))
+    thread.start()
+    thread.join()
+    assert len(elsewhere) == 1
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    assert len(drawzoo.train(tiny_draw(), train, epochs=1, on_epoch=_sending(signal.SIGTERM, at_epoch=1), **FAST)) == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
 
 
 class _Interrupt(Exception):

@@ -1,0 +1,75 @@
+"""Stopping training early without losing a step: at a time limit, on SIGTERM or SIGINT.
+
+`StopRequests` is what `drawzoo.train` asks after each optimizer step: has the time limit passed,
+or has a signal come? While it is entered in the main thread, the first SIGINT (Ctrl-C) or SIGTERM
+(a scheduler's preemption notice) is only noted: training stops after the step in progress, writes
+its checkpoint and raises `Interrupted`. A second SIGINT raises `Interrupted` at once, wherever
+training is (checkpoints are written atomically: the last one stays intact); a second SIGTERM
+changes nothing (schedulers and launchers such as torchrun send it to every process, sometimes
+twice). A signal that was ignored (``SIG_IGN``, e.g. ``trap '' INT``) stays ignored. On leaving,
+the handlers that were there before are restored.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal (`signum`: SIGINT or SIGTERM); the message says at which step
+    and where the checkpoint is. A KeyboardInterrupt, so that ``except Exception`` does not catch it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+    def __str__(self):
+        return self.args[0]
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class StopRequests:
+    """Whether training should stop: `signum` (the first signal received, 0 if none) or the time
+    limit of `max_minutes` (wall clock, from `started`, a `time.monotonic()` reading).
+
+    `checkpoint` (a path or None) is named by the `Interrupted` of a second SIGINT.
+    """
+
+    def __init__(self, max_minutes: float | None, started: float, checkpoint=None):
+        self.deadline = None if max_minutes is None else started + 60 * max_minutes
+        self.checkpoint = checkpoint
+        self.signum = 0
+        self.previous = {}
+
+    def time_up(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def requested(self) -> bool:
+        return bool(self.signum) or self.time_up()
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum and signum == signal.SIGINT:
+            kept = "nothing saved" if self.checkpoint is None else f"the last checkpoint at {self.checkpoint} is intact"
+            raise Interrupted(f"stopped at once by a second SIGINT; {kept}", signum)
+        self.signum = self.signum or signum
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous not in (None, signal.SIG_IGN):  # None: set outside Python, could not be restored
+                    self.previous[signum] = previous
+                    signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous = {}
