@@ -11,13 +11,19 @@ For each model, in one run on the same machine and threads:
   call (its data loading, gradient clipping and bookkeeping included);
 - reference: the same network with the same weights, as one plain PyTorch function computing the
   paper's loss (L^x + analytic L^z) in a single pass (`reference.py`), stepped by torch's Adam;
+- fast / train fast: the same two on the fast path (``model.compile_steps()``,
+  ``drawzoo.train(..., compile=True)``), with the compile time of a first step on a cold and on a
+  warm inductor cache;
+- the share of this machine's fp32 matrix-product peak (a 2048^3 product) each reaches: the
+  network's FLOPs per image (forward and backward, counted by ``torch.utils.flop_counter``) times
+  images/s;
 - their ratio, and the peak memory of each (CPU: growth of the process's peak RSS over its RSS
   before the timed steps, each measurement in a fresh process after a one-image step;
   CUDA: ``torch.cuda.max_memory_allocated``);
 - NLL evaluation: images/s of ``drawzoo.evaluate(model, x, num_samples=K)`` (K=1000, vectorised
   over K) against the time of K reference forward passes over the same images;
-- optionally (``--jit``, ``--compile``): ``JitTraceMeanField_ELBO`` and ``torch.compile`` of the
-  loss, with their compile time and whether their loss matches the eager one (means of 16 losses
+- optionally (``--jit``, ``--compile-loss``): ``JitTraceMeanField_ELBO`` and ``torch.compile`` of the
+  whole loss, with their compile time and whether their loss matches the eager one (means of 16 losses
   for the same weights within 4 standard errors);
 - optionally (``--ddp N``): images/s of `drawzoo.train` data-parallel over 1 and N CPU processes.
 
@@ -31,6 +37,7 @@ import argparse
 import functools
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import sys
@@ -47,12 +54,19 @@ BATCH = 100  #: images per training step
 TRAIN_CHUNK = 5  #: training steps per timed call (drawzoo.train is timed over whole calls)
 PAPER = dict(T=64, hidden_dim=256, latent_dim=100, read_size=2, write_size=5)
 QUICK = dict(T=8, hidden_dim=64, latent_dim=10, read_size=2, write_size=5)
+#: torch.compile options of the fast path (--compile-mode; through the environment, for the child processes)
+COMPILE_OPTIONS: dict = {"mode": os.environ["SPEED_COMPILE_MODE"]} if os.environ.get("SPEED_COMPILE_MODE") else {}
+IMPLS = ["zoo", "train", "fast", "train-fast", "reference"]  #: what every run times
 
 
-def cases(quick: bool) -> list[tuple[str, str, dict]]:
+CASES = {"draw": "DRAW (attention)", "draw-no-attention": "DRAW (no attention)", "vae": "VAE"}  #: --only keys
+
+
+def cases(quick: bool, only: list[str] | None = None) -> list[tuple[str, str, dict]]:
     draw = QUICK if quick else PAPER
-    return [("DRAW (attention)", "draw", dict(draw)), ("DRAW (no attention)", "draw", dict(draw, attention=False)),
-            ("VAE", "vae", {})]
+    every = {"draw": ("draw", dict(draw)), "draw-no-attention": ("draw", dict(draw, attention=False)),
+             "vae": ("vae", {})}
+    return [(CASES[key], *every[key]) for key in (only or CASES)]
 
 
 def _rss_mb() -> float:
@@ -100,17 +114,20 @@ def _stepper(impl: str, model, name: str):
     import pyro
     from pyro.infer import SVI, JitTraceMeanField_ELBO, TraceMeanField_ELBO
 
-    if impl == "train":
+    if impl in ("train", "train-fast"):
         import drawzoo
 
         def train(x):
-            history = drawzoo.train(model, x, epochs=1, batch_size=BATCH, lr=1e-4, device=x.device, progress=False)
+            history = drawzoo.train(model, x, epochs=1, batch_size=BATCH, lr=1e-4, device=x.device, progress=False,
+                                    compile=impl == "train-fast")
             return history[-1]["train_loss"] * len(x)
         return train
     if impl == "reference":
         return _adam_steps(lambda x: LOSSES[name](model, x), model)
-    if impl == "compile":
+    if impl == "compile-loss":
         return _adam_steps(_loss_fn(impl, model), model)
+    if impl == "fast":
+        model.compile_steps(**COMPILE_OPTIONS)
     pyro.clear_param_store()
     elbo = JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO()
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-4}), elbo)
@@ -144,7 +161,7 @@ def _loss_fn(impl: str, model):
 
     from drawzoo.training import ELBOLoss
 
-    if impl == "compile":
+    if impl == "compile-loss":
         import torch._inductor.config as inductor
 
         inductor.fallback_random = True  # the same random numbers as eager
@@ -192,12 +209,12 @@ def measure_throughput(name: str, config: dict, impls: list[str], batch: int, st
     every implementation takes `TRAIN_CHUNK` steps a turn (one drawzoo.train call of that many
     batches), and `steps` is rounded up to whole turns."""
     device = torch.device(device)
-    chunk = TRAIN_CHUNK if "train" in impls else 1
+    chunk = TRAIN_CHUNK if {"train", "train-fast"} & set(impls) else 1
     x = _images(batch * chunk, device)
     steppers = {impl: _stepper(impl, _build(name, config, device), name) for impl in impls}
 
     def turn(impl, step):
-        if impl == "train":
+        if impl in ("train", "train-fast"):
             return step(x)
         return [step(part) for part in x.split(batch)]
 
@@ -206,6 +223,54 @@ def measure_throughput(name: str, config: dict, impls: list[str], batch: int, st
     seconds, _ = _median_seconds({impl: functools.partial(turn, impl, step) for impl, step in steppers.items()},
                                  lambda rounds, _: rounds * chunk < steps, device)
     return {impl: batch * chunk / s for impl, s in seconds.items()}
+
+
+def measure_flops(name: str, config: dict) -> float:
+    """FLOPs per image of one training step of the network (forward and backward of the reference
+    loss, batch `BATCH`), as ``torch.utils.flop_counter`` counts them (matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _build(name, config, torch.device("cpu"))
+    x = _images(BATCH, "cpu")
+    with FlopCounterMode(display=False) as counter:
+        LOSSES[name](model, x).backward()
+    return counter.get_total_flops() / BATCH
+
+
+def measure_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of an n x n x n matrix product: the machine's practical peak."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def measure_compile(name: str, config: dict, device: str, cache_dir: str) -> dict:
+    """Seconds that the first fast-path SVI step takes more than a later one, with inductor's
+    on-disk cache in `cache_dir` (a fresh folder: cold; one a process filled before: warm)."""
+    import os
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    device = torch.device(device)
+    step = _stepper("fast", _build(name, config, device), name)
+    x = _images(BATCH, device)
+    started = time.perf_counter()
+    step(x)
+    _sync(device)
+    first = time.perf_counter() - started
+    later = []
+    for _ in range(3):
+        started = time.perf_counter()
+        step(x)
+        _sync(device)
+        later.append(time.perf_counter() - started)
+    return {"compile_s": first - sorted(later)[1]}
 
 
 def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_seconds: float = 3.0) -> dict:
@@ -222,19 +287,26 @@ def measure_eval(name: str, config: dict, K: int, images: int, device: str, min_
     rows = x.repeat(K, 1, 1, 1)
     loss_fn = LOSSES[name]
 
+    fast_model = _build(name, config, device).compile_steps(**COMPILE_OPTIONS)
+
     def zoo():
         drawzoo.evaluate(model, x, num_samples=K)
+
+    def fast():
+        drawzoo.evaluate(fast_model, x, num_samples=K)
 
     @torch.no_grad()
     def reference():
         for chunk in rows.split(ROWS_PER_PASS):
             loss_fn(model, chunk)
 
-    drawzoo.evaluate(model, x[:1], num_samples=min(K, 8))  # warm-up
-    seconds, rounds = _median_seconds({"zoo": zoo, "reference": reference},
+    zoo(), fast()  # warm-up: compiles the fast path's graphs for these shapes
+    seconds, rounds = _median_seconds({"zoo": zoo, "fast": fast, "reference": reference},
                                       lambda n, s: n < 3 or (n < 9 and s < min_seconds), device)
-    return {"zoo_images_per_s": images / seconds["zoo"], "reference_images_per_s": images / seconds["reference"],
-            "ratio": seconds["zoo"] / seconds["reference"], "rounds": rounds}
+    return {"zoo_images_per_s": images / seconds["zoo"], "fast_images_per_s": images / seconds["fast"],
+            "reference_images_per_s": images / seconds["reference"],
+            "ratio": seconds["zoo"] / seconds["reference"], "fast_ratio": seconds["fast"] / seconds["reference"],
+            "rounds": rounds}
 
 
 def _ddp_rank(rank: int, world: int, port: int, name: str, config: dict, batch: int, steps: int, threads: int,
@@ -284,11 +356,20 @@ def _in_child(fn, *args):
 
 
 def run(args) -> dict:
+    import tempfile
+
     batch, steps = BATCH, (TRAIN_CHUNK if args.quick else args.steps)
-    impls = ["zoo", "train", "reference"] + (["jit"] if args.jit else []) + (["compile"] if args.compile else [])
-    results = {"training": [], "evaluation": []}
-    for label, name, config in cases(args.quick):
+    optional = (["jit"] if args.jit else []) + (["compile-loss"] if args.compile_loss else [])
+    impls = IMPLS + optional
+    print(f"fp32 peak: a 2048^3 matrix product on {args.device} ...", flush=True)
+    results = {"training": [], "evaluation": [], "peak_gflops": _in_child(measure_peak, args.device)}
+    for label, name, config in cases(args.quick, args.only):
         row = {"label": label, "model": name, "config": config}
+        row["flops_per_image"] = _in_child(measure_flops, name, config)
+        with tempfile.TemporaryDirectory() as cache:  # the fast path's compile time, cold and warm
+            for key in ("cold", "warm") if not args.quick else ():
+                print(f"training: {label}, fast path: compile time, {key} cache ...", flush=True)
+                row[f"compile_{key}"] = _in_child(measure_compile, name, config, args.device, cache)
         for impl in impls:
             print(f"training: {label}, {impl}: memory ...", flush=True)
             row[impl] = _in_child(measure_memory, name, config, impl, batch, args.device)
@@ -297,61 +378,77 @@ def run(args) -> dict:
         speeds = _in_child(measure_throughput, name, config, working, batch, steps, args.device)
         for impl in working:
             row[impl]["images_per_s"] = speeds[impl] if "error" not in speeds else float("nan")
-        for impl, key in (("zoo", "ratio"), ("train", "train_ratio")):
-            if {impl, "reference"} <= set(working):
-                row[key] = row[impl]["images_per_s"] / row["reference"]["images_per_s"]
-        for impl in impls[3:]:
+        for impl in working:
+            row[impl]["ratio"] = row[impl]["images_per_s"] / row["reference"]["images_per_s"]
+            row[impl]["peak_share"] = (row[impl]["images_per_s"] * row["flops_per_image"]
+                                       / (results["peak_gflops"] * 1e9))
+        for impl in optional:
             if "error" not in row[impl]:
                 print(f"training: {label}, {impl}: loss against eager ...", flush=True)
                 row[impl].update(_in_child(measure_agreement, name, config, impl, batch, args.device))
         results["training"].append(row)
     if args.ddp:
-        label, name, config = cases(args.quick)[0]
+        label, name, config = cases(args.quick, args.only)[0]
         for n in sorted({1, args.ddp}):
             print(f"data-parallel: {label}, {n} process(es) ...", flush=True)
             results.setdefault("ddp", []).append({"label": label, **measure_ddp(n, name, config, batch, steps)})
     K, images = (50, 8) if args.quick else (args.num_samples, args.eval_images)
-    for label, name, config in cases(args.quick):
+    for label, name, config in cases(args.quick, args.only):
         print(f"evaluation: {label}, K={K} ...", flush=True)
         results["evaluation"].append({"label": label, "K": K, "images": images,
                                       **_in_child(measure_eval, name, config, K, images, args.device)})
     return results
 
 
+LABELS = {"reference": "reference", "zoo": "zoo (SVI)", "train": "drawzoo.train", "fast": "fast path (SVI)",
+          "train-fast": "drawzoo.train fast path"}
+
+
 def report(results: dict, header: str) -> str:
     def cell(r, key, fmt):
-        return "failed" if "error" in r else format(r[key], fmt)
+        return "failed" if "error" in r or key not in r else format(r[key], fmt)
 
-    extra = [k for k in ("jit", "compile") if k in results["training"][0]]
-    lines = [header, "", "Training (batch 100, images/s; peak memory MB):", "",
-             "| model | zoo (SVI) | drawzoo.train | reference | SVI / reference | train / reference | zoo peak MB "
-             "| reference peak MB |" + "".join(f" {k} |" for k in extra),
-             "|---|---:|---:|---:|---:|---:|---:|---:|" + "---|" * len(extra)]
+    shown = ["reference", "zoo", "train", "fast", "train-fast"]
+    lines = [header, "", f"fp32 matrix-product peak (2048^3): {results['peak_gflops']:.0f} GFLOP/s", "",
+             "Training (batch 100): images/s (x reference) [% of the fp32 peak, peak memory MB]:", "",
+             "| model | " + " | ".join(LABELS[k] for k in shown) + " | compile cold / warm |",
+             "|---|" + "---:|" * (len(shown) + 1)]
     for r in results["training"]:
-        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
-        train_ratio = f"{r['train_ratio']:.2f}" if "train_ratio" in r else "-"
-        variants = "".join(
-            " failed |" if "error" in r[k] else
-            f" {r[k]['images_per_s']:.0f} img/s, compile {r[k]['warmup_s']:.1f} s, "
-            f"{'matches' if r[k]['matches_eager'] else 'DIFFERS from'} eager "
-            f"({r[k]['loss_difference']:+.3f} +- {r[k]['difference_se']:.3f} nats) |" for k in extra)
-        lines.append(f"| {r['label']} | {cell(r['zoo'], 'images_per_s', '.0f')} | "
-                     f"{cell(r['train'], 'images_per_s', '.0f')} | "
-                     f"{cell(r['reference'], 'images_per_s', '.0f')} | {ratio} | {train_ratio} | "
-                     f"{cell(r['zoo'], 'peak_mb', '.0f')} | {cell(r['reference'], 'peak_mb', '.0f')} |{variants}")
+        cells = []
+        for k in shown:
+            if "error" in r[k]:
+                cells.append("failed")
+                continue
+            ratio = "" if k == "reference" else f" (x{r[k]['ratio']:.2f})"
+            cells.append(f"{r[k]['images_per_s']:.0f}{ratio} [{100 * r[k]['peak_share']:.0f}%, "
+                         f"{r[k]['peak_mb']:.0f} MB]")
+        compile_cells = " / ".join(cell(r.get(f"compile_{key}", {}), "compile_s", ".1f") for key in ("cold", "warm"))
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {compile_cells} s |")
+    optional = [k for k in ("jit", "compile-loss") if k in results["training"][0]]
+    if optional:
+        lines += ["", "Optional variants (images/s, first step incl. compilation, loss vs eager):", "",
+                  "| model | " + " | ".join(optional) + " |", "|---|" + "---|" * len(optional)]
+        for r in results["training"]:
+            lines.append(f"| {r['label']} | " + " | ".join(
+                "failed" if "error" in r[k] else
+                f"{r[k]['images_per_s']:.0f} img/s, first step {r[k]['warmup_s']:.1f} s, "
+                f"{'matches' if r[k]['matches_eager'] else 'DIFFERS from'} eager "
+                f"({r[k]['loss_difference']:+.3f} +- {r[k]['difference_se']:.3f} nats)" for k in optional) + " |")
     e = results["evaluation"][0]
     lines += ["", f"NLL evaluation (K={e['K']} importance samples, {e['images']} images):", "",
-              "| model | drawzoo.evaluate images/s | K reference forwards images/s | time ratio |", "|---|---:|---:|---:|"]
+              "| model | drawzoo.evaluate images/s | fast path images/s | K reference forwards images/s "
+              "| time ratio | fast path time ratio |", "|---|---:|---:|---:|---:|---:|"]
     for r in results["evaluation"]:
-        lines.append(f"| {r['label']} | {cell(r, 'zoo_images_per_s', '.2f')} | "
-                     f"{cell(r, 'reference_images_per_s', '.2f')} | {cell(r, 'ratio', '.2f')} |")
+        lines.append(f"| {r['label']} | {cell(r, 'zoo_images_per_s', '.2f')} | {cell(r, 'fast_images_per_s', '.2f')} | "
+                     f"{cell(r, 'reference_images_per_s', '.2f')} | {cell(r, 'ratio', '.2f')} | "
+                     f"{cell(r, 'fast_ratio', '.2f')} |")
     if "ddp" in results:
         lines += ["", f"Data-parallel training ({results['ddp'][0]['label']}, drawzoo.train, global batch 100, gloo):", "",
                   "| processes | threads each | images/s |", "|---:|---:|---:|"]
         lines += [f"| {r['processes']} | {r['threads_each']} | {r['images_per_s']:.1f} |" for r in results["ddp"]]
     for r in results["training"]:
-        for k in ["zoo", "train", "reference", *extra]:
-            if "error" in r[k]:
+        for k in [*shown, *optional, "compile_cold", "compile_warm"]:
+            if "error" in r.get(k, {}):
                 lines.append(f"\n{r['label']} {k}: {r[k]['error']}")
     return "\n".join(lines)
 
@@ -364,11 +461,20 @@ def main(argv=None) -> int:
     parser.add_argument("--num-samples", type=int, default=1000, help="K for the NLL evaluation [1000]")
     parser.add_argument("--eval-images", type=int, default=4, help="images scored in the NLL timing [4]")
     parser.add_argument("--jit", action="store_true", help="also time JitTraceMeanField_ELBO")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the loss")
+    parser.add_argument("--compile-loss", action="store_true", help="also time torch.compile of the whole loss")
+    parser.add_argument("--compile-mode", help="torch.compile mode of the fast path, e.g. reduce-overhead "
+                        "(CUDA graphs) [torch's default]")
     parser.add_argument("--ddp", type=int, metavar="N", help="also time data-parallel training (drawzoo.train "
                         "under torch.distributed, gloo) with 1 and N CPU processes")
+    parser.add_argument("--only", type=lambda v: v.split(","), metavar="KEYS",
+                        help=f"only these models, comma-separated: {', '.join(CASES)} [all]")
     parser.add_argument("--out", default="bench_out/speed.json", help="JSON file [bench_out/speed.json]")
     args = parser.parse_args(argv)
+    if args.only and not set(args.only) <= set(CASES):
+        parser.error(f"--only: unknown {', '.join(sorted(set(args.only) - set(CASES)))}; choose from {', '.join(CASES)}")
+    if args.compile_mode:
+        os.environ["SPEED_COMPILE_MODE"] = args.compile_mode
+        COMPILE_OPTIONS["mode"] = args.compile_mode
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     header = (f"{time.strftime('%Y-%m-%d')}, {device.type} ({name}), torch {torch.__version__}, "

@@ -14,6 +14,7 @@ a Python loop.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,10 +60,13 @@ def log_importance_weights(model: ZooModel, x: torch.Tensor, num_samples: int) -
 
 @torch.no_grad()
 def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data.Dataset, *, num_samples: int = 1,
-             batch_size: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, float]:
+             batch_size: int | None = None, seed: int = 0, progress: bool = False,
+             compile: bool | None = None) -> dict[str, float]:
     """Per-image means in nats over `data` (tensor/array ``[N, C, H, W]`` in [0, 1], or a Dataset).
 
-    Returns ``{"neg_elbo", "nll", "num_samples", "num_images"}``. `batch_size` images are scored
+    Returns ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the
+    time of the scoring passes). `compile`: run the model's step functions through ``torch.compile``
+    (``model.compile_steps()``, which stays), the fast path; None leaves the model as it is. `batch_size` images are scored
     per pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
     RNG is left as it was (sampling uses a fork seeded with `seed`): for one batch the z's are
     those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide draw, so
@@ -78,6 +82,8 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
         raise ValueError(f"batch_size must be >= 1 (None: as many images as fit in {ROWS_PER_PASS} rows), "
                          f"got {batch_size}")
     dataset = as_dataset(data, model.image_shape)
+    if compile is not None and compile != (getattr(model, "compile_options", None) is not None):
+        model.compile_steps(compile)
     group = distributed.current()
     if group.active:
         dataset = torch.utils.data.Subset(dataset, range(group.rank, len(dataset), group.world))
@@ -87,6 +93,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     neg_elbo = nll = 0.0
     n = 0
     devices = [model.device] if model.device.type == "cuda" else []
+    started = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + group.rank)
         for x in tqdm(loader, desc=f"evaluate (K={num_samples})", disable=not (progress and group.main),
@@ -96,5 +103,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
             neg_elbo -= log_w.mean(0).sum().item()
             nll -= (torch.logsumexp(log_w, 0) - math.log(num_samples)).sum().item()
             n += len(x)
+    seconds = time.perf_counter() - started
     neg_elbo, nll, n = group.sum(neg_elbo, nll, n)
-    return {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n)}
+    return {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n),
+            "seconds": seconds, "images_per_s": n / seconds}

@@ -65,6 +65,9 @@ class TrainConfig:
     log_dir: str | None = param(None, "write TensorBoard summaries (losses, sample grids) here [none]")
     num_preview: int = param(64, "samples in each epoch's TensorBoard grid")
     device: str | None = param(None, "cpu, cuda, cuda:1, ... [cuda when available, else cpu]")
+    compile: bool = param(False, "the fast path: compile the model's step functions with torch.compile "
+                          "(model.compile_steps()); the same losses and gradients up to float rounding, "
+                          "compiled once per process; eager, with a warning, where compilation fails")
 
     def __post_init__(self):
         if isinstance(self.device, torch.device):

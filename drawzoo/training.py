@@ -230,6 +230,8 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     if config.batch_size % group.world:
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {group.world} training processes")
     model.to(device)
+    if config.compile and getattr(model, "compile_options", None) is None:
+        model.compile_steps()  # and they stay compiled: a later call or evaluation reuses the graphs
     dataset = as_dataset(train_data, model.image_shape, "train_data")
     valid = None if valid_data is None else as_dataset(valid_data, model.image_shape, "valid_data")
     objective = ELBOLoss(model, elbo if elbo is not None else objectives.make_elbo(config.objective, config.particles))
@@ -269,7 +271,9 @@ class _Run:
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
                  stop: StopRequests, on_epoch, progress):
         self.model, self.group, self.loss, self.config = model, group, objective, config
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        # fused Adam (one kernel for all parameters) on the fast path on CUDA
+        fused = config.compile and next(model.parameters()).device.type == "cuda"
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
         self.path, self.best = path, None if config.best is None else Path(config.best)
         self.on_epoch, self.progress = on_epoch, progress

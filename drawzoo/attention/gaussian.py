@@ -91,9 +91,11 @@ def filterbanks(glimpse: Glimpse, N: int, height: int, width: int) -> tuple[Tens
 
 def read(x: Tensor, F_x: Tensor, F_y: Tensor, gamma: Tensor) -> Tensor:
     """The glimpse ``gamma * F_y x F_x^T`` of images ``x [..., C, H, W]``, per channel: ``[..., C, N, N]``."""
-    return gamma[..., None, None, None] * (F_y.unsqueeze(-3) @ x @ F_x.unsqueeze(-3).mT)
+    # (F_y x) F_x^T, written as (F_x (F_y x)^T)^T so that F_x's gradient comes out in F_x's own layout
+    return gamma[..., None, None, None] * (F_x.unsqueeze(-3) @ (F_y.unsqueeze(-3) @ x).mT).mT
 
 
 def write(w: Tensor, F_x: Tensor, F_y: Tensor, gamma: Tensor) -> Tensor:
     """The canvas update ``(1 / gamma) * F_y^T w F_x`` of patches ``w [..., C, N, N]``: ``[..., C, H, W]``."""
-    return (F_y.unsqueeze(-3).mT @ w @ F_x.unsqueeze(-3)) / gamma[..., None, None, None]
+    # F_y^T (w F_x), written as ((w F_x)^T F_y)^T so that F_y's gradient comes out in F_y's own layout
+    return ((w @ F_x.unsqueeze(-3)).mT @ F_y.unsqueeze(-3)).mT / gamma[..., None, None, None]

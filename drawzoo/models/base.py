@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import numbers
 from collections import defaultdict
+from collections.abc import Callable
 from typing import ClassVar
 
 import pyro
@@ -37,6 +39,7 @@ from ..errors import ConfigError, InputError
 from ..images import check_images
 
 _instances: defaultdict[str, itertools.count] = defaultdict(itertools.count)
+log = logging.getLogger(__name__)
 
 
 def _pyro_name(zoo_name: str) -> str:
@@ -105,6 +108,59 @@ class GaussianPosterior(nn.Linear):
         return mu, bounded_exp(log_sigma)
 
 
+def _compile_failure(error: BaseException) -> bool:
+    """Whether `error` is torch.compile failing (no compiler, unsupported code), not the computation."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        from torch._inductor.exc import InductorError
+    except ImportError:  # pragma: no cover - older torch
+        InductorError = TorchDynamoException
+    return isinstance(error, (TorchDynamoException, InductorError))
+
+
+class StepFunction:
+    """A pure tensor function of a model's step (e.g. DRAW's encoder or decoder step), run eagerly
+    or through ``torch.compile`` (`ZooModel.compile_steps`).
+
+    Compiled, each call with inputs of a shape, dtype, device and grad mode seen before reuses one
+    graph (forward and backward fused by inductor); no Pyro machinery is inside. Where compilation
+    fails (no C++ compiler, an unsupported platform), the function runs eagerly from then on and
+    one warning says why; inside ``torch.jit.trace`` or an enclosing ``torch.compile`` it runs as
+    plain code.
+    """
+
+    def __init__(self, fn: Callable, options: dict | None):
+        self.fn = fn
+        self.compiled = None if options is None else torch.compile(fn, **options)
+        self.failed: str | None = None  #: why compiling failed, if it did
+
+    def __call__(self, *args):
+        if self.compiled is None or self.failed is not None or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return self.fn(*args)
+        try:
+            return self.compiled(*args)
+        except Exception as e:  # noqa: BLE001 - sorted out below
+            if not _compile_failure(e):
+                raise
+            out = self.fn(*args)  # if this raises, the inputs were wrong: that error is the caller's
+            self.failed = _root_cause(e)
+            log.warning("torch.compile failed for %s (%s); running it eagerly", _qualname(self.fn), self.failed)
+            return out
+
+
+def _root_cause(error: BaseException) -> str:
+    """``"Type: first line"`` of the innermost exception that `error` wraps."""
+    while error.__cause__ is not None or getattr(error, "inner_exception", None) is not None:
+        error = error.__cause__ or error.inner_exception
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def _qualname(fn) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
+
+
 class ZooModel(nn.Module):
     """Base class of zoo models; see the module docstring for the interface.
 
@@ -117,6 +173,8 @@ class ZooModel(nn.Module):
     zoo_name: ClassVar[str]
     #: Attributes that hold the tensors of a pass in progress, not the model: never copied.
     _transient: ClassVar[tuple[str, ...]] = ()
+    #: Methods that are pure tensor functions of one step (no Pyro inside): what `compile_steps` compiles.
+    step_functions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config=None, **overrides):
         super().__init__()
@@ -128,6 +186,36 @@ class ZooModel(nn.Module):
             config = dataclasses.replace(config, **overrides)
         self.config = config
         self.pyro_name = _pyro_name(self.zoo_name)
+        self.compile_options: dict | None = None  #: ``torch.compile`` options of the step functions, or None: eager
+        self._steps: dict[str, StepFunction] = {}
+
+    # -- the fast path ----------------------------------------------------------------------------
+
+    def compile_steps(self, enabled: bool = True, **options) -> ZooModel:
+        """Run the model's `step_functions` through ``torch.compile(fn, **options)`` (or eagerly again
+        with ``enabled=False``); returns the model. Model and guide stay plain Pyro code; only the
+        pure tensor work of each step is compiled, one graph per input shape reused by every step.
+
+        Losses and gradients are those of the eager functions up to float rounding. The first call
+        with each new input shape compiles (seconds; inductor caches the code on disk for the next
+        process; a second shape compiles a graph for any batch size). `options` go to
+        ``torch.compile``, e.g. ``mode="reduce-overhead"`` for CUDA graphs.
+        """
+        self.compile_options = dict(options) if enabled else None
+        self._steps = {}
+        if enabled and not self.step_functions:
+            log.warning("%s declares no step_functions: compile_steps changes nothing", type(self).__name__)
+        if enabled and not torch._dynamo.is_dynamo_supported():
+            log.warning("torch.compile is not supported on this platform; %s runs eagerly", type(self).__name__)
+            self.compile_options = None
+        return self
+
+    def step_fn(self, name: str) -> StepFunction:
+        """The step function `name` (a method in `step_functions`), compiled if `compile_steps` said so."""
+        fn = self._steps.get(name)
+        if fn is None:
+            fn = self._steps[name] = StepFunction(getattr(self, name), self.compile_options)
+        return fn
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -203,11 +291,14 @@ class ZooModel(nn.Module):
         state = self.__dict__.copy()
         for name in self._transient:
             state[name] = None
+        state["_steps"] = {}  # compiled functions belong to this object; a copy compiles its own
         for p in self.parameters():  # Pyro's weak reference to the param store's tensor (a cache)
             p.__dict__.pop("unconstrained", None)
         return state
 
     def __setstate__(self, state):
+        state.setdefault("compile_options", None)
+        state["_steps"] = {}
         super().__setstate__(state)
         self.pyro_name = _pyro_name(self.zoo_name)  # a copy is a model of its own
 

@@ -176,6 +176,7 @@ class DRAW(ZooModel):
     Config = DrawConfig
     zoo_name = "draw"
     _transient = ("_trajectory", "_guide_pass")
+    step_functions = ("encode_step", "decode_step", "decode_encode_step")
     #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
     #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
     reuse_guide_decoder = True
@@ -220,15 +221,19 @@ class DRAW(ZooModel):
         guide_pass = GuidePass(self) if self.reuse_guide_decoder and self._plain_decoder() else None
         dec, canvas = self._initial_decoder(B)
         enc = self._zero_state(B)
+        T = self.config.T
+        decode, decode_encode = self.step_fn("decode_step"), self.step_fn("decode_encode_step")
         with self.data_plate(B, num_data):
-            for t in pyro.markov(range(self.config.T)):
-                h_dec = dec[0]
-                x_hat = x - torch.sigmoid(canvas)
-                r = self._read(x, x_hat, h_dec)
-                enc = lstm_step(self.encoder, cat_features(r, h_dec), enc)
-                mu, sigma = self.posterior(enc[0])
+            *enc, mu, sigma, read = self.step_fn("encode_step")(x, canvas, dec[0], *enc)
+            for t in pyro.markov(range(T)):
+                self._record(reads=read)
                 z = pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
-                dec, canvas = self._decode(z, dec, canvas)
+                if t + 1 < T:  # decode z_t and encode for z_{t+1}: one step function
+                    h_dec, cell_dec, canvas, write, *enc, mu, sigma, read = decode_encode(z, *dec, canvas, x, *enc)
+                else:
+                    h_dec, cell_dec, canvas, write = decode(z, *dec, canvas)
+                dec = (h_dec, cell_dec)
+                self._record(canvas, writes=write)
                 if guide_pass is not None:
                     guide_pass.record(z, dec, canvas)
         self._guide_pass = guide_pass
@@ -243,19 +248,50 @@ class DRAW(ZooModel):
     def _initial_decoder(self, B: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
         """``(h_dec_0, cell_0)`` = 0 and the blank canvas c_0 = 0 (grey 0.5 after the sigmoid)."""
         canvas = torch.zeros(B, *self.image_shape, device=self.device, dtype=self.dtype)
-        if self._trajectory is not None:
-            self._trajectory.canvases.append(canvas)
+        self._record(canvas)
         return self._zero_state(B), canvas
 
-    def _read(self, x: Tensor, x_hat: Tensor, h_dec: Tensor) -> Tensor:
+    def encode_step(self, x: Tensor, canvas: Tensor, h_dec: Tensor, h_enc: Tensor, cell_enc: Tensor):
+        """One step of the encoder: ``x_hat = x - sigmoid(c_{t-1})``, ``r_t = read(x, x_hat, h_dec_{t-1})``,
+        ``h_enc_t = LSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})``, ``(mu_t, sigma_t)`` of q(z_t | ...).
+
+        A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
+        Returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t, read Glimpse or None)``.
+        """
+        x_hat = x - torch.sigmoid(canvas)
         r, glimpse = self.reader(x, x_hat, h_dec)
-        if self._trajectory is not None and glimpse is not None:
-            self._trajectory.reads.append(glimpse)
-        return r
+        h_enc, cell_enc = lstm_step(self.encoder, cat_features(r, h_dec), (h_enc, cell_enc))
+        mu, sigma = self.posterior(h_enc)
+        return h_enc, cell_enc, mu, sigma, glimpse
+
+    def decode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor):
+        """One step of the decoder: ``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``, ``c_t = c_{t-1} + write(h_dec_t)``.
+
+        A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
+        Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse or None)``.
+        """
+        h_dec, cell_dec = lstm_step(self.decoder, z, (h_dec, cell_dec))
+        update, glimpse = self.writer(h_dec)
+        return h_dec, cell_dec, canvas + update, glimpse
+
+    def decode_encode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor, x: Tensor,
+                           h_enc: Tensor, cell_enc: Tensor):
+        """`decode_step` for z_t, then `encode_step` for z_{t+1}: the guide's work between two samples
+        in one function. Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse, h_enc_{t+1}, cell_enc_{t+1},
+        mu_{t+1}, sigma_{t+1}, read Glimpse)``."""
+        h_dec, cell_dec, canvas, write = self.decode_step(z, h_dec, cell_dec, canvas)
+        return (h_dec, cell_dec, canvas, write, *self.encode_step(x, canvas, h_dec, h_enc, cell_enc))
+
+    def _record(self, canvas: Tensor | None = None, reads: Glimpse | None = None, writes: Glimpse | None = None):
+        """Keep what a step drew, while `_recording`."""
+        if self._trajectory is not None:
+            for kept, new in ((self._trajectory.canvases, canvas), (self._trajectory.reads, reads),
+                              (self._trajectory.writes, writes)):
+                if new is not None:
+                    kept.append(new)
 
     def _decode(self, z: Tensor, dec, canvas: Tensor, guide_pass: GuidePass | None = None):
-        """``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)``, for any
-        batch shape ``[..., B]``.
+        """`decode_step`: ``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``; ``c_t = c_{t-1} + write(h_dec_t)``.
 
         Replaying a `guide_pass` whose z_t these are, the steps are deferred (the state stays as it
         was) until the last, which takes the guide's final state if that is still exactly what
@@ -269,14 +305,9 @@ class DRAW(ZooModel):
                 return guide_pass.final
             for z_s in guide_pass.leave(met):
                 dec, canvas = self._decode(z_s, dec, canvas)
-        dec = lstm_step(self.decoder, z, dec)
-        update, glimpse = self.writer(dec[0])
-        canvas = canvas + update
-        if self._trajectory is not None:
-            self._trajectory.canvases.append(canvas)
-            if glimpse is not None:
-                self._trajectory.writes.append(glimpse)
-        return dec, canvas
+        *dec, canvas, glimpse = self.step_fn("decode_step")(z, *dec, canvas)
+        self._record(canvas, writes=glimpse)
+        return tuple(dec), canvas
 
     def _decoder_parameters(self):
         """The parameters the decoding of z's depends on."""

@@ -39,6 +39,7 @@ class VAE(ZooModel):
 
     Config = VAEConfig
     zoo_name = "vae"
+    step_functions = ("encode", "decode")
 
     def __init__(self, config: VAEConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -60,7 +61,7 @@ class VAE(ZooModel):
         self.register()
         with self.data_plate(B, num_data):
             z = pyro.sample("z", standard_normal(B, self.config.latent_dim, self.decoder[0].weight))
-            logits = self.decoder(z)
+            logits = self.step_fn("decode")(z)
             pyro.sample("x", pixel_likelihood(logits), obs=x)
         return logits
 
@@ -69,8 +70,16 @@ class VAE(ZooModel):
         x = self.check_images(x)
         self.register()
         with self.data_plate(x.shape[0], num_data):
-            mu, sigma = self.posterior(self.encoder(x))
+            mu, sigma = self.step_fn("encode")(x)
             pyro.sample("z", dist.Normal(mu, sigma).to_event(1))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, sigma)`` ``[..., B, latent_dim]`` of q(z | x) for images ``[..., B, C, H, W]`` (a step function)."""
+        return self.posterior(self.encoder(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Pixel logits ``[..., B, C, H, W]`` of p(x | z) for ``z [..., B, latent_dim]`` (a step function)."""
+        return self.decoder(z)
 
     @torch.no_grad()
     def generate(self, n: int) -> Tensor:
