@@ -235,3 +235,34 @@ def test_resuming_with_a_contradicting_config_names_the_fields(capsys, npz, tmp_
 def test_the_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "drawzoo", "list"], capture_output=True, text=True, check=True)
     assert "draw" in out.stdout
+
+
+def test_compile_switches_train_and_eval_to_the_fast_path(capsys, tmp_path, monkeypatch):
+    """`--compile` reaches `drawzoo.train` (stored as a budget setting) and `drawzoo.evaluate`, and
+    the figures are the eager ones up to float rounding. (The sizes of tests/test_fast_path.py, whose
+    compiled graphs this process may then reuse.)"""
+    npz = tmp_path / "images.npz"
+    np.savez(npz, images=binary_images(8).numpy())
+    tiny = ["--T", 3, "--hidden-dim", 16, "--latent-dim", 4, "--read-size", 3, "--write-size", 3]
+    calls = []
+    from drawzoo.models import ZooModel
+
+    real = ZooModel.compile_steps
+    monkeypatch.setattr(ZooModel, "compile_steps",
+                        lambda self, *a, **kw: calls.append((a, kw)) or real(self, *a, **kw))
+    figures = {}
+    for mode in ("eager", "fast"):
+        ckpt = tmp_path / f"{mode}.pt"
+        fast = ["--compile"] if mode == "fast" else []
+        code, out, err = run(capsys, "train", "draw", *tiny, "--data", npz, "--epochs", 1, "--batch-size", 4,
+                             "--checkpoint", ckpt, "--quiet", *fast)
+        assert code == 0, err
+        assert read_checkpoint(ckpt)["train_config"]["compile"] == (mode == "fast")
+        code, out, err = run(capsys, "eval", ckpt, "--data", npz, "--split", "all", "-k", 2, "--limit", 2,
+                             "--json", tmp_path / f"{mode}.json", "--quiet", *fast)
+        assert code == 0, err
+        assert "images/s" in out
+        figures[mode] = json.loads((tmp_path / f"{mode}.json").read_text())
+    assert len(calls) == 2  # train, then the evaluation of a freshly loaded model
+    for key in ("neg_elbo", "nll"):
+        assert figures["fast"][key] == pytest.approx(figures["eager"][key], rel=1e-4)

@@ -112,10 +112,12 @@ def test_where_compilation_fails_the_model_runs_eagerly_with_one_warning(caplog)
         for _ in range(3):
             got, _ = _log_weight_and_grads(broken, x, fixed)
             assert torch.equal(got, expected)  # eager: bit for bit
-    warnings = [r for r in caplog.records if "torch.compile failed" in r.getMessage()]
-    assert len(warnings) == len(broken._steps) 
-    assert all("RuntimeError: no C++ compiler here" in r.getMessage() for r in warnings)
-    assert all(fn.failed for fn in broken._steps.values())
+    warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    # each step function that tried to compile warned once, naming why (one whose code dynamo had
+    # already stopped compiling in this process, at its recompile limit, runs eagerly without trying)
+    assert warnings and len(warnings) == len(set(warnings)) <= len(broken._steps)
+    assert all("RuntimeError: no C++ compiler here" in w for w in warnings)
+    assert sum(fn.failed is not None for fn in broken._steps.values()) == len(warnings)
 
 
 def test_compile_steps_off_again_is_eager():
