@@ -148,3 +148,36 @@ def test_train_resumes_across_the_fast_path_both_ways(tmp_path):
     drawzoo.train(straight, x, epochs=3, **settings)
     for a, b in zip(again.state_dict().values(), straight.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _compiled_pair():
+    torch.manual_seed(0)
+    eager = drawzoo.load("draw", **TINY)
+    fast = copy.deepcopy(eager).compile_steps()
+    x = binary_images(4)
+    fixed = _fixed_z(eager, x)
+    _log_weight_and_grads(fast, x, fixed)  # compiled before the change below
+    return eager, fast, x, fixed
+
+
+def test_a_hook_added_after_compiling_is_run_as_eagerly():
+    eager, fast, x, fixed = _compiled_pair()
+    for m in (eager, fast):
+        m.writer.register_forward_hook(lambda module, inputs, out: (2 * out[0], out[1]))
+    expected, expected_grads = _log_weight_and_grads(eager, x, fixed)
+    got, grads = _log_weight_and_grads(fast, x, fixed)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_a_step_method_set_on_the_model_after_use_is_the_one_that_runs():
+    eager, fast, x, fixed = _compiled_pair()
+    for m in (eager, fast):
+        plain = type(m).decode_encode_step
+        m.decode_encode_step = lambda z, *rest, m=m, plain=plain: plain(m, 0.5 * z, *rest)
+    expected, _ = _log_weight_and_grads(eager, x, fixed)
+    got, _ = _log_weight_and_grads(fast, x, fixed)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    unchanged, _ = _log_weight_and_grads(_compiled_pair()[0], x, fixed)
+    assert not torch.allclose(got, unchanged)

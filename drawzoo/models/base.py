@@ -108,6 +108,19 @@ class GaussianPosterior(nn.Linear):
         return mu, bounded_exp(log_sigma)
 
 
+def has_hooks(module: nn.Module) -> bool:
+    """Whether `module` or a submodule has hooks or parametrizations, or global module hooks exist."""
+    from torch.nn.modules import module as nn_module
+    from torch.nn.utils import parametrize
+
+    if any(getattr(nn_module, name, None) for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks", "_global_forward_hooks_always_called")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               or parametrize.is_parametrized(m) for m in module.modules())
+
+
 def _compile_failure(error: BaseException) -> bool:
     """Whether `error` is torch.compile failing (no compiler, unsupported code), not the computation."""
     from torch._dynamo.exc import TorchDynamoException
@@ -126,17 +139,19 @@ class StepFunction:
     Compiled, each call with inputs of a shape, dtype, device and grad mode seen before reuses one
     graph (forward and backward fused by inductor); no Pyro machinery is inside. Where compilation
     fails (no C++ compiler, an unsupported platform), the function runs eagerly from then on and
-    one warning says why; inside ``torch.jit.trace`` or an enclosing ``torch.compile`` it runs as
-    plain code.
+    one warning says why. It runs as plain code inside ``torch.jit.trace`` or an enclosing
+    ``torch.compile``, and while the model has hooks or parametrizations (`has_hooks`): a graph
+    compiled before one was added would not run it.
     """
 
-    def __init__(self, fn: Callable, options: dict | None):
-        self.fn = fn
+    def __init__(self, fn: Callable, options: dict | None, model: nn.Module):
+        self.fn, self.model = fn, model
         self.compiled = None if options is None else torch.compile(fn, **options)
         self.failed: str | None = None  #: why compiling failed, if it did
 
     def __call__(self, *args):
-        if self.compiled is None or self.failed is not None or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if (self.compiled is None or self.failed is not None or torch.jit.is_tracing()
+                or torch.compiler.is_compiling() or has_hooks(self.model)):
             return self.fn(*args)
         try:
             return self.compiled(*args)
@@ -212,9 +227,10 @@ class ZooModel(nn.Module):
 
     def step_fn(self, name: str) -> StepFunction:
         """The step function `name` (a method in `step_functions`), compiled if `compile_steps` said so."""
+        method = getattr(self, name)
         fn = self._steps.get(name)
-        if fn is None:
-            fn = self._steps[name] = StepFunction(getattr(self, name), self.compile_options)
+        if fn is None or fn.fn != method:  # a method set on the instance since counts from then on
+            fn = self._steps[name] = StepFunction(method, self.compile_options, self)
         return fn
 
     @property

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..attention import FullRead, FullWrite, GaussianRead, GaussianWrite, Glimpse
 from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
-from .base import GaussianPosterior, ZooModel, cat_features, lstm_step, pixel_likelihood, standard_normal
+from .base import GaussianPosterior, ZooModel, cat_features, has_hooks, lstm_step, pixel_likelihood, standard_normal
 
 
 @dataclass(frozen=True)
@@ -130,19 +130,6 @@ def _autograd_context(device: torch.device) -> tuple:
     """What decides how a pass is recorded: grad mode, inference mode, autocast (on `device`)."""
     return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
             torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether `module` or a submodule has hooks or parametrizations, or global module hooks exist."""
-    from torch.nn.modules import module as nn_module
-    from torch.nn.utils import parametrize
-
-    if any(getattr(nn_module, name, None) for name in (
-            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-            "_global_backward_pre_hooks", "_global_forward_hooks_always_called")):
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-               or parametrize.is_parametrized(m) for m in module.modules())
 
 
 class Reconstruction(NamedTuple):
@@ -316,7 +303,7 @@ class DRAW(ZooModel):
     def _plain_decoder(self) -> bool:
         """Whether decoding is drawzoo's own deterministic function of z's and parameters."""
         return (type(self.decoder) is nn.LSTMCell and type(self.writer) in (GaussianWrite, FullWrite)
-                and not _has_hooks(self.decoder) and not _has_hooks(self.writer))
+                and not has_hooks(self.decoder) and not has_hooks(self.writer))
 
     def _claim_guide_pass(self) -> GuidePass | None:
         """The last guide pass, once (the model checks at its end whether it may use it)."""
