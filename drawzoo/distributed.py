@@ -4,8 +4,8 @@ Without torchrun (no ``WORLD_SIZE`` > 1 in the environment, no process group) ev
 a single process and a no-op. Under torchrun, `join` initialises the process group from torchrun's
 environment -- gloo on the CPU, nccl on CUDA with one device per local rank -- with a timeout
 (``DRAWZOO_DIST_TIMEOUT`` seconds, default 120), so that a rank that dies makes the others fail
-with an error instead of waiting forever. A group initialised here is destroyed at exit: gloo's
-worker threads otherwise abort the process (SIGABRT) while the interpreter shuts down.
+with an error instead of waiting forever. A group initialised here is destroyed at exit (`leave`):
+gloo's worker threads otherwise abort the process (SIGABRT) while the interpreter shuts down.
 """
 
 from __future__ import annotations
@@ -93,14 +93,22 @@ def join(device: torch.device) -> Group:
     """Join torchrun's process group when launched by it, initialising it here if needed (gloo for
     a CPU `device`, nccl for CUDA); a single-process Group otherwise."""
     if launched_by_torchrun() and not dist.is_initialized():
+        # torch._dynamo (which torch.optim imports) imported after init_process_group keeps a
+        # reference to the group: destroy_process_group would then leave gloo's threads running,
+        # and one that frees a finished collective's tensors while the interpreter shuts down
+        # aborts the process (SIGABRT, "terminate called without an active exception")
+        import torch._dynamo  # noqa: F401
+
         if device.type == "cuda":
             torch.cuda.set_device(device)
         timeout = timedelta(seconds=float(os.environ.get("DRAWZOO_DIST_TIMEOUT", "120")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-        atexit.register(_leave)
+        atexit.register(leave)
     return current()
 
 
-def _leave() -> None:
+def leave() -> None:
+    """Destroy the process group, which joins its worker threads (called at exit when `join`
+    initialised it)."""
     if dist.is_initialized():
         dist.destroy_process_group()

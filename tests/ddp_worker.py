@@ -3,8 +3,8 @@
     python tests/ddp_worker.py OUT EPOCHS [noiseless] [iwae] [FIELD=VALUE ...]
 
 Trains a small DRAW on fixed data (global batch 24, seed 0) with its checkpoint at OUT/run.pt,
-and writes OUT/rank{R}.pt: the history, a digest of the parameters after every epoch, and the
-final weights. Each process initialises the model with seed RANK: training starts from rank 0's.
+and writes OUT/rank{R}.pt: the history, a digest of the parameters after every epoch, the
+final weights, and the names of gloo's threads still running once the process group is destroyed. Each process initialises the model with seed RANK: training starts from rank 0's.
 With "noiseless", every z_t of the guide is its posterior mean (no sampling noise), so that a
 data-parallel run can be compared with a single process to float precision. With "iwae", the
 objective is RenyiELBO(alpha=0) with 3 vectorised particles (an ELBO without a differentiable
@@ -83,4 +83,7 @@ if __name__ == "__main__":
     except drawzoo.Interrupted as e:
         torch.save({"interrupted": str(e)}, out / f"rank{rank}.pt")
         sys.exit(128 + e.signum)
-    torch.save({"history": history, "digests": digests, "state_dict": model.state_dict()}, out / f"rank{rank}.pt")
+    drawzoo.distributed.leave()
+    threads = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+    torch.save({"history": history, "digests": digests, "state_dict": model.state_dict(),
+                "gloo_threads_left": [t for t in threads if "gloo" in t]}, out / f"rank{rank}.pt")
