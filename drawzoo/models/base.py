@@ -3,15 +3,20 @@
 A zoo model is a `torch.nn.Module` with
 
 - ``Config``: a frozen dataclass of its hyper-parameters (``model.config`` is an instance);
-- ``model(x=None, *, batch_size=None, num_data=None)``: the generative story, ``x`` observed at
-  site ``"x"`` (sampled when ``x`` is None), every site inside the data plate (`data_plate`);
-- ``guide(x, *, num_data=None)``: the amortised posterior over the same latent sites;
+- ``model(x=None, *, batch_size=None, num_data=None, mask=None)``: the generative story, ``x``
+  observed at site ``"x"`` (sampled when ``x`` is None), every site inside the data plate (`data_plate`);
+- ``guide(x, *, num_data=None, mask=None)``: the amortised posterior over the same latent sites;
 - ``generate(n)``: images through time ``[steps, n, C, H, W]`` in [0, 1].
 
 The data plate is ``pyro.plate("data", B, dim=-1)``: a model declares one plate, and Pyro may add
 batch dimensions left of it (vectorised particles, ``Predictive(parallel=True)``), so a site's
 value is ``[..., B, *event]`` and every network must take any leading batch shape. ``num_data=N``
 scales every site by N / B, exactly as a subsampled ``pyro.plate`` does.
+
+``mask`` (bool, broadcastable to ``x``, True where a pixel is observed; `drawzoo.masks`) makes the
+images partially observed: the likelihood counts the observed pixels only (`pixel_likelihood`),
+and the guide never looks at the values of unobserved pixels (each model says what it reads
+there instead). `inpaint` fills the unobserved pixels from the model.
 
 Subclassing `ZooModel` gives a third-party model the same checks, plate, naming and param-store
 handling for free.
@@ -37,6 +42,7 @@ from ..attention import bounded_exp
 from ..config import build_config
 from ..errors import ConfigError, InputError
 from ..images import check_images
+from ..masks import check_mask
 
 _instances: defaultdict[str, itertools.count] = defaultdict(itertools.count)
 log = logging.getLogger(__name__)
@@ -56,14 +62,17 @@ def _pyro_name(zoo_name: str) -> str:
 DATA_DIM = -1
 
 
-def pixel_likelihood(logits: Tensor) -> dist.Distribution:
-    """``Bernoulli(logits)`` over every pixel of ``[..., B, C, H, W]``, one event per image.
+def pixel_likelihood(logits: Tensor, mask: Tensor | None = None) -> dist.Distribution:
+    """``Bernoulli(logits)`` over every pixel of ``[..., B, C, H, W]``, one event per image; with a
+    bool `mask` broadcastable to the pixels, only those where it is True count (``.mask`` before
+    ``to_event``: an unobserved pixel adds 0 to the log-probability).
 
     Its log-probability is the negative binary cross-entropy, which is also defined for grey
     values in [0, 1] (then it is a reconstruction score, not a normalised likelihood), so
     support validation is off.
     """
-    return dist.Bernoulli(logits=logits, validate_args=False).to_event(3)
+    pixels = dist.Bernoulli(logits=logits, validate_args=False)
+    return (pixels if mask is None else pixels.mask(mask)).to_event(3)
 
 
 def standard_normal(batch_size: int, dim: int, like: Tensor) -> dist.Distribution:
@@ -253,6 +262,11 @@ class ZooModel(nn.Module):
         """`x` checked against ``image_shape`` and moved to the model's device and dtype."""
         return check_images(x, self.image_shape, device=self.device, dtype=self.dtype, name=name)
 
+    def check_mask(self, mask, batch_size: int) -> Tensor | None:
+        """`mask` (None: every pixel observed) checked (`drawzoo.masks.check_mask`) and expanded to
+        ``[batch_size, C, H, W]`` on the model's device."""
+        return None if mask is None else check_mask(mask, (batch_size, *self.image_shape), device=self.device)
+
     def _data(self, x, batch_size: int | None) -> tuple[Tensor | None, int]:
         """``(checked x or None, B)`` for ``model(x=None, *, batch_size=None)``."""
         if x is None:
@@ -321,11 +335,25 @@ class ZooModel(nn.Module):
     def extra_repr(self) -> str:
         return f"config={self.config}"
 
-    def model(self, x=None, *, batch_size=None, num_data=None):
+    def model(self, x=None, *, batch_size=None, num_data=None, mask=None):
         raise NotImplementedError
 
-    def guide(self, x, *, num_data=None):
+    def guide(self, x, *, num_data=None, mask=None):
         raise NotImplementedError
+
+    @torch.no_grad()
+    def inpaint(self, x, mask, num_samples: int = 100, sample: bool = False) -> Tensor:
+        """Fill the unobserved pixels of images `x` ``[B, C, H, W]`` (`mask` False there) from
+        p(x_miss | x_obs), by sampling importance resampling (`drawzoo.evaluation.importance_resample`):
+        K = `num_samples` z's from the guide given the observed pixels, one resampled per image
+        with weight p(x_obs, z) / q(z | x_obs), and the missing pixels from p(x | z): their means
+        (Bernoulli probabilities), or a binary draw with ``sample=True``.
+
+        Returns ``[B, C, H, W]`` with the observed pixels of `x` exactly as they were.
+        """
+        from ..evaluation import importance_resample
+
+        return importance_resample(self, x, mask, num_samples, sample=sample)
 
     def generate(self, n: int) -> Tensor:
         raise NotImplementedError

@@ -158,6 +158,11 @@ class DRAW(ZooModel):
         z_t     ~ Normal(mu(h_enc_t), sigma(h_enc_t))           site "z_{t}"
 
     With ``TraceMeanField_ELBO`` the loss per image is the paper's L^x + L^z in nats.
+
+    Partially observed images (``mask``, True where a pixel is observed): the model's likelihood
+    counts the observed pixels only; the guide reads, at each unobserved pixel, the canvas's own
+    current belief ``sigmoid(c_{t-1})`` in place of x, so the error image is 0 where nothing is
+    known. The decoder computes the same as without a mask.
     """
 
     Config = DrawConfig
@@ -182,13 +187,15 @@ class DRAW(ZooModel):
 
     # -- the Pyro model and guide -------------------------------------------------------------
 
-    def model(self, x=None, *, batch_size=None, num_data=None) -> Tensor:
+    def model(self, x=None, *, batch_size=None, num_data=None, mask=None) -> Tensor:
         """p(x, z_0..z_{T-1}); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
 
         `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
-        Returns the final canvas logits c_T ``[..., B, C, H, W]``.
+        `mask`: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
+        likelihood of site "x" counts those only. Returns the final canvas logits c_T ``[..., B, C, H, W]``.
         """
         x, B = self._data(x, batch_size)
+        mask = self.check_mask(mask, B)
         self.register()
         guide_pass = self._claim_guide_pass()
         dec, canvas = self._initial_decoder(B)
@@ -196,13 +203,17 @@ class DRAW(ZooModel):
             for t in pyro.markov(range(self.config.T)):
                 z = pyro.sample(f"z_{t}", standard_normal(B, self.config.latent_dim, self.decoder.weight_ih))
                 dec, canvas = self._decode(z, dec, canvas, guide_pass)
-            pyro.sample("x", pixel_likelihood(canvas), obs=x)
+            pyro.sample("x", pixel_likelihood(canvas, mask), obs=x)
         return canvas
 
-    def guide(self, x, *, num_data=None) -> Tensor:
-        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, C, H, W]``."""
+    def guide(self, x, *, num_data=None, mask=None) -> Tensor:
+        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, C, H, W]``.
+
+        With `mask` (as for `model`) the encoder reads ``sigmoid(c_{t-1})`` at the unobserved pixels
+        instead of x: their values in `x` are never used."""
         x = self.check_images(x)
         B = x.shape[0]
+        mask = self.check_mask(mask, B)
         self.register()
         self._guide_pass = None
         guide_pass = GuidePass(self) if self.reuse_guide_decoder and self._plain_decoder() else None
@@ -211,12 +222,12 @@ class DRAW(ZooModel):
         T = self.config.T
         decode, decode_encode = self.step_fn("decode_step"), self.step_fn("decode_encode_step")
         with self.data_plate(B, num_data):
-            *enc, mu, sigma, read = self.step_fn("encode_step")(x, canvas, dec[0], *enc)
+            *enc, mu, sigma, read = self.step_fn("encode_step")(x, canvas, dec[0], *enc, mask)
             for t in pyro.markov(range(T)):
                 self._record(reads=read)
                 z = pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
                 if t + 1 < T:  # decode z_t and encode for z_{t+1}: one step function
-                    h_dec, cell_dec, canvas, write, *enc, mu, sigma, read = decode_encode(z, *dec, canvas, x, *enc)
+                    h_dec, cell_dec, canvas, write, *enc, mu, sigma, read = decode_encode(z, *dec, canvas, x, *enc, mask)
                 else:
                     h_dec, cell_dec, canvas, write = decode(z, *dec, canvas)
                 dec = (h_dec, cell_dec)
@@ -238,14 +249,19 @@ class DRAW(ZooModel):
         self._record(canvas)
         return self._zero_state(B), canvas
 
-    def encode_step(self, x: Tensor, canvas: Tensor, h_dec: Tensor, h_enc: Tensor, cell_enc: Tensor):
+    def encode_step(self, x: Tensor, canvas: Tensor, h_dec: Tensor, h_enc: Tensor, cell_enc: Tensor,
+                    mask: Tensor | None = None):
         """One step of the encoder: ``x_hat = x - sigmoid(c_{t-1})``, ``r_t = read(x, x_hat, h_dec_{t-1})``,
         ``h_enc_t = LSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})``, ``(mu_t, sigma_t)`` of q(z_t | ...).
+        With a bool `mask` (False: unobserved), x is ``sigmoid(c_{t-1})`` where it is False.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
         Returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t, read Glimpse or None)``.
         """
-        x_hat = x - torch.sigmoid(canvas)
+        belief = torch.sigmoid(canvas)
+        if mask is not None:
+            x = torch.where(mask, x, belief)
+        x_hat = x - belief
         r, glimpse = self.reader(x, x_hat, h_dec)
         h_enc, cell_enc = lstm_step(self.encoder, cat_features(r, h_dec), (h_enc, cell_enc))
         mu, sigma = self.posterior(h_enc)
@@ -262,12 +278,12 @@ class DRAW(ZooModel):
         return h_dec, cell_dec, canvas + update, glimpse
 
     def decode_encode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor, x: Tensor,
-                           h_enc: Tensor, cell_enc: Tensor):
+                           h_enc: Tensor, cell_enc: Tensor, mask: Tensor | None = None):
         """`decode_step` for z_t, then `encode_step` for z_{t+1}: the guide's work between two samples
         in one function. Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse, h_enc_{t+1}, cell_enc_{t+1},
         mu_{t+1}, sigma_{t+1}, read Glimpse)``."""
         h_dec, cell_dec, canvas, write = self.decode_step(z, h_dec, cell_dec, canvas)
-        return (h_dec, cell_dec, canvas, write, *self.encode_step(x, canvas, h_dec, h_enc, cell_enc))
+        return (h_dec, cell_dec, canvas, write, *self.encode_step(x, canvas, h_dec, h_enc, cell_enc, mask))
 
     def _record(self, canvas: Tensor | None = None, reads: Glimpse | None = None, writes: Glimpse | None = None):
         """Keep what a step drew, while `_recording`."""

@@ -35,6 +35,11 @@ class VAE(ZooModel):
         z ~ Normal(0, I)                                   site "z"
         x ~ Bernoulli(sigmoid(MLP_dec(z)))                 site "x"
         q: z ~ Normal(mu(MLP_enc(x)), sigma(MLP_enc(x)))
+
+    Partially observed images (``mask``, True where a pixel is observed): the likelihood counts the
+    observed pixels only, and the encoder sees the unobserved ones as 0 (zero imputation, as in
+    MIWAE, Mattei & Frellsen 2019): q(z | x_obs) is an encoder trained on whole images fed the
+    zero-filled image, a proposal whose mismatch importance weights correct.
     """
 
     Config = VAEConfig
@@ -52,22 +57,28 @@ class VAE(ZooModel):
             nn.Unflatten(-1, cfg.image_shape),
         )
 
-    def model(self, x=None, *, batch_size=None, num_data=None) -> Tensor:
+    def model(self, x=None, *, batch_size=None, num_data=None, mask=None) -> Tensor:
         """p(x, z); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
 
         `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
-        Returns the logits ``[..., B, C, H, W]``."""
+        `mask`: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
+        likelihood counts those only. Returns the logits ``[..., B, C, H, W]``."""
         x, B = self._data(x, batch_size)
+        mask = self.check_mask(mask, B)
         self.register()
         with self.data_plate(B, num_data):
             z = pyro.sample("z", standard_normal(B, self.config.latent_dim, self.decoder[0].weight))
             logits = self.step_fn("decode")(z)
-            pyro.sample("x", pixel_likelihood(logits), obs=x)
+            pyro.sample("x", pixel_likelihood(logits, mask), obs=x)
         return logits
 
-    def guide(self, x, *, num_data=None) -> None:
-        """q(z | x) for images `x` ``[B, C, H, W]`` in [0, 1]."""
+    def guide(self, x, *, num_data=None, mask=None) -> None:
+        """q(z | x) for images `x` ``[B, C, H, W]`` in [0, 1]; with `mask` (as for `model`) the
+        encoder sees the unobserved pixels as 0: their values in `x` are never used."""
         x = self.check_images(x)
+        mask = self.check_mask(mask, x.shape[0])
+        if mask is not None:
+            x = x.masked_fill(~mask, 0.0)
         self.register()
         with self.data_plate(x.shape[0], num_data):
             mu, sigma = self.step_fn("encode")(x)
