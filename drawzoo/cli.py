@@ -1,4 +1,4 @@
-"""The ``drawzoo`` command: list, train, sample, animate and evaluate zoo models.
+"""The ``drawzoo`` command: list, train, sample, animate, evaluate and inpaint zoo models.
 
 ``drawzoo train MODEL --help`` lists MODEL's own config options (from its Config dataclass), so
 third-party models get command-line options for free; the training options are made the same way
@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data as datasets
-from . import distributed, objectives
+from . import distributed, masks, objectives
 from .batching import random_subset
 from .checkpoints import read_checkpoint
 from .config import as_dict, optional_type
@@ -242,24 +242,55 @@ def cmd_animate(args) -> int:
     return 0
 
 
+def _scored_data(args, model):
+    """``(data, split)``: the images `eval` and `inpaint` score, from --data, --split, --data-root, at
+    the model's image shape; a named set's test split, else the valid split of a folder or file."""
+    split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
+    return datasets.load(args.data, split, args.data_root, model.image_shape), split
+
+
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
 
     device = _checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json},
                       inputs={"--data": _data_path(args.data)})
+    if args.mask is not None:
+        masks.check_name(args.mask)
     distributed.join(device)  # under torchrun, each process scores a share of the images
     model = load(checkpoint=args.checkpoint).to(device)
-    split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
-    data = datasets.load(args.data, split, args.data_root, model.image_shape)
+    data, split = _scored_data(args, model)
     data = random_subset(data, args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                      progress=not args.quiet, compile=args.compile or None)
+                      progress=not args.quiet, compile=args.compile or None, mask=args.mask)
     result.update(checkpoint=str(args.checkpoint), data=args.data, split=split)
+    conditional = "" if args.mask is None else (
+        f"; conditional NLL of the missing pixels (mask {args.mask}, {result['missing_fraction']:.0%} of the pixels) "
+        f"{result['cond_nll']:.2f} nats = NLL {result['nll']:.2f} - NLL of the observed pixels "
+        f"{result['nll_observed']:.2f}")
+    if args.mask is not None:
+        result["mask"] = args.mask
     _say(f"{args.checkpoint} on {args.data}/{split} ({result['num_images']} images): "
          f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
-         f"(importance sampled, K={args.num_samples}); {result['images_per_s']:.1f} images/s")
+         f"(importance sampled, K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
     if args.json and distributed.is_main_process():
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def cmd_inpaint(args) -> int:
+    from .pictures import save_inpainting
+
+    device = _checked(args, "n", "nrow", "num_samples", outputs={"--out": args.out},
+                      inputs={"--data": _data_path(args.data)})
+    masks.check_name(args.mask)
+    model = _from_checkpoint(args, device)
+    data, split = _scored_data(args, model)
+    x = random_subset(data, args.n, seed=args.seed)[:]
+    mask = masks.named_mask(args.mask, model.image_shape, len(x), seed=args.seed)
+    filled = model.inpaint(x.to(device), mask, num_samples=args.num_samples, sample=args.sample)
+    save_inpainting(x, mask, filled.cpu(), args.out, nrow=args.nrow)
+    print(f"wrote {len(x)} images of {args.data}/{split} with mask {args.mask} filled in by {args.checkpoint} "
+          f"(importance resampling, K={args.num_samples}) to {args.out}: rows observed, filled in, original")
     return 0
 
 
@@ -330,19 +361,35 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--duration-ms", type=int, default=100, help="milliseconds per frame [100]")
     p.add_argument("--out", default="draw.gif", help="GIF file to write [draw.gif]")
 
+    def scored_data_options(p):  # the images of `_scored_data`
+        p.add_argument("--data", default="binarized_mnist", help=f"{DATA_HELP} [binarized_mnist]")
+        p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
+                       "from training) or all of a folder or file [test; valid for a folder or file]")
+        p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
+        p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
+
+    mask_help = (f"which pixels are missing: {', '.join(masks.NAMES)} (top: the top half missing, ...; random:P: "
+                 "each pixel missing with probability P)")
     p = checkpoint_command("eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
                            "per image", cmd_eval)
-    p.add_argument("--data", default="binarized_mnist", help=f"{DATA_HELP} [binarized_mnist]")
-    p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
-                   "from training) or all of a folder or file [test; valid for a folder or file]")
-    p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
-    p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
+    scored_data_options(p)
+    p.add_argument("--mask", help=f"also the conditional NLL of the missing pixels given the others, "
+                   f"-log p(x_miss | x_obs) = NLL - NLL of the observed pixels; {mask_help} [none]")
     p.add_argument("--batch-size", type=int, help="images per vectorised pass [4096 // K]")
     p.add_argument("--limit", type=int, help="score a seeded random subset of this many images")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--compile", action="store_true", help="the fast path: compile the model's step functions "
                    "with torch.compile (the same figures up to float rounding)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = checkpoint_command("inpaint", "fill in the missing pixels of test images from a trained model "
+                           "(importance resampling) and save a PNG: rows observed, filled in, original", cmd_inpaint)
+    scored_data_options(p)
+    p.add_argument("--mask", default="bottom", help=f"{mask_help} [bottom]")
+    p.add_argument("--n", type=int, default=16, help="number of images, a seeded random subset [16]")
+    p.add_argument("--nrow", type=int, help="images per row [all, at most 16]")
+    p.add_argument("--sample", action="store_true", help="binary draws of the missing pixels [their probabilities]")
+    p.add_argument("--out", default="inpaint.png", help="PNG file to write [inpaint.png]")
     return parser
 
 

@@ -49,25 +49,27 @@ def check_mask(mask, shape, *, device=None, name: str = "mask") -> Tensor:
 def named_mask(name: str, image_shape, n: int = 1, seed: int = 0) -> Tensor:
     """The mask `name` (one of `NAMES`) for `n` images of `image_shape` (C, H, W): bool ``[n, 1, H, W]``."""
     _, H, W = image_shape
-    if isinstance(name, str) and name.startswith("random:"):
-        p = _probability(name)
+    if check_name(name).startswith("random:"):
         g = torch.Generator().manual_seed(seed)
-        return torch.rand(n, 1, H, W, generator=g) >= p
+        return torch.rand(n, 1, H, W, generator=g) >= float(name.split(":", 1)[1])
     rows, cols = torch.arange(H)[:, None], torch.arange(W)[None, :]
     missing = {
         "top": rows < H // 2, "bottom": rows >= H // 2, "left": cols < W // 2, "right": cols >= W // 2,
         "centre": ((rows >= H // 4) & (rows < H // 4 + H // 2) & (cols >= W // 4) & (cols < W // 4 + W // 2)),
-    }.get(name)
-    if missing is None:
-        raise InputError(f"unknown mask {name!r}; one of {', '.join(NAMES)} (P: the fraction of pixels missing)")
+    }[name]
     return ~missing.expand(H, W)[None, None].expand(n, 1, H, W)
 
 
-def _probability(name: str) -> float:
-    try:
-        p = float(name.split(":", 1)[1])
-    except ValueError:
-        p = float("nan")
-    if not 0 < p < 1:
-        raise InputError(f"mask {name!r}: random:P needs P in (0, 1), the fraction of pixels missing (e.g. random:0.5)")
-    return p
+def check_name(name: str) -> str:
+    """`name` if it names a mask (`NAMES`; ``random:P`` with P in (0, 1)), else `InputError`."""
+    if isinstance(name, str) and name.startswith("random:"):
+        try:
+            p = float(name.split(":", 1)[1])
+        except ValueError:
+            p = float("nan")
+        if not 0 < p < 1:
+            raise InputError(f"mask {name!r}: random:P needs P in (0, 1), the fraction of pixels missing "
+                             "(e.g. random:0.5)")
+    elif name not in NAMES:
+        raise InputError(f"unknown mask {name!r}; one of {', '.join(NAMES)} (P: the fraction of pixels missing)")
+    return name

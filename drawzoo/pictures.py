@@ -1,4 +1,5 @@
-"""Pictures of what the zoo draws: image grids as PNG, and DRAW's canvases through time as a GIF.
+"""Pictures of what the zoo draws: image grids as PNG, inpainted images beside the originals, and
+DRAW's canvases through time as a GIF.
 
 Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
@@ -20,10 +21,12 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from .attention import Glimpse
 from .errors import InputError
+from .masks import check_mask
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
 RED = (255, 0, 0)  #: colour of the attention windows
+MISSING = (0.25, 0.45, 0.85)  #: colour of the unobserved pixels in `save_inpainting`'s rows of observed images
 
 
 def _check_images(x, name: str, layout: str) -> Tensor:
@@ -76,6 +79,31 @@ def save_grid(
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise InputError(f"padding must be a non-negative integer, got {padding!r}")
     save_image(images, path, nrow=nrow, padding=padding)
+
+
+def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | PathLike,
+                    nrow: int | None = None) -> None:
+    """Save inpainted images as one PNG: for each run of `nrow` images (default all of them, at most
+    16), three rows: the observed images (unobserved pixels, `mask` False, in the colour `MISSING`),
+    the filled-in images, the originals.
+
+    `original` and `filled` are ``[n, C, H, W]`` in [0, 1]; `mask` is bool, broadcastable to them
+    (a pixel is shown unobserved where any of its channels is).
+    """
+    original = _check_images(original, "original", "[n, C, H, W]")
+    filled = _check_images(filled, "filled", "[n, C, H, W]")
+    if filled.shape != original.shape:
+        raise InputError(f"filled {list(filled.shape)} and original {list(original.shape)} differ in shape")
+    hidden = ~check_mask(mask, original.shape, device="cpu").all(1, keepdim=True)
+    n = original.shape[0]
+    nrow = min(n, 16) if nrow is None else nrow
+    _check_positive(nrow=nrow)
+    colour = torch.tensor(MISSING).view(1, 3, 1, 1)
+    rows = [torch.where(hidden, colour, original.expand(-1, 3, -1, -1)), filled.expand(-1, 3, -1, -1),
+            original.expand(-1, 3, -1, -1)]
+    blank = torch.zeros(-n % nrow, *rows[0].shape[1:])  # the last run's empty places
+    runs = [torch.cat([row, blank]).split(nrow) for row in rows]
+    save_image(torch.cat([image for run in zip(*runs) for image in run]), path, nrow=nrow, padding=PADDING)
 
 
 def attention_boxes(writes: Glimpse, N: int) -> Tensor:

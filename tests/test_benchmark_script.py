@@ -40,6 +40,7 @@ def test_smoke_preset_prints_the_table_and_writes_its_files(real_data, tmp_path,
     out = tmp_path / "out"
     assert _script().main(["--preset", "smoke", "--out", str(out), "--models", "draw,vae,mymodel", "--iwae"]) == 0
     printed = capsys.readouterr().out
+    assert "| test cond. NLL, bottom half missing (K) |" in printed
     for label in ("DRAW (attention)", "DRAW (no attention)", "| VAE |", "| mymodel |", "<= 80.97", "<= 87.40",
                   "| DRAW (attention, IWAE K=3) | T=2, hidden_dim=16, latent_dim=4, write_size=3 | "
                   "iwae (K=3) |", "| DRAW (no attention) | T=2, hidden_dim=16, latent_dim=4, attention=False | elbo |"):
@@ -52,6 +53,8 @@ def test_smoke_preset_prints_the_table_and_writes_its_files(real_data, tmp_path,
     for r in rows:
         assert r["test_images"] == 200 and r["num_samples"] == 3
         assert r["test_nll"] <= r["test_neg_elbo"] and r["parameters"] > 0
+        assert r["mask"] == "bottom" and r["test_cond_nll"] == pytest.approx(r["test_nll"] - r["test_nll_observed"])
+        assert 0 < r["test_cond_nll"] < r["test_nll"]
         assert (out / f"samples_{_script().slug(r['label'])}.png").exists()
     assert read_checkpoint(out / "draw_attention_iwae_k_3.pt")["elbo"] == describe(make_elbo("iwae", 3))
     assert (out / "results.md").read_text().count("\n|") == 7  # header, rule, 5 rows
