@@ -20,6 +20,7 @@ from drawzoo.masks import NAMES, named_mask
 from drawzoo.models import VAE
 from drawzoo.pictures import MISSING, PADDING, save_inpainting
 from tests.conftest import binary_images
+from tests.test_readme import run_snippets
 
 SHAPE = (1, 6, 7)
 MODELS = {
@@ -351,3 +352,10 @@ def test_cli_bad_masks_are_one_line_errors(checkpoint, capsys, argv, message):
                          *output)
     assert code == 2 and err.startswith("drawzoo: error: ") and message in err and err.count("\n") == 1
     assert not (checkpoint / "x.png").exists() and not (checkpoint / "x.json").exists()
+
+
+def test_the_readme_snippets_run_as_written(monkeypatch):
+    namespace = run_snippets("## Partially observed images: masks, inpainting, conditional NLL", monkeypatch)
+    x, mask, filled, scores = (namespace[k] for k in ("x", "mask", "filled", "scores"))
+    assert torch.equal(filled[mask.expand_as(x)], x[mask.expand_as(x)])
+    assert scores["missing_fraction"] == 0.5 and math.isfinite(namespace["loss"])

@@ -19,10 +19,12 @@ def snippets(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", body, re.DOTALL)
 
 
-def test_the_pyro_snippets_run_as_written(monkeypatch):
+def run_snippets(section: str, monkeypatch, at_least: int = 1) -> dict:
+    """Run the python snippets of README's `section` in order, in one namespace, checking their
+    ``.shape  # [..]`` comments; returns the namespace."""
     monkeypatch.setenv("DRAWZOO_DATA", str(real_data()))
-    blocks = snippets(SECTION)
-    assert len(blocks) >= 7
+    blocks = snippets(section)
+    assert len(blocks) >= at_least
     namespace: dict = {}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md snippet {i + 1}", "exec"), namespace)
@@ -30,4 +32,9 @@ def test_the_pyro_snippets_run_as_written(monkeypatch):
             shape = tuple(eval(match["expr"], namespace))
             expected = tuple(int(d) for d in match["dims"].split(","))
             assert shape == expected, f"snippet {i + 1}: {match['expr']} is {list(shape)}, README says {list(expected)}"
+    return namespace
+
+
+def test_the_pyro_snippets_run_as_written(monkeypatch):
+    namespace = run_snippets(SECTION, monkeypatch, at_least=7)
     assert namespace["m2"].pyro_name != namespace["m"].pyro_name
