@@ -359,3 +359,12 @@ def test_the_readme_snippets_run_as_written(monkeypatch):
     x, mask, filled, scores = (namespace[k] for k in ("x", "mask", "filled", "scores"))
     assert torch.equal(filled[mask.expand_as(x)], x[mask.expand_as(x)])
     assert scores["missing_fraction"] == 0.5 and math.isfinite(namespace["loss"])
+
+
+def test_cli_help_names_the_masks(capsys):
+    for command in ("inpaint", "eval"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("top, bottom, left, right, centre, random:P") == 2 and "rows observed, filled in, original" in out
