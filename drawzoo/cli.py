@@ -263,12 +263,12 @@ def cmd_eval(args) -> int:
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.quiet, compile=args.compile or None, mask=args.mask)
     result.update(checkpoint=str(args.checkpoint), data=args.data, split=split)
-    conditional = "" if args.mask is None else (
-        f"; conditional NLL of the missing pixels (mask {args.mask}, {result['missing_fraction']:.0%} of the pixels) "
-        f"{result['cond_nll']:.2f} nats = NLL {result['nll']:.2f} - NLL of the observed pixels "
-        f"{result['nll_observed']:.2f}")
+    conditional = ""
     if args.mask is not None:
         result["mask"] = args.mask
+        conditional = (f"; conditional NLL of the missing pixels (mask {args.mask}, {result['missing_fraction']:.0%} "
+                       f"of the pixels) {result['cond_nll']:.2f} nats = NLL {result['nll']:.2f} - NLL of the observed "
+                       f"pixels {result['nll_observed']:.2f}")
     _say(f"{args.checkpoint} on {args.data}/{split} ({result['num_images']} images): "
          f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
          f"(importance sampled, K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
