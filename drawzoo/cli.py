@@ -36,6 +36,7 @@ from .training import resolve_device, train
 DATA_HELP = (f"a data set ({', '.join(datasets.DATASETS)}), a folder of PNG/JPEG pictures (converted to grey "
              "or colour, resized and centre-cropped to --image-shape; without it, the pictures' own shape), or a "
              ".npy/.npz file of images [N, C, H, W] or [N, H, W]")
+DEFAULT_DATA = "binarized_mnist"  #: what `eval` and `animate --reconstruct` read without --data
 # `drawzoo train` stopped by --max-minutes, its checkpoint written: not an error, but not finished
 # either. sysexits.h's EX_TEMPFAIL ("not really an error ... retry later"), so that a job script can
 # tell it from completion (0), an error (2) and a signal (128 + signal number) and requeue itself.
@@ -227,8 +228,11 @@ def cmd_sample(args) -> int:
 def cmd_animate(args) -> int:
     from .pictures import animate
 
+    if not args.reconstruct and (args.data, args.split, args.data_root) != (None, None, None):
+        raise ConfigError("animate: --data, --split and --data-root choose the images of --reconstruct: give it "
+                          "too, or leave them out (samples need no data)")
     model = _from_checkpoint(args, _checked(args, "n", "nrow", "scale", outputs={"--out": args.out},
-                                            inputs={"--data": _data_path(args.data) if args.reconstruct else None}))
+                                            inputs={"--data": _data_path(args.data)}))
     if args.reconstruct:
         return _animate_reconstruction(args, model)
     attention = {}
@@ -253,7 +257,7 @@ def _animate_reconstruction(args, model) -> int:
     if not callable(getattr(model, "reconstruct", None)):
         raise DrawzooError(f"animate --reconstruct: {args.checkpoint} holds a {model.zoo_name!r} model, which draws "
                            "in one step: no reconstruction through time to animate (drawzoo sample saves its samples)")
-    split, data = _eval_data(args, model)
+    name, split, data = _eval_data(args, model)
     data = random_subset(data, args.n, seed=args.seed)
     x = collate_images([data[i] for i in range(len(data))])
     canvases, reads, writes = model.reconstruct(x.to(model.device))
@@ -263,15 +267,17 @@ def _animate_reconstruction(args, model) -> int:
                          writes=type(writes)(*(f.cpu() for f in writes)), write_size=model.config.write_size)
     frames = animate_reconstruction(x, canvases.cpu(), args.out, nrow=args.nrow, scale=args.scale,
                                     duration_ms=args.duration_ms, **attention)
-    print(f"wrote {frames} frames of {len(x)} {args.data}/{split} images and their reconstructions to {args.out}")
+    print(f"wrote {frames} frames of {len(x)} {name}/{split} images and their reconstructions to {args.out}")
     return 0
 
 
 def _eval_data(args, model):
-    """The split (--split, else test of a named set, valid of a folder or file) and the images of
-    --data that a command on CHECKPOINT reads, at the model's image shape."""
-    split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
-    return split, datasets.load(args.data, split, args.data_root, model.image_shape)
+    """The data set (--data, else binarized MNIST), the split (--split, else test of a named set,
+    valid of a folder or file) and the images that a command on CHECKPOINT reads, at the model's
+    image shape."""
+    name = args.data or DEFAULT_DATA
+    split = args.split or ("test" if name in datasets.DATASETS else "valid")
+    return name, split, datasets.load(name, split, args.data_root, model.image_shape)
 
 
 def cmd_eval(args) -> int:
@@ -283,12 +289,12 @@ def cmd_eval(args) -> int:
                       inputs={"--data": _data_path(args.data)})
     distributed.join(device)  # under torchrun, each process scores a share of the images
     model = load(checkpoint=args.checkpoint).to(device)
-    split, data = _eval_data(args, model)
+    name, split, data = _eval_data(args, model)
     data = random_subset(data, args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.quiet, compile=args.compile or None, per_step=per_step)
-    result.update(checkpoint=str(args.checkpoint), data=args.data, split=split)
-    where = f"{args.checkpoint} on {args.data}/{split} ({result['num_images']} images)"
+    result.update(checkpoint=str(args.checkpoint), data=name, split=split)
+    where = f"{args.checkpoint} on {name}/{split} ({result['num_images']} images)"
     _say(f"{where}: negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
          f"(importance sampled, K={args.num_samples}); {result['images_per_s']:.1f} images/s")
     if per_step:
@@ -321,7 +327,7 @@ def _report_per_step(result: dict, plot: str, title: str) -> None:
 
 def _data_options(p: argparse.ArgumentParser) -> None:
     """--data, --split and --data-root: the images that `eval` and `animate --reconstruct` read (`_eval_data`)."""
-    p.add_argument("--data", default="binarized_mnist", help=f"{DATA_HELP} [binarized_mnist]")
+    p.add_argument("--data", help=f"{DATA_HELP} [{DEFAULT_DATA}]")
     p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
                    "from training) or all of a folder or file [test; valid for a folder or file]")
     p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")

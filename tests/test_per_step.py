@@ -253,3 +253,10 @@ def test_tensorboard_gets_the_kl_per_step_of_every_validation(tmp_path):
     expected = drawzoo.evaluate(model, valid, per_step=True, seed=0)["kl_per_step"]
     assert [events.Scalars(f"kl_per_step/t_{t:02d}")[-1].value for t in range(3)] == pytest.approx(expected, rel=1e-5)
     assert history[-1]["valid_loss"] == pytest.approx(drawzoo.evaluate(model, valid, seed=0)["neg_elbo"])
+
+
+def test_data_options_without_reconstruct_are_an_error_not_ignored(capsys, npz, tmp_path):
+    ckpt = checkpoint(tmp_path / "draw.pt", **TINY)
+    code, out, err = run(capsys, "animate", ckpt, "--data", npz, "--out", tmp_path / "a.gif")
+    assert code == 2 and err.count("\n") == 1 and "--data, --split and --data-root choose the images of " \
+        "--reconstruct" in err and not (tmp_path / "a.gif").exists()
