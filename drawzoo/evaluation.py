@@ -34,17 +34,13 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import as_dataset, collate_images
-from .errors import DrawzooError
+from .errors import NoLatentSitesError
 
 if TYPE_CHECKING:
     from .models.base import ZooModel
 
 #: Rows (images x samples) per vectorised pass when `batch_size` is not given.
 ROWS_PER_PASS = 4096
-
-
-class NoLatentSitesError(DrawzooError, ValueError):
-    """A model whose guide samples no latent site: it has no KL terms to report."""
 
 
 def _check_latent_sites(model: ZooModel, x: torch.Tensor) -> None:

@@ -38,8 +38,8 @@ from . import distributed, objectives
 from .batching import as_dataset, collate_images
 from .checkpoints import CheckpointLock, check_matches, read_checkpoint, save_checkpoint
 from .config import as_dict
-from .errors import CheckpointError, ConfigError, DrawzooError, ObjectiveError, first_line
-from .evaluation import NoLatentSitesError, evaluate
+from .errors import CheckpointError, ConfigError, DrawzooError, NoLatentSitesError, ObjectiveError, first_line
+from .evaluation import evaluate
 from .files import check_outputs
 from .stopping import Interrupted, StopRequests, signal_name
 from .train_config import TrainConfig, accelerators, check_resumable, devices_here, parse_device, to_checkpoint

@@ -15,7 +15,6 @@ from pyro.infer import TraceMeanField_ELBO
 
 import drawzoo
 from drawzoo.checkpoints import save_checkpoint
-from drawzoo.evaluation import NoLatentSitesError
 from drawzoo.models import VAE
 from drawzoo.pictures import GREEN, RED
 from tests.conftest import binary_images, fake_distribution
@@ -128,7 +127,7 @@ def pixels(tmp_path, monkeypatch):
 
 def test_a_model_without_latent_sites_is_a_clear_error_before_any_work(pixels, capsys, npz, tmp_path, monkeypatch):
     model, ckpt = pixels
-    with pytest.raises(NoLatentSitesError, match="model 'pixels' has no latent site"):
+    with pytest.raises(drawzoo.NoLatentSitesError, match="model 'pixels' has no latent site"):
         drawzoo.evaluate(model, binary_images(4, SHAPE), per_step=True)
     assert drawzoo.evaluate(model, binary_images(4, SHAPE))["nll"] > 0  # its NLL is there
     monkeypatch.chdir(tmp_path)
