@@ -100,6 +100,37 @@ def test_no_attention_reads_the_whole_image_and_writes_a_full_canvas():
     assert glimpse is None and update.shape == (2, 3, 6, 10)
 
 
+@pytest.mark.parametrize("particles", [1, 3])
+def test_without_attention_the_encoders_product_with_x_once_per_pass_changes_nothing(particles):
+    """The encoder's product with r_t = [x, x_hat_t] re-associated, its part with x computed once
+    per pass: the loss and every gradient are the plain per-step computation's (the reference: an
+    encoder with a hook, which the model runs as it is, every step), in float64 to 1e-12."""
+    m = tiny(attention=False, image_shape=(3, 6, 10)).double()
+    x = binary_images(5, (3, 6, 10)).double()
+    x_product, weight = m._x_terms(x)
+    assert x_product.shape == (5, 4 * 16) and weight.shape == (4 * 16, 3 * 6 * 10 + 16)
+    elbo = TraceMeanField_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+
+    def loss_and_grads():
+        pyro.set_rng_seed(3)
+        m.zero_grad()
+        loss = elbo.differentiable_loss(m.model, m.guide, x)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in m.parameters()]
+
+    loss, grads = loss_and_grads()
+    calls = []
+    handle = m.encoder.register_forward_hook(lambda *args: calls.append(1))
+    assert m._x_terms(x) == ()
+    plain, plain_grads = loss_and_grads()
+    handle.remove()
+    assert len(calls) == m.config.T  # the plain path ran the encoder module at every step
+    torch.testing.assert_close(loss, plain, rtol=1e-12, atol=0)
+    for g, h in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
+    assert tiny()._x_terms(binary_images(2)) == ()  # attention: x is read through the filterbank
+
+
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 12, 20)])
 def test_generate_returns_the_canvas_through_time(shape):
     m = tiny(image_shape=shape)
