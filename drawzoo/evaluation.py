@@ -10,7 +10,8 @@ For images x and K guide samples z_k ~ q(z | x), with log-weights
 How much each latent site tells (`evaluate(..., per_step=True)`): for every latent site of the guide,
 in the order the guide samples them (DRAW: z_0..z_{T-1}, one per glimpse; the VAE: its one z), the
 mean ``KL(q(z_t | x, z_<t) || p(z_t | z_<t))`` in nats on the same passes, analytic where
-`pyro.distributions.kl_divergence` knows the pair (Normal vs Normal), else the Monte Carlo estimate
+`torch.distributions.kl_divergence` knows the pair (as ``TraceMeanField_ELBO`` takes it; Normal vs
+Normal, with Pyro's ``to_event``), else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
 up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, ``TraceMeanField_ELBO``'s loss).
 
@@ -129,9 +130,10 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     same passes (see the module's docstring): ``"kl_per_step"``, the mean KL of each latent site in
     the guide's order (T floats for DRAW, one for the VAE), ``"kl_estimate"``, how each was computed
     (``"analytic"`` or ``"monte carlo"``), ``"latent_sites"``, their names, and ``"reconstruction"``,
-    ``-E log p(x | z)``; a model without latent sites raises `NoLatentSitesError`. `compile`: run the model's step functions
-    through ``torch.compile`` (``model.compile_steps()``, which stays), the fast path; None leaves the model as it is. `batch_size` images are scored
-    per pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
+    ``-E log p(x | z)``; a model without latent sites raises `NoLatentSitesError` before any work.
+    `compile`: run the model's step functions through ``torch.compile`` (``model.compile_steps()``,
+    which stays), the fast path; None leaves the model as it is. `batch_size` images are scored per
+    pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
     RNG is left as it was (sampling uses a fork seeded with `seed`): for one batch the z's are
     those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide draw, so
     ``nll`` is exactly ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)``'s loss
