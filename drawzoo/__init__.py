@@ -8,8 +8,8 @@
 
 from importlib import metadata as _metadata
 
-from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, ObjectiveError,
-                     RecipeError, UnknownModelError, WriteError)
+from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, NoLatentSitesError,
+                     ObjectiveError, RecipeError, UnknownModelError, WriteError)
 from .evaluation import evaluate
 from .recipes import load_recipe
 from .registry import available, load, model_class
@@ -25,5 +25,6 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
 __all__ = [
     "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "DivergenceError", "UnknownModelError", "ConfigError", "InputError",
-    "CheckpointError", "DataError", "ObjectiveError", "RecipeError", "WriteError", "Interrupted",
+    "CheckpointError", "DataError", "ObjectiveError", "RecipeError", "WriteError", "NoLatentSitesError",
+    "Interrupted",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import sys
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from . import distributed, masks, objectives
-from .batching import random_subset
+from .batching import collate_images, random_subset
 from .checkpoints import read_checkpoint
 from .config import as_dict, optional_type
 from .errors import ConfigError, DrawzooError, ObjectiveError
@@ -35,6 +36,7 @@ from .training import resolve_device, train
 DATA_HELP = (f"a data set ({', '.join(datasets.DATASETS)}), a folder of PNG/JPEG pictures (converted to grey "
              "or colour, resized and centre-cropped to --image-shape; without it, the pictures' own shape), or a "
              ".npy/.npz file of images [N, C, H, W] or [N, H, W]")
+DEFAULT_DATA = "binarized_mnist"  #: what `eval`, `inpaint` and `animate --reconstruct` read without --data
 # `drawzoo train` stopped by --max-minutes, its checkpoint written: not an error, but not finished
 # either. sysexits.h's EX_TEMPFAIL ("not really an error ... retry later"), so that a job script can
 # tell it from completion (0), an error (2) and a signal (128 + signal number) and requeue itself.
@@ -226,7 +228,13 @@ def cmd_sample(args) -> int:
 def cmd_animate(args) -> int:
     from .pictures import animate
 
-    model = _from_checkpoint(args, _checked(args, "n", "nrow", "scale", outputs={"--out": args.out}))
+    if not args.reconstruct and (args.data, args.split, args.data_root) != (None, None, None):
+        raise ConfigError("animate: --data, --split and --data-root choose the images of --reconstruct: give it "
+                          "too, or leave them out (samples need no data)")
+    model = _from_checkpoint(args, _checked(args, "n", "nrow", "scale", outputs={"--out": args.out},
+                                            inputs={"--data": _data_path(args.data)}))
+    if args.reconstruct:
+        return _animate_reconstruction(args, model)
     attention = {}
     if getattr(model.config, "attention", False):
         canvases, writes = model.generate(args.n, return_attention=True)
@@ -242,39 +250,84 @@ def cmd_animate(args) -> int:
     return 0
 
 
-def _scored_data(args, model):
-    """``(data, split)``: the images `eval` and `inpaint` score, from --data, --split, --data-root, at
-    the model's image shape; a named set's test split, else the valid split of a folder or file."""
-    split = args.split or ("test" if args.data in datasets.DATASETS else "valid")
-    return datasets.load(args.data, split, args.data_root, model.image_shape), split
+def _animate_reconstruction(args, model) -> int:
+    """`drawzoo animate --reconstruct`: DRAW reading and redrawing --n images of --data/--split."""
+    from .pictures import animate_reconstruction
+
+    if not callable(getattr(model, "reconstruct", None)):
+        raise DrawzooError(f"animate --reconstruct: {args.checkpoint} holds a {model.zoo_name!r} model, which draws "
+                           "in one step: no reconstruction through time to animate (drawzoo sample saves its samples)")
+    name, split, data = _eval_data(args, model)
+    data = random_subset(data, args.n, seed=args.seed)
+    x = collate_images([data[i] for i in range(len(data))])
+    canvases, reads, writes = model.reconstruct(x.to(model.device))
+    attention = {}
+    if reads is not None:
+        attention = dict(reads=type(reads)(*(f.cpu() for f in reads)), read_size=model.config.read_size,
+                         writes=type(writes)(*(f.cpu() for f in writes)), write_size=model.config.write_size)
+    frames = animate_reconstruction(x, canvases.cpu(), args.out, nrow=args.nrow, scale=args.scale,
+                                    duration_ms=args.duration_ms, **attention)
+    print(f"wrote {frames} frames of {len(x)} {name}/{split} images and their reconstructions to {args.out}")
+    return 0
+
+
+def _eval_data(args, model):
+    """The data set (--data, else binarized MNIST), the split (--split, else test of a named set,
+    valid of a folder or file) and the images that a command on CHECKPOINT reads, at the model's
+    image shape."""
+    name = args.data or DEFAULT_DATA
+    split = args.split or ("test" if name in datasets.DATASETS else "valid")
+    return name, split, datasets.load(name, split, args.data_root, model.image_shape)
 
 
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
 
-    device = _checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json},
+    per_step = args.per_step or args.plot is not None
+    plot = (args.plot or "kl_per_step.png") if per_step else None
+    device = _checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json, "--plot": plot},
                       inputs={"--data": _data_path(args.data)})
     if args.mask is not None:
         masks.check_name(args.mask)
     distributed.join(device)  # under torchrun, each process scores a share of the images
     model = load(checkpoint=args.checkpoint).to(device)
-    data, split = _scored_data(args, model)
+    name, split, data = _eval_data(args, model)
     data = random_subset(data, args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                      progress=not args.quiet, compile=args.compile or None, mask=args.mask)
-    result.update(checkpoint=str(args.checkpoint), data=args.data, split=split)
+                      progress=not args.quiet, compile=args.compile or None, per_step=per_step, mask=args.mask)
+    result.update(checkpoint=str(args.checkpoint), data=name, split=split)
+    where = f"{args.checkpoint} on {name}/{split} ({result['num_images']} images)"
     conditional = ""
     if args.mask is not None:
         result["mask"] = args.mask
         conditional = (f"; conditional NLL of the missing pixels (mask {args.mask}, {result['missing_fraction']:.0%} "
                        f"of the pixels) {result['cond_nll']:.2f} nats = NLL {result['nll']:.2f} - NLL of the observed "
                        f"pixels {result['nll_observed']:.2f}")
-    _say(f"{args.checkpoint} on {args.data}/{split} ({result['num_images']} images): "
-         f"negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
+    _say(f"{where}: negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
          f"(importance sampled, K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
+    if per_step:
+        _report_per_step(result, plot, title=f"{where}, K={args.num_samples}")
     if args.json and distributed.is_main_process():
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _report_per_step(result: dict, plot: str, title: str) -> None:
+    """Print `evaluate(..., per_step=True)`'s KL per step, one line each, and save its plot."""
+    from .pictures import save_kl_plot
+
+    kl, estimates, sites = result["kl_per_step"], result["kl_estimate"], result["latent_sites"]
+    one_way = len(set(estimates)) == 1
+    _say(f"KL(q(z_t | ...) || p(z_t)) per step, nats per image ({estimates[0] if one_way else 'per step'}):")
+    width, site_width = len(str(len(kl) - 1)), max(map(len, sites))
+    for t, (site, value, total) in enumerate(zip(sites, kl, itertools.accumulate(kl))):
+        note = "" if one_way else f" ({estimates[t]})"
+        _say(f"  step {t:{width}d} {site:{site_width}s} {value:8.3f}   cumulative {total:8.3f}{note}")
+    _say(f"  reconstruction -log p(x | z) {result['reconstruction']:.2f}; negative ELBO (analytic KL) "
+         f"{result['reconstruction'] + sum(kl):.2f}")
+    if distributed.is_main_process():
+        save_kl_plot(kl, result["reconstruction"], plot, title=title)
+    _say(f"wrote the plot of the KL per step to {plot}")
 
 
 def cmd_inpaint(args) -> int:
@@ -284,17 +337,27 @@ def cmd_inpaint(args) -> int:
                       inputs={"--data": _data_path(args.data)})
     masks.check_name(args.mask)
     model = _from_checkpoint(args, device)
-    data, split = _scored_data(args, model)
-    x = random_subset(data, args.n, seed=args.seed)[:]
+    name, split, data = _eval_data(args, model)
+    data = random_subset(data, args.n, seed=args.seed)
+    x = collate_images([data[i] for i in range(len(data))])
     mask = masks.named_mask(args.mask, model.image_shape, len(x), seed=args.seed)
     filled = model.inpaint(x.to(device), mask, num_samples=args.num_samples, sample=args.sample)
     save_inpainting(x, mask, filled.cpu(), args.out, nrow=args.nrow)
-    print(f"wrote {len(x)} images of {args.data}/{split} with mask {args.mask} filled in by {args.checkpoint} "
+    print(f"wrote {len(x)} images of {name}/{split} with mask {args.mask} filled in by {args.checkpoint} "
           f"(importance resampling, K={args.num_samples}) to {args.out}: rows observed, filled in, original")
     return 0
 
 
 # -- the parser ---------------------------------------------------------------------------------
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    """--data, --split and --data-root: the images that `eval`, `inpaint` and `animate --reconstruct` read
+    (`_eval_data`)."""
+    p.add_argument("--data", help=f"{DATA_HELP} [{DEFAULT_DATA}]")
+    p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
+                   "from training) or all of a folder or file [test; valid for a folder or file]")
+    p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
 
 
 def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
@@ -354,37 +417,42 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="PNG file to write [samples.png]")
 
     p = checkpoint_command("animate", "save a GIF of the canvases through time (T+1 frames), with the write "
-                           "attention window drawn in red", cmd_animate)
-    p.add_argument("--n", type=int, default=16, help="number of samples [16]")
-    p.add_argument("--nrow", type=int, help="images per row [about square]")
+                           "attention window drawn in red; with --reconstruct, of DRAW reading and redrawing real "
+                           "images, the read window in green on each image", cmd_animate)
+    p.add_argument("--n", type=int, default=16, help="number of samples, or of images with --reconstruct [16]")
+    p.add_argument("--nrow", type=int, help="images (with --reconstruct: image/canvas pairs) per row [about square]")
     p.add_argument("--scale", type=int, help="integer upscaling [images at least 84 pixels tall]")
     p.add_argument("--duration-ms", type=int, default=100, help="milliseconds per frame [100]")
     p.add_argument("--out", default="draw.gif", help="GIF file to write [draw.gif]")
-
-    def scored_data_options(p):  # the images of `_scored_data`
-        p.add_argument("--data", default="binarized_mnist", help=f"{DATA_HELP} [binarized_mnist]")
-        p.add_argument("--split", help="train, valid or test of a named data set; train, valid (the 10%% held out "
-                       "from training) or all of a folder or file [test; valid for a folder or file]")
-        p.add_argument("--data-root", help="folder holding the data sets [$DRAWZOO_DATA, else a per-user cache]")
-        p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
+    p.add_argument("--reconstruct", action="store_true", help="reconstruct a seeded random subset of --n real images "
+                   "of --data/--split instead of sampling: each beside its canvas, read window in green, write window "
+                   "in red (no windows without attention)")
+    _data_options(p)
 
     mask_help = (f"which pixels are missing: {', '.join(masks.NAMES)} (top: the top half missing, ...; random:P: "
                  "each pixel missing with probability P)")
     p = checkpoint_command("eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
                            "per image", cmd_eval)
-    scored_data_options(p)
+    _data_options(p)
+    p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
     p.add_argument("--mask", help=f"also the conditional NLL of the missing pixels given the others, "
                    f"-log p(x_miss | x_obs) = NLL - NLL of the observed pixels; {mask_help} [none]")
     p.add_argument("--batch-size", type=int, help="images per vectorised pass [4096 // K]")
     p.add_argument("--limit", type=int, help="score a seeded random subset of this many images")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--per-step", action="store_true", help="also report how much each step tells: the mean "
+                   "KL(q(z_t | ...) || p(z_t)) in nats of every latent site z_t (DRAW: one per glimpse; the VAE: "
+                   "its one z), analytic where the pair is known, else Monte Carlo, and plot it (--plot)")
+    p.add_argument("--plot", metavar="PATH", help="PNG of --per-step's KL per step and its cumulative sum against "
+                   "the negative ELBO (implies --per-step) [kl_per_step.png]")
     p.add_argument("--compile", action="store_true", help="the fast path: compile the model's step functions "
                    "with torch.compile (the same figures up to float rounding)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = checkpoint_command("inpaint", "fill in the missing pixels of test images from a trained model "
                            "(importance resampling) and save a PNG: rows observed, filled in, original", cmd_inpaint)
-    scored_data_options(p)
+    _data_options(p)
+    p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
     p.add_argument("--mask", default="bottom", help=f"{mask_help} [bottom]")
     p.add_argument("--n", type=int, default=16, help="number of images, a seeded random subset [16]")
     p.add_argument("--nrow", type=int, help="images per row [all, at most 16]")

@@ -43,6 +43,10 @@ class ObjectiveError(DrawzooError, ValueError):
     """A training objective that is unknown, or a Pyro ELBO that cannot train the model."""
 
 
+class NoLatentSitesError(DrawzooError, ValueError):
+    """A model whose guide samples no latent site: it has no KL per step to report."""
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none): a reason to quote."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -7,6 +7,14 @@ For images x and K guide samples z_k ~ q(z | x), with log-weights
 - ``nll = -log mean_k w_k = -(logsumexp_k log w_k - log K)``, the importance-sampled estimate of
   -log p(x) (the IWAE bound): ``nll <= neg_elbo`` for every image, and it tends to -log p(x) as K grows.
 
+How much each latent site tells (`evaluate(..., per_step=True)`): for every latent site of the guide,
+in the order the guide samples them (DRAW: z_0..z_{T-1}, one per glimpse; the VAE: its one z), the
+mean ``KL(q(z_t | x, z_<t) || p(z_t | z_<t))`` in nats on the same passes, analytic where
+`torch.distributions.kl_divergence` knows the pair (as ``TraceMeanField_ELBO`` takes it; Normal vs
+Normal, with Pyro's ``to_event``), else the Monte Carlo estimate
+``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
+up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, ``TraceMeanField_ELBO``'s loss).
+
 The K samples of an image are drawn in one vectorised pass (the batch repeated K times), not in
 a Python loop.
 
@@ -36,12 +44,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import as_dataset, collate_images
-from .errors import InputError
+from .errors import InputError, NoLatentSitesError
 from .masks import check_mask, named_mask
 
 if TYPE_CHECKING:
@@ -51,18 +61,34 @@ if TYPE_CHECKING:
 ROWS_PER_PASS = 4096
 
 
+def _check_latent_sites(model: ZooModel, x: torch.Tensor) -> None:
+    """`NoLatentSitesError` unless the guide samples a latent site on images `x`."""
+    trace = poutine.trace(model.guide).get_trace(x)
+    if not any(not site["is_observed"] for site in _sample_sites(trace).values()):
+        raise NoLatentSitesError(f"model {model.zoo_name!r} has no latent site (its guide samples none): "
+                                 "no KL per step to report")
+
+
+def _sample_sites(trace):
+    """The sample sites of a trace (subsample sites left out), in the order they were sampled."""
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site)}
+
+
+def _per_image(value: torch.Tensor, name: str, rows: int, what: str = "log_prob") -> torch.Tensor:
+    """`value` as one figure per row ``[rows]``, or a ValueError naming the site."""
+    if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != rows):
+        raise ValueError(f"site {name!r} has {what} shape {tuple(value.shape)}; expected one value "
+                         f"per image ([{rows}]): put it inside pyro.plate('data', B) with its event dims")
+    return value.expand(rows)
+
+
 def _log_prob_sum(trace, rows: int) -> torch.Tensor:
     """Sum of the log-probabilities ``[rows]`` of every sample site of a trace (nats)."""
     trace.compute_log_prob()
     total = torch.zeros(rows)
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        lp = site["log_prob"]
-        if lp.dim() > 1 or (lp.dim() == 1 and lp.shape[0] != rows):
-            raise ValueError(f"site {name!r} has log_prob shape {tuple(lp.shape)}; expected one value "
-                             f"per image ([{rows}]): put it inside pyro.plate('data', B) with its event dims")
-        total = total.to(lp) + lp
+    for name, site in _sample_sites(trace).items():
+        total = total.to(site["log_prob"]) + _per_image(site["log_prob"], name, rows)
     return total
 
 
@@ -78,24 +104,53 @@ def _mask_kwargs(model: ZooModel, mask: torch.Tensor | None) -> dict:
     return {"mask": mask}
 
 
-def _weighted_traces(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None):
-    """Log-weights ``[K, B]`` of K guide samples per image (row k * B + b: sample k of image b) and
-    the model's trace that scored them."""
-    B = x.shape[0]
+def _traces(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None):
+    """The guide's trace on `x` repeated K times (``[K * B, ...]``, sample k of image b at row
+    k * B + b) and the model's, replaying it; with a `mask` (bool, broadcastable to x, True where
+    observed) both are given it, repeated alike."""
     kwargs = _mask_kwargs(model, mask)
     if mask is not None:
-        kwargs["mask"] = model.check_mask(mask, B).repeat(num_samples, 1, 1, 1)
-    x_k = x.repeat(num_samples, *([1] * (x.dim() - 1)))  # [K * B, ...], sample k of image b at k * B + b
+        kwargs["mask"] = model.check_mask(mask, len(x)).repeat(num_samples, 1, 1, 1)
+    x_k = x.repeat(num_samples, *([1] * (x.dim() - 1)))
     guide_trace = poutine.trace(model.guide).get_trace(x_k, **kwargs)
     model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x_k, **kwargs)
-    log_w = _log_prob_sum(model_trace, len(x_k)) - _log_prob_sum(guide_trace, len(x_k))
-    return log_w.view(num_samples, B), model_trace
+    return guide_trace, model_trace
+
+
+def _log_weights(guide_trace, model_trace, rows: int) -> torch.Tensor:
+    return _log_prob_sum(model_trace, rows) - _log_prob_sum(guide_trace, rows)
 
 
 def log_importance_weights(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k | x)`` ``[K, B]`` in nats for images `x` ``[B, C, H, W]``; with a
     `mask` (bool, broadcastable to x, True where observed) ``log p(x_obs, z_k) - log q(z_k | x_obs)``."""
-    return _weighted_traces(model, x, num_samples, mask)[0]
+    guide_trace, model_trace = _traces(model, x, num_samples, mask)
+    return _log_weights(guide_trace, model_trace, num_samples * len(x)).view(num_samples, len(x))
+
+
+def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tensor], list[str], torch.Tensor]:
+    """Per latent site of the guide (by name, in sampling order): ``KL(q || p)`` ``[rows]`` in nats
+    and how it was computed ("analytic" or "monte carlo", see the module's docstring); and the
+    reconstruction term ``-log p(x | z)`` ``[rows]`` (the model's observed sites). Both traces must
+    have had their log-probabilities computed (`_log_prob_sum`)."""
+    model_sites = _sample_sites(model_trace)
+    kls, methods = {}, []
+    for name, q_site in _sample_sites(guide_trace).items():
+        if q_site["is_observed"]:
+            continue
+        p_site = model_sites.get(name)
+        if p_site is None or p_site["is_observed"]:
+            raise ValueError(f"the guide's latent site {name!r} is not a latent site of the model")
+        try:
+            kl = scale_and_mask(kl_divergence(q_site["fn"], p_site["fn"]), q_site["scale"], q_site["mask"])
+            methods.append("analytic")
+        except NotImplementedError:
+            kl = q_site["log_prob"] - p_site["log_prob"]
+            methods.append("monte carlo")
+        kls[name] = _per_image(kl, name, rows, "KL")
+    observed = [_per_image(site["log_prob"], name, rows) for name, site in model_sites.items() if site["is_observed"]]
+    reconstruction = -torch.stack(observed).sum(0) if observed else torch.zeros(rows)
+    return kls, methods, reconstruction
 
 
 def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
@@ -120,7 +175,8 @@ def importance_resample(model: ZooModel, x, mask, num_samples: int = 100, sample
     if mask is None:
         raise InputError("inpainting needs a mask: bool, True where a pixel is observed")
     mask = model.check_mask(mask, x.shape[0])
-    log_w, model_trace = _weighted_traces(model, x, num_samples, mask)
+    guide_trace, model_trace = _traces(model, x, num_samples, mask)
+    log_w = _log_weights(guide_trace, model_trace, num_samples * len(x)).view(num_samples, len(x))
     pick = torch.distributions.Categorical(logits=log_w.T).sample()  # [B]: which z_k of each image
     pixels = model_trace.nodes["x"]["fn"]
     filled = (pixels.sample() if sample else pixels.mean).view(num_samples, *x.shape)
@@ -140,18 +196,23 @@ def dataset_mask(mask, image_shape, num_images: int, seed: int = 0) -> torch.Ten
 @torch.no_grad()
 def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data.Dataset, *, num_samples: int = 1,
              batch_size: int | None = None, seed: int = 0, progress: bool = False,
-             compile: bool | None = None, mask=None) -> dict[str, float]:
+             compile: bool | None = None, per_step: bool = False, mask=None) -> dict:
     """Per-image means in nats over `data` (tensor/array ``[N, C, H, W]`` in [0, 1], or a Dataset).
 
     Returns ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the
-    time of the scoring passes). With a `mask` (a name of `drawzoo.masks.NAMES`, e.g. "bottom",
-    or a bool tensor broadcastable to ``[N, C, H, W]``, True where observed) also ``"nll_observed"``
-    (-log p^(x_obs)), ``"cond_nll"`` (``nll - nll_observed``, the importance-sampled estimate of
-    -log p(x_miss | x_obs): see the module docstring for its bias) and ``"missing_fraction"`` (of
-    the pixels scored); a mask that observes every pixel of every image is an error (the figure
-    would be 0 by definition). `compile`: run the model's step functions through ``torch.compile``
-    (``model.compile_steps()``, which stays), the fast path; None leaves the model as it is. `batch_size` images are scored
-    per pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
+    time of the scoring passes). With `per_step`, also how much each latent site tells, from the
+    same passes (see the module's docstring): ``"kl_per_step"``, the mean KL of each latent site in
+    the guide's order (T floats for DRAW, one for the VAE), ``"kl_estimate"``, how each was computed
+    (``"analytic"`` or ``"monte carlo"``), ``"latent_sites"``, their names, and ``"reconstruction"``,
+    ``-E log p(x | z)``; a model without latent sites raises `NoLatentSitesError` before any work.
+    With a `mask` (a name of `drawzoo.masks.NAMES`, e.g. "bottom", or a bool tensor broadcastable to
+    ``[N, C, H, W]``, True where observed) also ``"nll_observed"`` (-log p^(x_obs)), ``"cond_nll"``
+    (``nll - nll_observed``, the importance-sampled estimate of -log p(x_miss | x_obs): see the
+    module's docstring for its bias) and ``"missing_fraction"`` (of the pixels scored); a mask that
+    observes every pixel of every image is an error (the figure would be 0 by definition).
+    `compile`: run the model's step functions through ``torch.compile`` (``model.compile_steps()``,
+    which stays), the fast path; None leaves the model as it is. `batch_size` images are scored per
+    pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
     RNG is left as it was (sampling uses a fork seeded with `seed`): for one batch the z's are
     those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide draw, so
     ``nll`` is exactly ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)``'s loss
@@ -181,11 +242,14 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     batch_size = max(1, ROWS_PER_PASS // num_samples) if batch_size is None else batch_size
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images,
                                          generator=torch.Generator())  # draws nothing from the seeded RNG
-    neg_elbo = nll = nll_observed = missing = 0.0
+    neg_elbo = nll = reconstruction = nll_observed = missing = 0.0
+    kl_sums = kl_estimate = latent_sites = None
     n = 0
     devices = [model.device] if model.device.type == "cuda" else []
     started = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
+        if per_step and len(dataset):  # before any work
+            _check_latent_sites(model, model.check_images(collate_images([dataset[0]])))
         torch.manual_seed(seed + group.rank)
         for x in tqdm(loader, desc=f"evaluate (K={num_samples})", disable=not (progress and group.main),
                       leave=False):
@@ -194,7 +258,9 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
                 observed = mask[n:n + len(x)]
                 with torch.random.fork_rng(devices=devices):
                     log_p_observed = _log_mean_exp(log_importance_weights(model, x, num_samples, observed).double())
-            log_w = log_importance_weights(model, x, num_samples).double()
+            guide_trace, model_trace = _traces(model, x, num_samples)
+            rows = num_samples * len(x)
+            log_w = _log_weights(guide_trace, model_trace, rows).double().view(num_samples, len(x))
             log_p = _log_mean_exp(log_w)
             neg_elbo -= log_w.mean(0).sum().item()
             nll -= log_p.sum().item()
@@ -204,10 +270,22 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
                 nll_observed -= log_p_observed.sum().item()
                 missing += (~seen).double().mean(1).sum().item()
             n += len(x)
+            if per_step:  # per image: the mean over its K samples
+                kls, kl_estimate, rec = kl_terms(guide_trace, model_trace, rows)
+                latent_sites = list(kls)
+                sums = (torch.stack(list(kls.values())).double().sum(1) / num_samples).tolist()
+                kl_sums = sums if kl_sums is None else [a + b for a, b in zip(kl_sums, sums)]
+                reconstruction += rec.double().sum().item() / num_samples
     seconds = time.perf_counter() - started
     neg_elbo, nll, nll_observed, missing, n = group.sum(neg_elbo, nll, nll_observed, missing, n)
     result = {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n),
               "seconds": seconds, "images_per_s": n / seconds}
+    if per_step:
+        shares = [share for share in group.gather((kl_sums, reconstruction, kl_estimate, latent_sites))
+                  if share[0] is not None]  # a process may have had no images
+        kl_sums = [sum(column) for column in zip(*(share[0] for share in shares))]
+        result.update(kl_per_step=[kl / n for kl in kl_sums], reconstruction=sum(share[1] for share in shares) / n,
+                      kl_estimate=shares[0][2], latent_sites=shares[0][3])
     if mask is not None:
         result.update(nll_observed=nll_observed / n, cond_nll=(nll - nll_observed) / n, missing_fraction=missing / n)
     return result

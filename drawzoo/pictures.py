@@ -1,9 +1,11 @@
-"""Pictures of what the zoo draws: image grids as PNG, inpainted images beside the originals, and
-DRAW's canvases through time as a GIF.
+"""Pictures of what the zoo draws: image grids as PNG, inpainted images beside the originals,
+DRAW's canvases through time as a GIF, and a plot of how much each step tells (the KL per step).
 
 Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
 the N x N grid of filter centres, its line width grows with the filters' standard deviation.
+`animate_reconstruction` shows real images beside DRAW's canvases, with the read window in green
+on the image and the write window in red on the canvas (the paper's video).
 
 Coordinates are in pixels. Glimpses are 1-based (pixel column a is array index a - 1); the boxes
 of `attention_boxes` are 0-based, with pixel a covering [a - 0.5, a + 0.5).
@@ -11,11 +13,12 @@ of `attention_boxes` are 0-based, with pixel a covering [a - 0.5, a + 0.5).
 
 from __future__ import annotations
 
+import itertools
 import math
 from os import PathLike
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
@@ -25,7 +28,8 @@ from .masks import check_mask
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
-RED = (255, 0, 0)  #: colour of the attention windows
+RED = (255, 0, 0)  #: colour of the write attention windows
+GREEN = (0, 230, 0)  #: colour of the read attention windows
 MISSING = (0.25, 0.45, 0.85)  #: colour of the unobserved pixels in `save_inpainting`'s rows of observed images
 
 
@@ -107,7 +111,7 @@ def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | 
 
 
 def attention_boxes(writes: Glimpse, N: int) -> Tensor:
-    """Write attention windows ``[T, n, 4]`` = (x0, y0, x1, y1) in 0-based image pixels (float).
+    """Attention windows (read or write) ``[T, n, 4]`` = (x0, y0, x1, y1) in 0-based image pixels (float).
 
     The window spans the centres of the N x N filters (`drawzoo.attention.filterbank`):
     ``mu_1 = g - (N - 1) / 2 * delta`` to ``mu_N = g + (N - 1) / 2 * delta`` in 1-based pixels,
@@ -120,17 +124,24 @@ def attention_boxes(writes: Glimpse, N: int) -> Tensor:
     return torch.stack([x - half, y - half, x + half, y + half], -1)
 
 
-def _check_writes(writes: Glimpse, T: int, n: int) -> None:
-    """InputError unless every field of the write Glimpse is a finite ``[T, n]`` tensor."""
+def _check_writes(writes: Glimpse, T: int, n: int, what: str = "writes") -> None:
+    """InputError unless every field of the Glimpse `what` is a finite ``[T, n]`` tensor."""
     fields = dict(g_x=writes.g_x, g_y=writes.g_y, delta=writes.delta, sigma2=writes.sigma2)
     for name, value in fields.items():
         if not isinstance(value, Tensor) or tuple(value.shape) != (T, n):
             shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise InputError(f"writes.{name} must be [T, n] = [{T}, {n}] like the canvases, got {shape}")
+            raise InputError(f"{what}.{name} must be [T, n] = [{T}, {n}] like the canvases, got {shape}")
         if not bool(torch.isfinite(value).all()):
-            raise InputError(f"writes.{name} contains NaN or inf")
+            raise InputError(f"{what}.{name} contains NaN or inf")
     if bool((writes.delta < 0).any()) or bool((writes.sigma2 < 0).any()):
-        raise InputError("writes.delta and writes.sigma2 must be non-negative")
+        raise InputError(f"{what}.delta and {what}.sigma2 must be non-negative")
+
+
+def _windows(glimpses: Glimpse, N: int) -> list[list[tuple[list[float], float]]]:
+    """Per step, per image: the attention window ``(box, sigma)`` (`attention_boxes`) of a Glimpse
+    with fields ``[T, n]`` and grid size `N`."""
+    boxes, sigmas = attention_boxes(glimpses, N).tolist(), glimpses.sigma2.sqrt().tolist()
+    return [list(zip(*step)) for step in zip(boxes, sigmas)]
 
 
 def _cell_origins(n: int, nrow: int, H: int, W: int) -> list[tuple[int, int]]:
@@ -142,14 +153,14 @@ def _cell_origins(n: int, nrow: int, H: int, W: int) -> list[tuple[int, int]]:
             for row, col in (divmod(k, cols) for k in range(n))]
 
 
-def _grid_frame(images: Tensor, nrow: int, scale: int) -> Image.Image:
-    """``make_grid`` of images ``[n, C, H, W]`` as a palette image (255 adaptive colours, grey
-    stays grey), upscaled `scale` times by pixel repetition."""
+def _grid_frame(images: Tensor, nrow: int, scale: int, reserved: int = 1) -> Image.Image:
+    """``make_grid`` of images ``[n, C, H, W]`` as a palette image (256 - `reserved` adaptive
+    colours, grey stays grey), upscaled `scale` times by pixel repetition."""
     grid = make_grid(images, nrow=nrow, padding=PADDING)  # [3, H', W'], as save_image rounds it
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
     frame = Image.fromarray(pixels, "RGB")
     frame = frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST)
-    return frame.quantize(colors=255)  # leaves one palette entry for pure red
+    return frame.quantize(colors=256 - reserved)  # leaves palette entries for the windows' colours
 
 
 def _to_frame(x: float, scale: int) -> int:
@@ -180,12 +191,27 @@ def _line_width(sigma: float, scale: int, H: int, W: int) -> int:
     return min(max(1, math.floor(sigma * scale / 2 + 0.5)), cap)
 
 
-def _draw_windows(frame: Image.Image, windows: list, origins: list, scale: int, H: int, W: int) -> None:
-    """Draw each image's attention window, ``(box, sigma)`` in image pixels, in pure red."""
-    red = frame.palette.getcolor(RED, frame)
+def _draw_windows(frame: Image.Image, windows: list, origins: list, scale: int, H: int, W: int,
+                  colour: tuple[int, int, int] = RED) -> None:
+    """Draw each image's attention window, ``(box, sigma)`` in image pixels, in `colour` (pure red)."""
+    index = frame.palette.getcolor(colour, frame)
     for (x, y), (box, sigma) in zip(origins, windows):
         mask = _outline(box, _line_width(sigma, scale, H, W), scale, H, W)
-        frame.paste(red, (x * scale, y * scale), mask)
+        frame.paste(index, (x * scale, y * scale), mask)
+
+
+def _save_gif(frames: list[Image.Image], path, duration_ms: int, final_pause_ms: int, loop: int | None) -> int:
+    """Write `frames` as a GIF, each shown for `duration_ms`, the last for `final_pause_ms`; the
+    number of frames in the file."""
+    durations = [duration_ms] * (len(frames) - 1) + [final_pause_ms]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop)
+    with Image.open(path) as gif:
+        return gif.n_frames
+
+
+def _check_timing(duration_ms: int, final_pause_ms: int) -> None:
+    if min(duration_ms, final_pause_ms) < 0:
+        raise InputError(f"durations must be >= 0 ms, got {duration_ms} and {final_pause_ms}")
 
 
 def animate(
@@ -219,15 +245,13 @@ def animate(
     nrow = _default_nrow(n) if nrow is None else nrow
     scale = math.ceil(MIN_HEIGHT / H) if scale is None else scale
     _check_positive(nrow=nrow, scale=scale)
-    if min(duration_ms, final_pause_ms) < 0:
-        raise InputError(f"durations must be >= 0 ms, got {duration_ms} and {final_pause_ms}")
+    _check_timing(duration_ms, final_pause_ms)
     if (writes is None) != (N is None):
         raise InputError("give both writes and N (the write grid size) to draw attention, or neither")
     windows = None  # per step, per image: (box, sigma)
     if writes is not None:
         _check_writes(writes, steps - 1, n)
-        boxes, sigmas = attention_boxes(writes, N).tolist(), writes.sigma2.sqrt().tolist()
-        windows = [list(zip(*step)) for step in zip(boxes, sigmas)]
+        windows = _windows(writes, N)
     origins = _cell_origins(n, nrow, H, W)
 
     frames = []
@@ -236,7 +260,168 @@ def animate(
         if windows is not None and t > 0:
             _draw_windows(frame, windows[t - 1], origins, scale, H, W)
         frames.append(frame)
-    durations = [duration_ms] * (steps - 1) + [final_pause_ms]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop)
-    with Image.open(path) as gif:
-        return gif.n_frames
+    return _save_gif(frames, path, duration_ms, final_pause_ms, loop)
+
+
+def animate_reconstruction(
+    inputs: Tensor,
+    canvases: Tensor,
+    path: str | PathLike,
+    *,
+    reads: Glimpse | None = None,
+    read_size: int | None = None,
+    writes: Glimpse | None = None,
+    write_size: int | None = None,
+    nrow: int | None = None,
+    scale: int | None = None,
+    duration_ms: int = 100,
+    final_pause_ms: int = 1000,
+    loop: int | None = 0,
+) -> int:
+    """Save DRAW reading and redrawing real images as a GIF (the paper's video): every image of
+    `inputs` ``[n, C, H, W]`` beside its canvases ``[T+1, n, C, H, W]`` (as `DRAW.reconstruct`
+    returns them), one frame per time step; returns the number of frames in the file.
+
+    Frame 0 shows the inputs beside the blank canvases, frame t the canvases after step t-1 wrote,
+    with step t-1's read window (`reads`, grid size `read_size`) in green on the input and its write
+    window (`writes`, `write_size`) in red on the canvas, drawn as `animate` draws them. Without
+    glimpses (a model without attention) the frames have no windows. `nrow`: input/canvas pairs per
+    row (default about square); the rest as `animate`'s.
+    """
+    inputs = _check_images(inputs, "inputs", "[n, C, H, W]")
+    canvases = _check_images(canvases, "canvases", "[T+1, n, C, H, W]")
+    steps, n, C, H, W = canvases.shape
+    if inputs.shape != canvases.shape[1:]:
+        raise InputError(f"inputs {list(inputs.shape)} must be [n, C, H, W] like each canvas, {list(canvases.shape[1:])}")
+    nrow = _default_nrow(n) if nrow is None else nrow
+    scale = math.ceil(MIN_HEIGHT / H) if scale is None else scale
+    _check_positive(nrow=nrow, scale=scale)
+    _check_timing(duration_ms, final_pause_ms)
+    windows = []  # (glimpses per step per image, cells offset, colour)
+    for glimpses, N, what, offset, colour in ((reads, read_size, "reads", 0, GREEN), (writes, write_size, "writes", 1, RED)):
+        if (glimpses is None) != (N is None):
+            raise InputError(f"give both {what} and its grid size to draw its windows, or neither")
+        if glimpses is not None:
+            _check_writes(glimpses, steps - 1, n, what)
+            windows.append((_windows(glimpses, N), offset, colour))
+    nrow, cells = 2 * min(nrow, n), _cell_origins(2 * n, 2 * min(nrow, n), H, W)
+    frames = []
+    for t in range(steps):
+        pairs = torch.stack([inputs, canvases[t]], 1).flatten(0, 1)  # input 0, canvas 0, input 1, ...
+        frame = _grid_frame(pairs, nrow, scale, reserved=2)
+        for per_step, offset, colour in windows if t > 0 else ():
+            _draw_windows(frame, per_step[t - 1], cells[offset::2], scale, H, W, colour)
+        frames.append(frame)
+    return _save_gif(frames, path, duration_ms, final_pause_ms, loop)
+
+
+# -- how much each step tells: a plot of the KL per step ----------------------------------------------
+
+BLUE, GREY, INK = (31, 119, 180), (150, 150, 150), (30, 30, 30)  #: colours of the plot
+
+
+def _nice_step(top: float, ticks: int = 5) -> float:
+    """A tick spacing of 1, 2 or 5 times a power of ten giving about `ticks` ticks up to `top` > 0."""
+    raw = top / ticks
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+class _Axes:
+    """One panel of a plot: data x in `x_range` and y from `lowest` to `highest` (widened to whole
+    ticks) mapped into the pixel `box` ``(left, top, right, bottom)``, drawn with its frame,
+    ticks, tick labels and axis labels."""
+
+    def __init__(self, image: Image.Image, box, x_range, lowest: float, highest: float, *, title: str, xlabel: str,
+                 ylabel: str, x_ticks: list[int], font, small):
+        self.draw = draw = ImageDraw.Draw(image)
+        self.box, (self.x0, self.x1) = box, x_range
+        step = _nice_step(max(highest - lowest, 1e-3), ticks=6)
+        first, last = math.floor(lowest / step + 1e-9), math.ceil(highest / step - 1e-9)
+        self.y_range = (first * step, max(last, first + 1) * step)
+        left, top, right, bottom = box
+        for k in range(first, max(last, first + 1) + 1):  # y ticks, labels and light grid lines
+            y = self.y(k * step)
+            draw.line([(left, y), (right, y)], fill=(232, 232, 232))
+            draw.line([(left - 4, y), (left, y)], fill=INK)
+            draw.text((left - 7, y), f"{k * step:g}", fill=INK, font=small, anchor="rm")
+        for t in x_ticks:
+            x = self.x(t)
+            draw.line([(x, bottom), (x, bottom + 4)], fill=INK)
+            draw.text((x, bottom + 7), str(t), fill=INK, font=small, anchor="ma")
+        draw.rectangle(box, outline=INK)
+        draw.text(((left + right) / 2, top - 8), title, fill=INK, font=font, anchor="md")
+        draw.text(((left + right) / 2, bottom + 26), xlabel, fill=INK, font=small, anchor="ma")
+        label = Image.new("L", (round(draw.textlength(ylabel, font=small)) + 2, 16), 0)
+        ImageDraw.Draw(label).text((1, 8), ylabel, fill=255, font=small, anchor="lm")
+        label = label.rotate(90, expand=True)
+        image.paste(INK, (left - 58, round((top + bottom - label.height) / 2)), label)
+
+    def x(self, value: float) -> float:
+        left, _, right, _ = self.box
+        return left + (value - self.x0) / (self.x1 - self.x0) * (right - left)
+
+    def y(self, value: float) -> float:
+        _, top, _, bottom = self.box
+        lo, hi = self.y_range
+        return bottom - (value - lo) / (hi - lo) * (bottom - top)
+
+
+def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | None = None) -> Image.Image:
+    """A picture (RGB, 900 x 390 pixels) of how much each step tells, in nats per image, from
+    `drawzoo.evaluate(..., per_step=True)`'s figures: the KL of each step's latent site as bars
+    (left), and their cumulative sum against the negative ELBO, ``reconstruction + sum(KL)`` (right:
+    the gap between them is the reconstruction term ``-log p(x | z)``). `title` goes on top."""
+    kl = [float(v) for v in kl_per_step]
+    if not kl or not all(math.isfinite(v) for v in [*kl, reconstruction]):
+        raise InputError(f"kl_plot needs finite KL values (got {len(kl)}: {kl}) and a finite reconstruction "
+                         f"term (got {reconstruction})")
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+    image = Image.new("RGB", (900, 390), "white")
+    draw = ImageDraw.Draw(image)
+    if title:
+        draw.text((450, 8), title, fill=INK, font=font, anchor="ma")
+    T = len(kl)
+    every = _nice_step(T, ticks=8) if T > 10 else 1
+    ticks = [t for t in range(T) if t % every == 0]
+    cumulative = list(itertools.accumulate(kl))
+    neg_elbo = cumulative[-1] + reconstruction
+    common = dict(xlabel="step t (latent site z_t)", x_ticks=ticks, font=font, small=small)
+
+    def span(values, room):  # from min(0, lowest) to a little above the highest value
+        lo, hi = min(*values, 0.0), max(values)
+        return lo, hi + room * (hi - lo)
+
+    bars = _Axes(image, (80, 60, 420, 310), (-0.6, T - 0.4), *span(kl, 0.05),
+                 title="KL(q(z_t | ...) || p(z_t)) per step", ylabel="nats per image", **common)
+    half = (0.4 if T <= 20 else 0.5) * (bars.x(1) - bars.x(0))  # many steps: bars that touch
+    for t, v in enumerate(kl):
+        draw.rectangle([bars.x(t) - half, bars.y(max(v, 0)), bars.x(t) + half, bars.y(min(v, 0))], fill=BLUE)
+
+    total = _Axes(image, (540, 60, 880, 310), (-0.6, T - 0.4), *span([*cumulative, neg_elbo], 0.08), title="cumulative KL and the negative ELBO",
+                  ylabel="nats per image", **common)
+    y_total = total.y(neg_elbo)
+    for x in range(540, 880, 10):  # dashed line at the negative ELBO
+        draw.line([(x, y_total), (min(x + 5, 880), y_total)], fill=RED, width=2)
+    points = [(total.x(t), total.y(v)) for t, v in enumerate(cumulative)]
+    if len(points) > 1:
+        draw.line(points, fill=BLUE, width=3)
+    for x, y in points if T <= 20 else ():
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=BLUE)
+    x_last = min(points[-1][0] + 8, 876)  # the gap between them: the reconstruction term
+    draw.line([(x_last, points[-1][1]), (x_last, y_total)], fill=GREY, width=3)
+    legend = [(BLUE, f"KL, and its cumulative sum ({cumulative[-1]:.2f} nats)"),
+              (RED, f"negative ELBO ({neg_elbo:.2f} nats)"),
+              (GREY, f"gap: reconstruction -log p(x | z) ({neg_elbo - cumulative[-1]:.2f} nats)")]
+    x = 80
+    for colour, text in legend:
+        draw.line([(x, 372), (x + 25, 372)], fill=colour, width=4)
+        draw.text((x + 32, 372), text, fill=INK, font=small, anchor="lm")
+        x += 32 + draw.textlength(text, font=small) + 40
+    return image
+
+
+def save_kl_plot(kl_per_step: list[float], reconstruction: float, path: str | PathLike, *,
+                 title: str | None = None) -> None:
+    """Save `kl_plot` as a PNG."""
+    kl_plot(kl_per_step, reconstruction, title=title).save(path, format="PNG")

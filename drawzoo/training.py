@@ -38,7 +38,7 @@ from . import distributed, objectives
 from .batching import as_dataset, collate_images
 from .checkpoints import CheckpointLock, check_matches, read_checkpoint, save_checkpoint
 from .config import as_dict
-from .errors import CheckpointError, ConfigError, DrawzooError, ObjectiveError, first_line
+from .errors import CheckpointError, ConfigError, DrawzooError, NoLatentSitesError, ObjectiveError, first_line
 from .evaluation import evaluate
 from .files import check_outputs
 from .stopping import Interrupted, StopRequests, signal_name
@@ -200,8 +200,11 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     in a row stop training with `TrainingError`, leaving the last checkpoint as it was.
 
     `log_dir`: TensorBoard scalars ``loss/train``, ``loss/valid`` (nats per image) per epoch,
-    ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch. Each epoch's
-    figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
+    ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch; with `valid_data`,
+    also how much each step tells on it (`evaluate(..., per_step=True)`, from the validation passes):
+    ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of them all under Custom
+    Scalars) and the picture ``kl_per_step`` (`drawzoo.pictures.kl_plot`) of the epoch's curve.
+    Each epoch's figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
     (the history entry) after it is validated. `progress`: show progress bars.
 
     Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
@@ -285,6 +288,7 @@ class _Run:
         self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
         self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
         self.lock = None  #: the CheckpointLock that `train` holds while the run goes
+        self.per_step = config.log_dir is not None  #: whether validation reports the KL per step (to TensorBoard)
         self.stop = stop  #: the time limit and the signals
 
     def start(self) -> None:
@@ -306,6 +310,8 @@ class _Run:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(log_dir), purge_step=self.state.step or None)
+        self.writer.add_custom_scalars({"kl_per_step": {"KL per step, valid (nats per image)": [
+            "Multiline", [r"kl_per_step/t_\d+"]]}})
         try:
             yield
         finally:
@@ -485,9 +491,10 @@ class _Run:
         loss_sum, images = self.group.sum(state.loss_sum, state.images)
         record = {"epoch": epoch, "step": state.step, "train_loss": loss_sum / max(images, 1),
                   "valid_loss": None, "seconds": time.perf_counter() - started}
+        scores = None
         if valid is not None:
-            record["valid_loss"] = evaluate(self.model, valid, num_samples=self.config.valid_samples,
-                                            seed=self.config.seed)["neg_elbo"]
+            scores = self._validate(valid)
+            record["valid_loss"] = scores["neg_elbo"]
             if self._above_threshold(record["valid_loss"]):
                 raise self._diverged("validation loss", record["valid_loss"])
             if record["valid_loss"] < state.best_valid:
@@ -501,6 +508,8 @@ class _Run:
             from torchvision.utils import make_grid
             preview = _preview(self.model, self.config.num_preview, self.config.seed)
             self.writer.add_image("samples", make_grid(preview, nrow=8), state.step)
+            if scores is not None and "kl_per_step" in scores:
+                self._log_per_step(scores, epoch)
             self.writer.flush()
         if self.group.main:
             valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
@@ -509,6 +518,28 @@ class _Run:
         if self.on_epoch is not None:
             self.on_epoch(dict(record))
         return record
+
+    def _validate(self, valid) -> dict:
+        """`evaluate`'s figures on the validation data, with the KL per step while `per_step` (until
+        a model turns out to have no latent site)."""
+        kwargs = dict(num_samples=self.config.valid_samples, seed=self.config.seed)
+        if self.per_step:
+            try:
+                return evaluate(self.model, valid, per_step=True, **kwargs)
+            except NoLatentSitesError:  # raised before any work, on every process
+                self.per_step = False
+        return evaluate(self.model, valid, **kwargs)
+
+    def _log_per_step(self, scores: dict, epoch: float) -> None:
+        """The validation KL per step to TensorBoard: one scalar per step, and the plot."""
+        from .pictures import kl_plot
+
+        step = self.state.step
+        for t, kl in enumerate(scores["kl_per_step"]):
+            self.writer.add_scalar(f"kl_per_step/t_{t:02d}", kl, step)
+        plot = kl_plot(scores["kl_per_step"], scores["reconstruction"],
+                       title=f"validation, epoch {epoch:g} ({scores['num_images']} images)")
+        self.writer.add_image("kl_per_step", np.asarray(plot), step, dataformats="HWC")
 
     def _save(self) -> None:
         """Checkpoint (rank 0 writes; every process contributes its RNG state), once the weights

@@ -20,10 +20,11 @@ def binary_images(n, shape=(1, 28, 28), seed=0):
     return (torch.rand(n, *shape, generator=g) < 0.3).float()
 
 
-def fake_distribution(root, model_name="mymodel"):
-    """A third-party package `zoo_extra` declaring a drawzoo.models entry point."""
+def fake_distribution(root, model_name="mymodel", source=None, target="TinyVAE"):
+    """A third-party package `zoo_extra` declaring a drawzoo.models entry point: `target` of its
+    `source` (default: a small VAE, TinyVAE)."""
     (root / "zoo_extra").mkdir(parents=True)
-    (root / "zoo_extra" / "__init__.py").write_text(textwrap.dedent('''
+    (root / "zoo_extra" / "__init__.py").write_text(source or textwrap.dedent('''
         from dataclasses import dataclass
         from drawzoo.models import VAE, VAEConfig
 
@@ -39,4 +40,4 @@ def fake_distribution(root, model_name="mymodel"):
     dist_info = root / "zoo_extra-0.1.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-extra\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text(f"[drawzoo.models]\n{model_name} = zoo_extra:TinyVAE\n")
+    (dist_info / "entry_points.txt").write_text(f"[drawzoo.models]\n{model_name} = zoo_extra:{target}\n")
