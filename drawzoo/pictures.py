@@ -209,9 +209,16 @@ def _save_gif(frames: list[Image.Image], path, duration_ms: int, final_pause_ms:
         return gif.n_frames
 
 
-def _check_timing(duration_ms: int, final_pause_ms: int) -> None:
+def _frame_layout(n: int, H: int, nrow: int | None, scale: int | None, duration_ms: int,
+                  final_pause_ms: int) -> tuple[int, int]:
+    """An animation's checked ``(nrow, scale)`` for `n` images of height `H`: about square, and
+    upscaled to at least `MIN_HEIGHT` pixels, unless given; its timing checked too."""
+    nrow = _default_nrow(n) if nrow is None else nrow
+    scale = math.ceil(MIN_HEIGHT / H) if scale is None else scale
+    _check_positive(nrow=nrow, scale=scale)
     if min(duration_ms, final_pause_ms) < 0:
         raise InputError(f"durations must be >= 0 ms, got {duration_ms} and {final_pause_ms}")
+    return nrow, scale
 
 
 def animate(
@@ -242,10 +249,7 @@ def animate(
     """
     canvases = _check_images(canvases, "canvases", "[T+1, n, C, H, W]")
     steps, n, _, H, W = canvases.shape
-    nrow = _default_nrow(n) if nrow is None else nrow
-    scale = math.ceil(MIN_HEIGHT / H) if scale is None else scale
-    _check_positive(nrow=nrow, scale=scale)
-    _check_timing(duration_ms, final_pause_ms)
+    nrow, scale = _frame_layout(n, H, nrow, scale, duration_ms, final_pause_ms)
     if (writes is None) != (N is None):
         raise InputError("give both writes and N (the write grid size) to draw attention, or neither")
     windows = None  # per step, per image: (box, sigma)
@@ -293,10 +297,7 @@ def animate_reconstruction(
     steps, n, C, H, W = canvases.shape
     if inputs.shape != canvases.shape[1:]:
         raise InputError(f"inputs {list(inputs.shape)} must be [n, C, H, W] like each canvas, {list(canvases.shape[1:])}")
-    nrow = _default_nrow(n) if nrow is None else nrow
-    scale = math.ceil(MIN_HEIGHT / H) if scale is None else scale
-    _check_positive(nrow=nrow, scale=scale)
-    _check_timing(duration_ms, final_pause_ms)
+    nrow, scale = _frame_layout(n, H, nrow, scale, duration_ms, final_pause_ms)
     windows = []  # (glimpses per step per image, cells offset, colour)
     for glimpses, N, what, offset, colour in ((reads, read_size, "reads", 0, GREEN), (writes, write_size, "writes", 1, RED)):
         if (glimpses is None) != (N is None):
