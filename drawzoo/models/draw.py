@@ -222,9 +222,7 @@ class DRAW(ZooModel):
         enc = self._zero_state(B)
         T = self.config.T
         decode, decode_encode = self.step_fn("decode_step"), self.step_fn("decode_encode_step")
-        # without attention: the encoder's product with x, once per pass; with a mask the encoder's
-        # input (x, or the canvas where unobserved) changes every step: the plain per-step read
-        x_terms = self._x_terms(x) if mask is None else ()
+        x_terms = self._x_terms(x, mask)  # without attention: the encoder's product with x, once per pass
         with self.data_plate(B, num_data):
             *enc, mu, sigma, read = self.step_fn("encode_step")(x, canvas, dec[0], *enc, mask, *x_terms)
             for t in pyro.markov(range(T)):
@@ -284,16 +282,17 @@ class DRAW(ZooModel):
         mu, sigma = self.posterior(h_enc)
         return h_enc, cell_enc, mu, sigma, glimpse
 
-    def _x_terms(self, x: Tensor) -> tuple[Tensor, ...]:
+    def _x_terms(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, ...]:
         """Without attention, ``r_t = [x, x_hat_t]`` with ``x_hat_t = x - sigmoid(c_{t-1})``, so the
         encoder's input product ``W_x x + W_xhat x_hat_t + W_h h_dec = (W_x + W_xhat) x + [W_xhat,
         W_h] [-sigmoid(c_{t-1}), h_dec]``. Returns its first term plus the biases ``[B, 4 hidden]``,
-        the same at every step and so computed once per pass (a fifth of a step's FLOPs, forward
-        and backward), and the weight ``[W_xhat, W_h]`` of the rest, a view taken once per pass (so
-        that its 64 gradients are summed before they reach the whole weight). Empty with attention,
-        or where the reader or encoder is not drawzoo's plain module (replaced, hooks,
-        parametrizations): then every step runs them as they are."""
-        if not (type(self.reader) is FullRead and type(self.encoder) is nn.LSTMCell
+        the same at every step and so computed once per pass (a step then multiplies C*H*W + hidden
+        inputs, not 2*C*H*W + hidden, forward and backward), and the weight ``[W_xhat, W_h]`` of the
+        rest, a view taken once per pass (so that its T gradients are summed before they reach the
+        whole weight). Empty with attention; with a `mask` (the encoder's x then changes every step:
+        the canvas where unobserved); or where the reader or encoder is not drawzoo's plain module
+        (replaced, hooks, parametrizations): then every step runs them as they are."""
+        if not (mask is None and type(self.reader) is FullRead and type(self.encoder) is nn.LSTMCell
                 and not has_hooks(self.reader) and not has_hooks(self.encoder)):
             return ()
         D, W = self.reader.out_dim // 2, self.encoder.weight_ih
