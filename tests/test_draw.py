@@ -131,6 +131,25 @@ def test_without_attention_the_encoders_product_with_x_once_per_pass_changes_not
     assert tiny()._x_terms(binary_images(2)) == ()  # attention: x is read through the filterbank
 
 
+def test_a_replaced_encoder_or_a_mask_keeps_the_plain_per_step_encoder():
+    """The encoder's product with x is taken once per pass only for drawzoo's own modules: a
+    subclass of nn.LSTMCell (which may compute anything) or a reader of another type runs as it is
+    at every step, and so does a mask (the encoder's x is then the canvas where unobserved)."""
+
+    class Cell(torch.nn.LSTMCell):
+        pass
+
+    m = tiny(attention=False, image_shape=(1, 6, 6))
+    x = binary_images(3, (1, 6, 6))
+    assert len(m._x_terms(x)) == 2
+    assert m._x_terms(x, torch.ones(3, 1, 6, 6, dtype=torch.bool)) == ()
+    m.encoder = Cell(m.encoder.input_size, m.encoder.hidden_size)
+    assert m._x_terms(x) == ()
+    m = tiny(attention=False, image_shape=(1, 6, 6))
+    m.reader = type("Read", (type(m.reader),), {})(16, (1, 6, 6))
+    assert m._x_terms(x) == ()
+
+
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 12, 20)])
 def test_generate_returns_the_canvas_through_time(shape):
     m = tiny(image_shape=shape)
