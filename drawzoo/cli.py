@@ -257,9 +257,7 @@ def _animate_reconstruction(args, model) -> int:
     if not callable(getattr(model, "reconstruct", None)):
         raise DrawzooError(f"animate --reconstruct: {args.checkpoint} holds a {model.zoo_name!r} model, which draws "
                            "in one step: no reconstruction through time to animate (drawzoo sample saves its samples)")
-    name, split, data = _eval_data(args, model)
-    data = random_subset(data, args.n, seed=args.seed)
-    x = collate_images([data[i] for i in range(len(data))])
+    name, split, x = _some_images(args, model)
     canvases, reads, writes = model.reconstruct(x.to(model.device))
     attention = {}
     if reads is not None:
@@ -269,6 +267,13 @@ def _animate_reconstruction(args, model) -> int:
                                     duration_ms=args.duration_ms, **attention)
     print(f"wrote {frames} frames of {len(x)} {name}/{split} images and their reconstructions to {args.out}")
     return 0
+
+
+def _some_images(args, model):
+    """``(data set, split, images [--n, C, H, W])``: a seeded (--seed) random subset of `_eval_data`'s."""
+    name, split, data = _eval_data(args, model)
+    data = random_subset(data, args.n, seed=args.seed)
+    return name, split, collate_images([data[i] for i in range(len(data))])
 
 
 def _eval_data(args, model):
@@ -337,9 +342,7 @@ def cmd_inpaint(args) -> int:
                       inputs={"--data": _data_path(args.data)})
     masks.check_name(args.mask)
     model = _from_checkpoint(args, device)
-    name, split, data = _eval_data(args, model)
-    data = random_subset(data, args.n, seed=args.seed)
-    x = collate_images([data[i] for i in range(len(data))])
+    name, split, x = _some_images(args, model)
     mask = masks.named_mask(args.mask, model.image_shape, len(x), seed=args.seed)
     filled = model.inpaint(x.to(device), mask, num_samples=args.num_samples, sample=args.sample)
     save_inpainting(x, mask, filled.cpu(), args.out, nrow=args.nrow)
