@@ -117,15 +117,17 @@ def _traces(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None):
     return guide_trace, model_trace
 
 
-def _log_weights(guide_trace, model_trace, rows: int) -> torch.Tensor:
-    return _log_prob_sum(model_trace, rows) - _log_prob_sum(guide_trace, rows)
+def _log_weights(guide_trace, model_trace, num_samples: int, batch: int) -> torch.Tensor:
+    """``log p - log q`` ``[K, B]`` of `_traces`'s K * B rows."""
+    rows = num_samples * batch
+    return (_log_prob_sum(model_trace, rows) - _log_prob_sum(guide_trace, rows)).view(num_samples, batch)
 
 
 def log_importance_weights(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k | x)`` ``[K, B]`` in nats for images `x` ``[B, C, H, W]``; with a
     `mask` (bool, broadcastable to x, True where observed) ``log p(x_obs, z_k) - log q(z_k | x_obs)``."""
     guide_trace, model_trace = _traces(model, x, num_samples, mask)
-    return _log_weights(guide_trace, model_trace, num_samples * len(x)).view(num_samples, len(x))
+    return _log_weights(guide_trace, model_trace, num_samples, len(x))
 
 
 def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tensor], list[str], torch.Tensor]:
@@ -176,7 +178,7 @@ def importance_resample(model: ZooModel, x, mask, num_samples: int = 100, sample
         raise InputError("inpainting needs a mask: bool, True where a pixel is observed")
     mask = model.check_mask(mask, x.shape[0])
     guide_trace, model_trace = _traces(model, x, num_samples, mask)
-    log_w = _log_weights(guide_trace, model_trace, num_samples * len(x)).view(num_samples, len(x))
+    log_w = _log_weights(guide_trace, model_trace, num_samples, len(x))
     pick = torch.distributions.Categorical(logits=log_w.T).sample()  # [B]: which z_k of each image
     pixels = model_trace.nodes["x"]["fn"]
     filled = (pixels.sample() if sample else pixels.mean).view(num_samples, *x.shape)
@@ -260,7 +262,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
                     log_p_observed = _log_mean_exp(log_importance_weights(model, x, num_samples, observed).double())
             guide_trace, model_trace = _traces(model, x, num_samples)
             rows = num_samples * len(x)
-            log_w = _log_weights(guide_trace, model_trace, rows).double().view(num_samples, len(x))
+            log_w = _log_weights(guide_trace, model_trace, num_samples, len(x)).double()
             log_p = _log_mean_exp(log_w)
             neg_elbo -= log_w.mean(0).sum().item()
             nll -= log_p.sum().item()
