@@ -1,3 +1,7 @@
+import copy
+import gc
+import weakref
+
 import pyro
 import pytest
 import torch
@@ -107,8 +111,9 @@ def test_without_attention_the_encoders_product_with_x_once_per_pass_changes_not
     encoder with a hook, which the model runs as it is, every step), in float64 to 1e-12."""
     m = tiny(attention=False, image_shape=(3, 6, 10)).double()
     x = binary_images(5, (3, 6, 10)).double()
-    x_product, weight = m._x_terms(x)
-    assert x_product.shape == (5, 4 * 16) and weight.shape == (4 * 16, 3 * 6 * 10 + 16)
+    weights = m._pass_weights(x)
+    assert weights.x_in_e and weights.posterior is None and weights.decoder is None  # eager: the encoder only
+    assert weights.encoder.e.shape == (5, 4 * 16) and weights.encoder.W.shape == (4 * 16, 3 * 6 * 10 + 2 * 16)
     elbo = TraceMeanField_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
 
     def loss_and_grads():
@@ -121,14 +126,14 @@ def test_without_attention_the_encoders_product_with_x_once_per_pass_changes_not
     loss, grads = loss_and_grads()
     calls = []
     handle = m.encoder.register_forward_hook(lambda *args: calls.append(1))
-    assert m._x_terms(x) == ()
+    assert m._pass_weights(x) is None
     plain, plain_grads = loss_and_grads()
     handle.remove()
     assert len(calls) == m.config.T  # the plain path ran the encoder module at every step
     torch.testing.assert_close(loss, plain, rtol=1e-12, atol=0)
     for g, h in zip(grads, plain_grads, strict=True):
         torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
-    assert tiny()._x_terms(binary_images(2)) == ()  # attention: x is read through the filterbank
+    assert tiny()._pass_weights(binary_images(2)) is None  # attention: x is read through the filterbank
 
 
 def test_a_replaced_encoder_or_a_mask_keeps_the_plain_per_step_encoder():
@@ -141,13 +146,127 @@ def test_a_replaced_encoder_or_a_mask_keeps_the_plain_per_step_encoder():
 
     m = tiny(attention=False, image_shape=(1, 6, 6))
     x = binary_images(3, (1, 6, 6))
-    assert len(m._x_terms(x)) == 2
-    assert m._x_terms(x, torch.ones(3, 1, 6, 6, dtype=torch.bool)) == ()
+    assert m._pass_weights(x) is not None
+    assert m._pass_weights(x, torch.ones(3, 1, 6, 6, dtype=torch.bool)) is None
     m.encoder = Cell(m.encoder.input_size, m.encoder.hidden_size)
-    assert m._x_terms(x) == ()
+    assert m._pass_weights(x) is None
     m = tiny(attention=False, image_shape=(1, 6, 6))
     m.reader = type("Read", (type(m.reader),), {})(16, (1, 6, 6))
-    assert m._x_terms(x) == ()
+    assert m._pass_weights(x) is None
+    m = tiny(attention=False, image_shape=(1, 6, 6))
+    m.encoder = torch.nn.LSTMCell(m.encoder.input_size, m.encoder.hidden_size, bias=False)
+    assert m._pass_weights(x) is None
+
+
+def _deferred_pair(attention, shape=(1, 6, 6)):
+    """A float64 model and a copy on the fast path with dynamo's eager backend: the step functions
+    run as written (no inductor), so the weight gradients, deferred to one product per pass there,
+    must equal the plain per-step sums to float64 rounding."""
+    torch.manual_seed(0)
+    m = tiny(attention=attention, image_shape=shape).double()
+    return m, copy.deepcopy(m).compile_steps(backend="eager")
+
+
+def _elbo_and_grads(m, x, elbo, mask=None, seed=3):
+    pyro.set_rng_seed(seed)
+    m.zero_grad()
+    loss = elbo.differentiable_loss(m.model, m.guide, x, mask=mask)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("attention", [True, False])
+@pytest.mark.parametrize("particles", [1, 3])
+@pytest.mark.parametrize("masked", [False, True])
+def test_deferred_weight_gradients_equal_the_per_step_sums(attention, particles, masked):
+    """On the fast path the encoder's, posterior's and decoder's weight gradients are one product
+    per pass (`StepLinear`): the same loss and every gradient as the plain model's per-step
+    products, in float64 to 1e-12, with vectorised particles (whose batch shape grows after the
+    first step) and with a mask."""
+    m, fast = _deferred_pair(attention)
+    x = binary_images(5, (1, 6, 6)).double()
+    mask = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(1)) < 0.7 if masked else None
+    weights = fast._pass_weights(x, mask)
+    assert weights.encoder.defer and weights.posterior.defer and weights.decoder.defer
+    assert weights.x_in_e == (not attention and not masked)
+    elbo = TraceMeanField_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+    loss, grads = _elbo_and_grads(m, x, elbo, mask)
+    got, got_grads = _elbo_and_grads(fast, x, elbo, mask)
+    torch.testing.assert_close(got, loss, rtol=1e-12, atol=0)
+    for g, e in zip(got_grads, grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # no gradients: nothing deferred
+        assert fast._pass_weights(x) is None if attention else not fast._pass_weights(x).encoder.defer
+
+
+@pytest.mark.filterwarnings("ignore:decoder.weight_ih was not registered in the param store")
+def test_deferred_weight_gradients_in_every_way_autograd_is_used():
+    """Twice through one graph (retain_graph), the gradient of some parameters only
+    (autograd.grad), frozen parameters, a hook on a weight: each as the plain model's. A second
+    derivative through the deferred product is an error, not a wrong number."""
+    m, fast = _deferred_pair(attention=True)
+    x = binary_images(4, (1, 6, 6)).double()
+    elbo = TraceMeanField_ELBO()
+
+    def twice(model):
+        pyro.set_rng_seed(3)
+        model.zero_grad()
+        loss = elbo.differentiable_loss(model.model, model.guide, x)
+        loss.backward(retain_graph=True)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for g, e in zip(twice(fast), twice(m), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+    def some(model):
+        pyro.set_rng_seed(3)
+        loss = elbo.differentiable_loss(model.model, model.guide, x)
+        return torch.autograd.grad(loss, [model.encoder.weight_hh, model.decoder.bias_ih])
+
+    for g, e in zip(some(fast), some(m), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+    seen = {}
+    for key, model in (("fast", fast), ("plain", m)):
+        model.decoder.weight_ih.requires_grad_(False)
+        handle = model.encoder.weight_ih.register_hook(lambda g, key=key: seen.setdefault(key, []).append(g.clone()))
+        pyro.set_rng_seed(3)
+        model.zero_grad()
+        elbo.differentiable_loss(model.model, model.guide, x).backward()
+        handle.remove()
+        assert model.decoder.weight_ih.grad is None
+        model.decoder.weight_ih.requires_grad_(True)
+    assert len(seen["fast"]) == len(seen["plain"]) == 1  # the hook sees the summed gradient, once
+    torch.testing.assert_close(seen["fast"][0], seen["plain"][0], rtol=1e-12, atol=1e-12)
+
+    pyro.set_rng_seed(3)
+    loss = elbo.differentiable_loss(fast.model, fast.guide, x)
+    (grad,) = torch.autograd.grad(loss, [fast.encoder.weight_hh], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
+def test_a_pass_with_deferred_weight_gradients_is_freed_without_the_garbage_collector():
+    """No reference cycle through the deferred gradients' backward node: once the loss is gone,
+    the pass (its kept inputs, the graph) is freed by reference counting alone."""
+    _, fast = _deferred_pair(attention=False)
+    x = binary_images(4, (1, 6, 6)).double()
+    passes = []
+    pass_weights = fast._pass_weights
+    fast._pass_weights = lambda *args: passes.append(pass_weights(*args)) or passes[-1]
+    gc.disable()
+    try:
+        loss = TraceMeanField_ELBO().differentiable_loss(fast.model, fast.guide, x)
+        loss.backward()
+        (weights,) = passes
+        refs = [weakref.ref(obj) for linear in weights[:3] for obj in (linear.gradient, linear.e)]
+        assert len(weights.encoder.gradient.inputs) == fast.config.T
+        del loss, weights
+        passes.clear()
+        assert [ref() for ref in refs] == [None] * 6
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 12, 20)])

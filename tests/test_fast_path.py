@@ -111,7 +111,8 @@ def test_where_compilation_fails_the_model_runs_eagerly_with_one_warning(caplog)
     with caplog.at_level(logging.WARNING, logger="drawzoo"):
         for _ in range(3):
             got, _ = _log_weight_and_grads(broken, x, fixed)
-            assert torch.equal(got, expected)  # eager: bit for bit
+            # eager step functions, with the fast path's concatenated products: float rounding apart
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
     warnings = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
     # each step function that tried to compile warned once, naming why (one whose code dynamo had
     # already stopped compiling in this process, at its recompile limit, runs eagerly without trying)

@@ -25,6 +25,7 @@ handling for free.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import numbers
@@ -37,6 +38,7 @@ import pyro.distributions as dist
 import torch
 from pyro.params import param_with_module_name
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ..attention import bounded_exp
 from ..config import build_config
@@ -103,6 +105,14 @@ def lstm_step(cell: nn.LSTMCell, inputs: Tensor, state: tuple[Tensor, Tensor]) -
     return h.view(*batch, -1), c.view(*batch, -1)
 
 
+def lstm_update(gates: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:
+    """`nn.LSTMCell`'s update from its gate pre-activations ``W_ih x + b_ih + W_hh h + b_hh``
+    ``[..., 4 hidden]`` (i, f, g, o) and the cell ``[..., hidden]``: returns ``(h, cell)``."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(cell), cell
+
+
 class GaussianPosterior(nn.Linear):
     """``h [..., in] -> (mu, sigma)`` each ``[..., latent_dim]``, with ``sigma = exp(W h + b)``.
 
@@ -113,8 +123,92 @@ class GaussianPosterior(nn.Linear):
         super().__init__(in_dim, 2 * latent_dim)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mu, log_sigma = super().forward(h).chunk(2, dim=-1)
+        return self.split(super().forward(h))
+
+    @staticmethod
+    def split(out: Tensor) -> tuple[Tensor, Tensor]:
+        """``W h + b`` ``[..., 2 latent_dim]`` -> ``(mu, sigma)``."""
+        mu, log_sigma = out.chunk(2, dim=-1)
         return mu, bounded_exp(log_sigma)
+
+
+class StepLinear:
+    """A linear map ``y_t = a_t W^T + e`` that one pass applies at each of its steps t, with the
+    same W: the concatenation of parameter `blocks` along the inputs, ``[out, in]``; `e` its bias
+    ``[out]``, or whatever else the pass adds at every step (e.g. ``[B, out]``).
+
+    A step takes ``(W, e_t) = step(batch_shape)`` and computes ``F.linear(a_t, W) + e_t`` itself
+    (inside a compiled step function), then hands its input ``a_t`` ``[*batch_shape, in]`` to `keep`.
+
+    Plain (``defer=False``): W is the concatenation, tracked by autograd, and ``e_t = e``; the
+    backward pass takes W's gradient as T products ``g_t^T a_t``, each a new ``[out, in]`` tensor,
+    and adds them up one by one. Deferred (``defer=True``, for a pass that is differentiated
+    once): the steps see W detached and e_t, a view of e. As each step's gradient g_t reaches its
+    e_t, ``g_t^T a_t`` is added into one buffer in place (a product that accumulates: no new
+    tensor, no separate addition), and a node ahead of every e_t hands the sum to the parameter
+    blocks once all have arrived: the same sum (float rounding apart). Differentiating the pass
+    twice (``create_graph=True``) is then an error.
+    """
+
+    def __init__(self, blocks: list[Tensor], e: Tensor, defer: bool):
+        self.defer = defer
+        if not defer:
+            self.W, self.e = (blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)), e
+            return
+        self.W = torch.cat([b.detach() for b in blocks], dim=1)
+        self.gradient = _GradientSum(self.W)
+        self.e = _GatherGradients.apply(self.gradient, e, *blocks)
+
+    def step(self, batch_shape) -> tuple[Tensor, Tensor]:
+        """``(W, e_t)`` for the next step, whose rows have batch shape `batch_shape`."""
+        if not self.defer:
+            return self.W, self.e
+        e = self.e.expand(*batch_shape, self.W.shape[0])
+        if e.requires_grad:
+            e.register_hook(functools.partial(self.gradient.add, len(self.gradient.inputs)))
+        return self.W, e
+
+    def keep(self, a: Tensor) -> None:
+        """The input ``a_t`` ``[*batch_shape, in]`` of the step that took the last `step`."""
+        if self.defer:
+            self.gradient.inputs.append(a.detach())
+
+
+class _GradientSum:
+    """W's gradient ``sum_t g_t^T a_t`` as a deferred `StepLinear`'s steps' g_t arrive. Kept apart
+    from the StepLinear, which holds e (an output of `_GatherGradients`): the backward node
+    refers to this, and nothing here to e or the graph, so a pass is freed without a cycle."""
+
+    def __init__(self, W: Tensor):
+        self.W = W
+        self.inputs: list[Tensor] = []  #: a_t of each step, detached
+        self.total: Tensor | None = None  #: the sum so far, during a backward pass
+
+    def add(self, t: int, g: Tensor) -> None:
+        """Add ``g_t^T a_t`` (all rows of step t) in place: a product that accumulates."""
+        g, a = g.reshape(-1, g.shape[-1]).t(), self.inputs[t].reshape(-1, self.W.shape[1])
+        if self.total is None:
+            self.total = g @ a
+        else:
+            self.total.addmm_(g, a)
+
+
+class _GatherGradients(torch.autograd.Function):
+    """Forward: `e` as it is. Backward (after every step's e_t, which all read its output, has
+    added its part to the `_GradientSum`): W's gradient, split into the parameter blocks."""
+
+    @staticmethod
+    def forward(ctx, gradient: _GradientSum, e: Tensor, *blocks: Tensor) -> Tensor:
+        ctx.gradient, ctx.widths = gradient, [b.shape[1] for b in blocks]
+        return e.view_as(e)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_e: Tensor):
+        gradient = ctx.gradient
+        grad_W = torch.zeros_like(gradient.W) if gradient.total is None else gradient.total
+        gradient.total = None  # a second backward pass (retain_graph=True) adds up its own
+        return (None, grad_e, *grad_W.split(ctx.widths, dim=1))
 
 
 def has_hooks(module: nn.Module) -> bool:

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 from ..attention import FullRead, FullWrite, GaussianRead, GaussianWrite, Glimpse
 from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
-from .base import GaussianPosterior, ZooModel, cat_features, has_hooks, lstm_step, pixel_likelihood, standard_normal
+from .base import (GaussianPosterior, StepLinear, ZooModel, cat_features, has_hooks, lstm_step, lstm_update,
+                   pixel_likelihood, standard_normal)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,18 @@ class GuidePass:
         return self.zs[:self.followed - 1 if met_current else self.followed]
 
 
+def _detached(glimpse: Glimpse | None) -> Glimpse | None:
+    """A step's glimpse, detached: what it looked at, for pictures; no loss depends on it (as
+    outputs of a compiled step, its fields then need no gradient bookkeeping)."""
+    return None if glimpse is None else Glimpse(*(field.detach() for field in glimpse))
+
+
+def _broadcast(shapes) -> torch.Size:
+    """``torch.broadcast_shapes(*shapes)``, quicker where all are the same (the usual case)."""
+    first = shapes[0]
+    return first if all(shape == first for shape in shapes) else torch.broadcast_shapes(*shapes)
+
+
 def _same(a: Tensor, b: Tensor) -> bool:
     """Same dtype, device, shape and bits."""
     return a.dtype == b.dtype and a.device == b.device and a.shape == b.shape and torch.equal(a.detach(), b)
@@ -131,6 +144,16 @@ def _autograd_context(device: torch.device) -> tuple:
     """What decides how a pass is recorded: grad mode, inference mode, autocast (on `device`)."""
     return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
             torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+
+
+class PassWeights(NamedTuple):
+    """The encoder's, posterior's and decoder's per-step products of one guide pass as `StepLinear`
+    maps of their concatenated weights (None: the step runs that module as it is)."""
+
+    encoder: StepLinear  #: ``[r_t, h_dec_{t-1}, h_enc_{t-1}] -> gates`` (its part with x in e, if `x_in_e`)
+    posterior: StepLinear | None  #: ``h_enc_t -> (mu_t, log sigma_t)``
+    decoder: StepLinear | None  #: ``[z_t, h_dec_{t-1}] -> gates``
+    x_in_e: bool  #: the encoder's product with x is in its e: its steps get no x
 
 
 class Reconstruction(NamedTuple):
@@ -173,6 +196,10 @@ class DRAW(ZooModel):
     #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
     #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
     reuse_guide_decoder = True
+    #: On the fast path (`compile_steps`), take the gradients of the encoder's, posterior's and
+    #: decoder's weights once per pass, not once per step (`StepLinear`, deferred): the same
+    #: gradients up to float rounding.
+    defer_weight_gradients = True
 
     def __init__(self, config: DrawConfig | None = None, **overrides):
         super().__init__(config, **overrides)
@@ -200,9 +227,10 @@ class DRAW(ZooModel):
         self.register()
         guide_pass = self._claim_guide_pass()
         dec, canvas = self._initial_decoder(B)
+        prior = standard_normal(B, self.config.latent_dim, self.decoder.weight_ih)  # the same at every step
         with self.data_plate(B, num_data):
             for t in pyro.markov(range(self.config.T)):
-                z = pyro.sample(f"z_{t}", standard_normal(B, self.config.latent_dim, self.decoder.weight_ih))
+                z = pyro.sample(f"z_{t}", prior)
                 dec, canvas = self._decode(z, dec, canvas, guide_pass)
             pyro.sample("x", pixel_likelihood(canvas, mask), obs=x)
         return canvas
@@ -222,17 +250,26 @@ class DRAW(ZooModel):
         enc = self._zero_state(B)
         T = self.config.T
         decode, decode_encode = self.step_fn("decode_step"), self.step_fn("decode_encode_step")
-        x_terms = self._x_terms(x, mask)  # without attention: the encoder's product with x, once per pass
+        weights = self._pass_weights(x, mask)
+        x_step = None if weights is not None and weights.x_in_e else x  # what the encoder step reads as x
+        x_batch = x.shape[:-3] if mask is None else torch.broadcast_shapes(x.shape[:-3], mask.shape[:-3])
         with self.data_plate(B, num_data):
-            *enc, mu, sigma, read = self.step_fn("encode_step")(x, canvas, dec[0], *enc, mask, *x_terms)
+            on = self._encoder_weights(weights, x_batch, canvas.shape[:-3], dec[0].shape[:-1], enc[0].shape[:-1])
+            *enc, mu, sigma, read, inputs = self.step_fn("encode_step")(x_step, canvas, dec[0], *enc, mask, *on)
+            self._keep(weights, encoder=inputs, posterior=enc[0])
             for t in pyro.markov(range(T)):
                 self._record(reads=read)
                 z = pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
+                by = self._decoder_weights(weights, z.shape[:-1], dec[0].shape[:-1], dec[1].shape[:-1])
                 if t + 1 < T:  # decode z_t and encode for z_{t+1}: one step function
-                    h_dec, cell_dec, canvas, write, *enc, mu, sigma, read = decode_encode(
-                        z, *dec, canvas, x, *enc, mask, *x_terms)
+                    on = self._encoder_weights(weights, x_batch, canvas.shape[:-3], z.shape[:-1],
+                                               dec[0].shape[:-1], enc[0].shape[:-1], enc[1].shape[:-1])
+                    h_dec, cell_dec, canvas, write, dec_inputs, *enc, mu, sigma, read, inputs = decode_encode(
+                        z, *dec, canvas, x_step, *enc, mask, *by, *on)
+                    self._keep(weights, encoder=inputs, posterior=enc[0])
                 else:
-                    h_dec, cell_dec, canvas, write = decode(z, *dec, canvas)
+                    h_dec, cell_dec, canvas, write, dec_inputs = decode(z, *dec, canvas, *by)
+                self._keep(weights, decoder=dec_inputs)
                 dec = (h_dec, cell_dec)
                 self._record(canvas, writes=write)
                 if guide_pass is not None:
@@ -252,72 +289,141 @@ class DRAW(ZooModel):
         self._record(canvas)
         return self._zero_state(B), canvas
 
-    def encode_step(self, x: Tensor, canvas: Tensor, h_dec: Tensor, h_enc: Tensor, cell_enc: Tensor,
-                    mask: Tensor | None = None, x_product: Tensor | None = None, weight: Tensor | None = None):
+    def encode_step(self, x: Tensor | None, canvas: Tensor, h_dec: Tensor, h_enc: Tensor, cell_enc: Tensor,
+                    mask: Tensor | None = None, W_enc: Tensor | None = None, e_enc: Tensor | None = None,
+                    W_post: Tensor | None = None, e_post: Tensor | None = None):
         """One step of the encoder: ``x_hat = x - sigmoid(c_{t-1})``, ``r_t = read(x, x_hat, h_dec_{t-1})``,
         ``h_enc_t = LSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})``, ``(mu_t, sigma_t)`` of q(z_t | ...).
-        With a bool `mask` (False: unobserved), x is ``sigmoid(c_{t-1})`` where it is False (then
-        without `x_product`: the part with x is no longer the same at every step).
+        With a bool `mask` (False: unobserved), x is ``sigmoid(c_{t-1})`` where it is False.
 
-        Given `x_product` and `weight` (`_x_terms`: without attention), the encoder's product with
-        ``r_t = [x, x_hat]`` is computed as ``x_product - W_xhat sigmoid(c_{t-1})`` (the same sum,
-        re-associated), so that the part with x, the same at every step, is not recomputed.
+        Given the encoder's weights concatenated, `W_enc` = ``[W_ih, W_hh]``, and `e_enc` (its biases,
+        `_pass_weights`), the gates are ``[r_t, h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc`` in one
+        product. With `x` None (DRAW without attention: ``r_t = [x, x_hat_t]``) they are
+        ``[-sigmoid(c_{t-1}), h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc``, `W_enc` without the columns
+        of x and `e_enc` ``[B, 4 hidden]`` holding ``(W_x + W_xhat) x`` + biases: the same sum,
+        re-associated, its part with x (the same at every step) computed once per pass. Given
+        `W_post` and `e_post`, ``(mu, log sigma) = h_enc_t W_post^T + e_post``.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
-        Returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t, read Glimpse or None)``.
+        Returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t, read Glimpse or None, inputs)``, `inputs` the
+        rows ``[..., in]`` the gates multiplied by `W_enc` (detached; None without it).
         """
-        if x_product is None:
+        inputs, glimpse = None, None
+        if x is None:
+            r = -torch.sigmoid(canvas).flatten(-3)
+        else:
             belief = torch.sigmoid(canvas)
             if mask is not None:
                 x = torch.where(mask, x, belief)
-            x_hat = x - belief
-            r, glimpse = self.reader(x, x_hat, h_dec)
+            r, glimpse = self.reader(x, x - belief, h_dec)
+        if W_enc is None:
             h_enc, cell_enc = lstm_step(self.encoder, cat_features(r, h_dec), (h_enc, cell_enc))
-        else:  # nn.LSTMCell's gates (i, f, g, o) and update, its input product re-associated
-            gates = (x_product + F.linear(cat_features(-torch.sigmoid(canvas).flatten(-3), h_dec), weight)
-                     + F.linear(h_enc, self.encoder.weight_hh))
-            i, f, g, o = gates.chunk(4, dim=-1)
-            cell_enc = torch.sigmoid(f) * cell_enc + torch.sigmoid(i) * torch.tanh(g)
-            h_enc, glimpse = torch.sigmoid(o) * torch.tanh(cell_enc), None
-        mu, sigma = self.posterior(h_enc)
-        return h_enc, cell_enc, mu, sigma, glimpse
+        else:
+            rows = cat_features(r, h_dec, h_enc)
+            gates = F.linear(rows, W_enc) + e_enc
+            h_enc, cell_enc = lstm_update(gates, cell_enc)
+            inputs = rows.expand(*gates.shape[:-1], rows.shape[-1]).detach()
+        if W_post is None:
+            mu, sigma = self.posterior(h_enc)
+        else:
+            mu, sigma = GaussianPosterior.split(F.linear(h_enc, W_post) + e_post)
+        return h_enc, cell_enc, mu, sigma, _detached(glimpse), inputs
 
-    def _x_terms(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, ...]:
-        """Without attention, ``r_t = [x, x_hat_t]`` with ``x_hat_t = x - sigmoid(c_{t-1})``, so the
-        encoder's input product ``W_x x + W_xhat x_hat_t + W_h h_dec = (W_x + W_xhat) x + [W_xhat,
-        W_h] [-sigmoid(c_{t-1}), h_dec]``. Returns its first term plus the biases ``[B, 4 hidden]``,
-        the same at every step and so computed once per pass (a step then multiplies C*H*W + hidden
-        inputs, not 2*C*H*W + hidden, forward and backward), and the weight ``[W_xhat, W_h]`` of the
-        rest, a view taken once per pass (so that its T gradients are summed before they reach the
-        whole weight). Empty with attention; with a `mask` (the encoder's x then changes every step:
-        the canvas where unobserved); or where the reader or encoder is not drawzoo's plain module
-        (replaced, hooks, parametrizations): then every step runs them as they are."""
-        if not (mask is None and type(self.reader) is FullRead and type(self.encoder) is nn.LSTMCell
-                and not has_hooks(self.reader) and not has_hooks(self.encoder)):
-            return ()
-        D, W = self.reader.out_dim // 2, self.encoder.weight_ih
-        bias = None if self.encoder.bias_ih is None else self.encoder.bias_ih + self.encoder.bias_hh
-        return F.linear(x.flatten(-3), W[:, :D] + W[:, D:2 * D], bias), W[:, D:]
-
-    def decode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor):
-        """One step of the decoder: ``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``, ``c_t = c_{t-1} + write(h_dec_t)``.
+    def decode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor,
+                    W_dec: Tensor | None = None, e_dec: Tensor | None = None):
+        """One step of the decoder: ``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``, ``c_t = c_{t-1} + write(h_dec_t)``;
+        given `W_dec` = ``[W_ih, W_hh]`` and `e_dec` (`_pass_weights`), the gates are
+        ``[z_t, h_dec_{t-1}] W_dec^T + e_dec`` in one product.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
-        Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse or None)``.
+        Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse or None, inputs)``, `inputs` the rows the
+        gates multiplied by `W_dec` (detached; None without it).
         """
-        h_dec, cell_dec = lstm_step(self.decoder, z, (h_dec, cell_dec))
+        inputs = None
+        if W_dec is None:
+            h_dec, cell_dec = lstm_step(self.decoder, z, (h_dec, cell_dec))
+        else:
+            rows = cat_features(z, h_dec)
+            gates = F.linear(rows, W_dec) + e_dec
+            h_dec, cell_dec = lstm_update(gates, cell_dec)
+            inputs = rows.expand(*gates.shape[:-1], rows.shape[-1]).detach()
         update, glimpse = self.writer(h_dec)
-        return h_dec, cell_dec, canvas + update, glimpse
+        return h_dec, cell_dec, canvas + update, _detached(glimpse), inputs
 
-    def decode_encode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor, x: Tensor,
+    def decode_encode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor, x: Tensor | None,
                            h_enc: Tensor, cell_enc: Tensor, mask: Tensor | None = None,
-                           x_product: Tensor | None = None, weight: Tensor | None = None):
+                           W_dec: Tensor | None = None, e_dec: Tensor | None = None,
+                           W_enc: Tensor | None = None, e_enc: Tensor | None = None,
+                           W_post: Tensor | None = None, e_post: Tensor | None = None):
         """`decode_step` for z_t, then `encode_step` for z_{t+1}: the guide's work between two samples
-        in one function. Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse, h_enc_{t+1}, cell_enc_{t+1},
-        mu_{t+1}, sigma_{t+1}, read Glimpse)``."""
-        h_dec, cell_dec, canvas, write = self.decode_step(z, h_dec, cell_dec, canvas)
-        return (h_dec, cell_dec, canvas, write,
-                *self.encode_step(x, canvas, h_dec, h_enc, cell_enc, mask, x_product, weight))
+        in one function. Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse, decoder inputs, h_enc_{t+1},
+        cell_enc_{t+1}, mu_{t+1}, sigma_{t+1}, read Glimpse, encoder inputs)``."""
+        h_dec, cell_dec, canvas, write, dec_inputs = self.decode_step(z, h_dec, cell_dec, canvas, W_dec, e_dec)
+        return (h_dec, cell_dec, canvas, write, dec_inputs,
+                *self.encode_step(x, canvas, h_dec, h_enc, cell_enc, mask, W_enc, e_enc, W_post, e_post))
+
+    def _pass_weights(self, x: Tensor, mask: Tensor | None = None) -> PassWeights | None:
+        """The per-step products the guide's pass on images `x` takes from concatenated weights
+        (`StepLinear`); None where every step runs the modules as they are.
+
+        Without attention and a mask, the encoder's product with ``r_t = [x, x_hat_t]``,
+        ``x_hat_t = x - sigmoid(c_{t-1})``, is ``W_x x + W_xhat x_hat_t = (W_x + W_xhat) x - W_xhat
+        sigmoid(c_{t-1})``: its first term (with the biases, ``[B, 4 hidden]``) is computed here,
+        once per pass, and a step multiplies C*H*W + 2 hidden inputs instead of 2*C*H*W + 2 hidden,
+        forward and backward. On the fast path, with gradients on (`defer_weight_gradients`), the
+        posterior and decoder join, and the three weights' gradients are deferred to one product
+        each per pass (`StepLinear`). Only for drawzoo's own modules without hooks or
+        parametrizations (anything else may compute something else, or must run every step);
+        with a mask the encoder's x changes every step (the canvas where unobserved).
+        """
+        enc, dec = self.encoder, self.decoder
+        if not (type(self.reader) in (FullRead, GaussianRead) and type(enc) is nn.LSTMCell and enc.bias
+                and type(self.posterior) is GaussianPosterior and type(dec) is nn.LSTMCell and dec.bias
+                and not has_hooks(self)):
+            return None
+        x_in_e = mask is None and type(self.reader) is FullRead
+        defer = (self.defer_weight_gradients and self.compile_options is not None and torch.is_grad_enabled()
+                 and not torch._C._are_functorch_transforms_active())
+        if not (x_in_e or defer):
+            return None
+        bias = enc.bias_ih + enc.bias_hh
+        if x_in_e:
+            D, W = self.reader.out_dim // 2, enc.weight_ih
+            encoder = StepLinear([W[:, D:], enc.weight_hh], F.linear(x.flatten(-3), W[:, :D] + W[:, D:2 * D], bias),
+                                 defer)
+        else:
+            encoder = StepLinear([enc.weight_ih, enc.weight_hh], bias, defer)
+        if not defer:
+            return PassWeights(encoder, None, None, x_in_e)
+        return PassWeights(encoder, StepLinear([self.posterior.weight], self.posterior.bias, True),
+                           StepLinear([dec.weight_ih, dec.weight_hh], dec.bias_ih + dec.bias_hh, True), x_in_e)
+
+    @staticmethod
+    def _encoder_weights(weights: PassWeights | None, *batch_shapes) -> tuple:
+        """``(W_enc, e_enc, W_post, e_post)`` for the next `encode_step`, whose inputs have these
+        batch shapes (those its decoder part has first, in `decode_encode_step`)."""
+        if weights is None:
+            return None, None, None, None
+        batch = _broadcast(batch_shapes)
+        post = (None, None) if weights.posterior is None else weights.posterior.step(batch)
+        return (*weights.encoder.step(batch), *post)
+
+    @staticmethod
+    def _decoder_weights(weights: PassWeights | None, *batch_shapes) -> tuple:
+        """``(W_dec, e_dec)`` for the next `decode_step`, whose inputs have these batch shapes."""
+        if weights is None or weights.decoder is None:
+            return None, None
+        return weights.decoder.step(_broadcast(batch_shapes))
+
+    @staticmethod
+    def _keep(weights: PassWeights | None, encoder=None, posterior=None, decoder=None) -> None:
+        """Hand each `StepLinear` of the pass the inputs of the step that just ran."""
+        if weights is None:
+            return
+        for linear, inputs in ((weights.encoder, encoder), (weights.posterior, posterior),
+                               (weights.decoder, decoder)):
+            if linear is not None and inputs is not None:
+                linear.keep(inputs)
 
     def _record(self, canvas: Tensor | None = None, reads: Glimpse | None = None, writes: Glimpse | None = None):
         """Keep what a step drew, while `_recording`."""
@@ -342,7 +448,7 @@ class DRAW(ZooModel):
                 return guide_pass.final
             for z_s in guide_pass.leave(met):
                 dec, canvas = self._decode(z_s, dec, canvas)
-        *dec, canvas, glimpse = self.step_fn("decode_step")(z, *dec, canvas)
+        *dec, canvas, glimpse, _ = self.step_fn("decode_step")(z, *dec, canvas)
         self._record(canvas, writes=glimpse)
         return tuple(dec), canvas
 
