@@ -60,7 +60,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls, dest: str = 
     for field in dataclasses.fields(config_cls):
         hint, default = optional_type(hints[field.name]) or hints[field.name], field.default
         help_text = field.metadata.get("help", "") + ("" if default is None else f" [{default}]")
-        kw = dict(dest=f"{dest}.{field.name}", default=argparse.SUPPRESS, help=help_text)
+        kw = dict(dest=f"{dest}.{field.name}", default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
         if hint is bool:
             group.add_argument(*_flag(field.name), action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(hint) is tuple:

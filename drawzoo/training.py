@@ -197,7 +197,9 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     the same step when any of them is asked to.
 
     A step whose loss or gradient is not finite is skipped (logged once); `max_bad_steps` such steps
-    in a row stop training with `TrainingError`, leaving the last checkpoint as it was.
+    in a row stop training with `TrainingError`, leaving the last checkpoint as it was. Pyro's own
+    checks (site shapes, model/guide match, distribution arguments) run on the first step of each
+    batch shape only (`validate="every"`: on every step), so a NaN that appears later takes this path.
 
     `log_dir`: TensorBoard scalars ``loss/train``, ``loss/valid`` (nats per image) per epoch,
     ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch; with `valid_data`,
@@ -287,6 +289,7 @@ class _Run:
         self.last_batch = None  #: the batch of the last step, on which the weights are checked before a save
         self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
         self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
+        self.validated = set()  #: the batch shapes stepped with Pyro's validation (`validate="first"`)
         self.lock = None  #: the CheckpointLock that `train` holds while the run goes
         self.per_step = config.log_dir is not None  #: whether validation reports the KL per step (to TensorBoard)
         self.stop = stop  #: the time limit and the signals
@@ -398,7 +401,8 @@ class _Run:
         x = self.last_batch = model.check_images(x, name="train_data batch")
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            loss = self.loss.loss_and_grads(x)
+            with self._validation(tuple(x.shape)):
+                loss = self.loss.loss_and_grads(x)
         except Exception as e:
             if self.checked:
                 raise
@@ -435,6 +439,14 @@ class _Run:
             raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
                                 f"up to step {state.step}{where}")
         return stop
+
+    def _validation(self, shape: tuple[int, ...]):
+        """Pyro's validation for a step on a batch of `shape`: left as it is on the first step of
+        each shape (on every step with ``validate="every"``), off on the others."""
+        if self.config.validate == "every" or shape not in self.validated:
+            self.validated.add(shape)
+            return contextlib.nullcontext()
+        return _validation_off()
 
     def _average_gradients(self, loss: float, stop: bool) -> tuple[float, bool]:
         """Average the gradients over the processes, in one all-reduce that also carries each
@@ -559,6 +571,18 @@ class _Run:
                             progress=dataclasses.asdict(self.state), rng=rng,
                             train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)
         self.saved_step = self.state.step
+
+
+@contextlib.contextmanager
+def _validation_off():
+    """Pyro's validation off while inside; after, every flag as it was (torch.distributions' default
+    `validate_args` too, which `pyro.validation_enabled` would set to Pyro's own flag)."""
+    validate_args = torch.distributions.Distribution._validate_args
+    try:
+        with pyro.validation_enabled(False):
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate_args)
 
 
 def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:

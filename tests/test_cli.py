@@ -46,7 +46,8 @@ def test_help_explains_every_option(capsys):
     out = capsys.readouterr().out
     for option in ("--attention", "--no-attention", "--T", "--hidden-dim", "--read-size", "--write-size",
                    "--image-shape", "--data", "--epochs", "--checkpoint", "--every", "--n", "--out",
-                   "--num-samples", "--duration-ms", "--objective", "--particles", "--lr-min", "--max-steps"):
+                   "--num-samples", "--duration-ms", "--objective", "--particles", "--lr-min", "--max-steps",
+                   "--validate"):
         assert option in out
     assert "glimpses (time steps)" in out  # the config fields' own help lines
     assert f"a data set ({', '.join(drawzoo.data.DATASETS)})" in " ".join(out.split())  # --data names them all

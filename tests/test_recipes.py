@@ -90,6 +90,8 @@ def test_command_line_options_override_the_recipe(capsys, npz, tmp_path):
      "benchmark"),
     ('model = "draw"\n[train]\nlrr = 1\n', "unknown train config key: 'lrr'; valid keys are: epochs, max_steps, "),
     ('model = "draw"\n[train]\nlr = "fast"\n', "train config 'lr' must be a number, got 'fast'"),
+    ('model = "draw"\n[train]\nvalidate = "never"\n', "train config 'validate' must be one of 'first', 'every', "
+     "got 'never'"),
     ('model = "draw"\n[config]\nTee = 3\n', "unknown config key for 'draw': 'Tee'"),
     ('model = "draw"\n[config]\nT = 0\n', "config 'T' must be >= 1, got 0"),
     ('model = "draw"\n[data]\nvalid_limit = 0\n', "data 'valid_limit' must be >= 1, got 0"),
@@ -99,8 +101,8 @@ def test_command_line_options_override_the_recipe(capsys, npz, tmp_path):
     ('model = 3\n', "'model' must be a registered model's name, got 3"),
     ('train = 3\n', "'train' must be a table ([train]), got 3"),
     ('[config]\nT = 3\n', "[config] holds a model's config fields: it needs model = \"...\""),
-], ids=["syntax", "table", "train-key", "train-value", "config-key", "config-value", "data-value", "data-key",
-        "model", "model-type", "not-a-table", "config-without-model"])
+], ids=["syntax", "table", "train-key", "train-value", "train-choice", "config-key", "config-value", "data-value",
+        "data-key", "model", "model-type", "not-a-table", "config-without-model"])
 def test_broken_recipes_are_one_line_errors_naming_file_and_key(capsys, tmp_path, text, message):
     recipe = write(tmp_path / "r.toml", text)
     with pytest.raises(drawzoo.RecipeError) as e:
@@ -114,6 +116,6 @@ def test_broken_recipes_are_one_line_errors_naming_file_and_key(capsys, tmp_path
 def test_a_missing_recipe_and_a_recipe_without_a_model(capsys, tmp_path):
     assert f"{tmp_path / 'nope.toml'}: no such recipe file" in one_line_error(
         capsys, "train", "--recipe", tmp_path / "nope.toml")
-    budget = write(tmp_path / "budget.toml", "[train]\nepochs = 1\n")
+    budget = write(tmp_path / "budget.toml", '[train]\nepochs = 1\nvalidate = "every"\n')
     assert "give MODEL (draw, vae), or a --recipe that names one" in one_line_error(capsys, "train", "--recipe", budget)
-    assert load_recipe(budget).train_config(lr=2e-3) == drawzoo.TrainConfig(epochs=1, lr=2e-3)
+    assert load_recipe(budget).train_config(lr=2e-3) == drawzoo.TrainConfig(epochs=1, lr=2e-3, validate="every")

@@ -62,8 +62,10 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     for field in dataclasses.fields(drawzoo.TrainConfig):
         action = options[f"train.{field.name}"]
         assert f"--{field.name.replace('_', '-')}" in action.option_strings
-        assert action.help == field.metadata["help"] + ("" if field.default is None else f" [{field.default}]")
+        help_line = field.metadata["help"] + ("" if field.default is None else f" [{field.default}]")
+        assert action.help == help_line.replace("%", "%%")  # as argparse's format strings write "%"
     assert options["train.objective"].choices == tuple(drawzoo.objectives.OBJECTIVES)
+    assert options["train.validate"].choices == ("first", "every")
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -83,6 +85,7 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     (dict(device="gpu"), "train config 'device': device 'gpu' is not a device name (cpu, cuda, cuda:1, ...); "
                            "this machine has cpu"),
     (dict(best=3), "train config 'best' must be a string, got 3"),
+    (dict(validate="never"), "train config 'validate' must be one of 'first', 'every', got 'never'"),
     (dict(lrr=1e-3), "unknown train config key: 'lrr'; valid keys are: epochs, max_steps, max_minutes, batch_size, "),
 ])
 def test_train_config_errors_name_the_field_before_any_work(tmp_path, settings, message):
@@ -136,7 +139,7 @@ def test_resuming_with_another_trajectory_names_each_field_and_a_budget_may_chan
 def test_a_plain_resume_on_the_command_line_keeps_every_setting_of_the_checkpoint(capsys, npz, tmp_path):
     ckpt = tmp_path / "run.pt"
     first = ["--batch-size", 8, "--lr", 3e-3, "--lr-min", 1e-4, "--clip-norm", 5, "--valid-samples", 2, "--seed", 4,
-             "--objective", "iwae", "--particles", 2, "--every-steps", 3, "--num-preview", 4]
+             "--objective", "iwae", "--particles", 2, "--every-steps", 3, "--num-preview", 4, "--validate", "every"]
     code, _, err = run(capsys, "train", "draw", *TINY, "--data", npz, "--valid-data", npz, "--epochs", 1, *first,
                        "--checkpoint", ckpt, "--quiet")
     assert code == 0, err
@@ -146,6 +149,15 @@ def test_a_plain_resume_on_the_command_line_keeps_every_setting_of_the_checkpoin
     assert code == 0, err
     assert read_checkpoint(ckpt)["train_config"] == {**before, "epochs": 2}
     assert "objective RenyiELBO(num_particles=2" in out
+    # a checkpoint written before a setting existed resumes with its default
+    payload = read_checkpoint(ckpt)
+    del payload["train_config"]["validate"]
+    payload["sha256"] = digest(payload)
+    torch.save(payload, ckpt)
+    code, out, err = run(capsys, "train", "draw", "--data", npz, "--valid-data", npz, "--checkpoint", ckpt,
+                         "--epochs", 3, "--quiet")
+    assert code == 0, err
+    assert read_checkpoint(ckpt)["train_config"] == {**before, "epochs": 3, "validate": "first"}
     # a contradiction is found before any work: here, before the data (that is not there) is loaded
     err = one_line_error(capsys, "train", "draw", "--data", tmp_path / "gone.npz", "--checkpoint", ckpt, "--seed", 5,
                          "--valid-samples", 1)
