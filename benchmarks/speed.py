@@ -25,6 +25,9 @@ For each model, in one run on the same machine and threads:
 - optionally (``--jit``, ``--compile-loss``): ``JitTraceMeanField_ELBO`` and ``torch.compile`` of the
   whole loss, with their compile time and whether their loss matches the eager one (means of 16 losses
   for the same weights within 4 standard errors);
+- optionally (``--unvalidated``): the fast path's SVI with Pyro's validation off, as
+  `drawzoo.train` steps after the first step of each batch shape (``TrainConfig.validate``; the
+  "train" columns validate one step in 5 here, the first of each call);
 - optionally (``--ddp N``): images/s of `drawzoo.train` data-parallel over 1 and N CPU processes.
 
 Images are Bernoulli(0.13) noise of MNIST's size and mean: throughput does not depend on content.
@@ -126,12 +129,23 @@ def _stepper(impl: str, model, name: str):
         return _adam_steps(lambda x: LOSSES[name](model, x), model)
     if impl == "compile-loss":
         return _adam_steps(_loss_fn(impl, model), model)
-    if impl == "fast":
+    if impl in ("fast", "unvalidated"):
         model.compile_steps(**COMPILE_OPTIONS)
     pyro.clear_param_store()
     elbo = JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO()
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-4}), elbo)
-    return svi.step
+    return _unvalidated(svi.step) if impl == "unvalidated" else svi.step
+
+
+def _unvalidated(fn):
+    """`fn` run with Pyro's validation off (what drawzoo.train does after a run's first step of each
+    batch shape, `TrainConfig.validate`)."""
+    import pyro
+
+    def unvalidated(x):
+        with pyro.validation_enabled(False):
+            return fn(x)
+    return unvalidated
 
 
 def measure_memory(name: str, config: dict, impl: str, batch: int, device: str) -> dict:
@@ -166,6 +180,8 @@ def _loss_fn(impl: str, model):
 
         inductor.fallback_random = True  # the same random numbers as eager
         return torch.compile(ELBOLoss(model))
+    if impl == "unvalidated":
+        return _unvalidated(ELBOLoss(model.compile_steps(**COMPILE_OPTIONS)))
     return ELBOLoss(model, JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO())
 
 
@@ -359,7 +375,8 @@ def run(args) -> dict:
     import tempfile
 
     batch, steps = BATCH, (TRAIN_CHUNK if args.quick else args.steps)
-    optional = (["jit"] if args.jit else []) + (["compile-loss"] if args.compile_loss else [])
+    optional = ((["jit"] if args.jit else []) + (["compile-loss"] if args.compile_loss else [])
+                + (["unvalidated"] if args.unvalidated else []))
     impls = IMPLS + optional
     print(f"fp32 peak: a 2048^3 matrix product on {args.device} ...", flush=True)
     results = {"training": [], "evaluation": [], "peak_gflops": _in_child(measure_peak, args.device)}
@@ -422,9 +439,10 @@ def report(results: dict, header: str) -> str:
             ratio = "" if k == "reference" else f" (x{r[k]['ratio']:.2f})"
             cells.append(f"{r[k]['images_per_s']:.0f}{ratio} [{100 * r[k]['peak_share']:.0f}%, "
                          f"{r[k]['peak_mb']:.0f} MB]")
-        compile_cells = " / ".join(cell(r.get(f"compile_{key}", {}), "compile_s", ".1f") for key in ("cold", "warm"))
+        compile_cells = " / ".join(cell(r[f"compile_{key}"], "compile_s", ".1f") if f"compile_{key}" in r else "-"
+                                   for key in ("cold", "warm"))  # not measured with --quick
         lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {compile_cells} s |")
-    optional = [k for k in ("jit", "compile-loss") if k in results["training"][0]]
+    optional = [k for k in ("jit", "compile-loss", "unvalidated") if k in results["training"][0]]
     if optional:
         lines += ["", "Optional variants (images/s, first step incl. compilation, loss vs eager):", "",
                   "| model | " + " | ".join(optional) + " |", "|---|" + "---|" * len(optional)]
@@ -462,6 +480,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-images", type=int, default=4, help="images scored in the NLL timing [4]")
     parser.add_argument("--jit", action="store_true", help="also time JitTraceMeanField_ELBO")
     parser.add_argument("--compile-loss", action="store_true", help="also time torch.compile of the whole loss")
+    parser.add_argument("--unvalidated", action="store_true", help="also time the fast path's SVI with Pyro's "
+                        "validation off (as drawzoo.train steps after the first of each batch shape)")
     parser.add_argument("--compile-mode", help="torch.compile mode of the fast path, e.g. reduce-overhead "
                         "(CUDA graphs) [torch's default]")
     parser.add_argument("--ddp", type=int, metavar="N", help="also time data-parallel training (drawzoo.train "
