@@ -207,13 +207,16 @@ def measure_agreement(name: str, config: dict, impl: str, batch: int, device: st
 def _median_seconds(fns: dict, more, device) -> tuple[dict, int]:
     """Median seconds of each function of `fns`, timed in rounds in which they take turns (so that
     drifts of the machine's speed fall on all alike) while ``more(rounds, seconds of the first)``;
-    and the number of rounds."""
+    and the number of rounds. The order of the turns rotates from round to round: what one function
+    leaves behind (caches, the allocator's state) slows the next one, and so falls on all alike."""
     times = {key: [] for key in fns}
-    first = times[next(iter(fns))]
+    keys = list(fns)
+    first = times[keys[0]]
     while more(len(first), sum(first)):
-        for key, fn in fns.items():
+        start = len(first) % len(keys)
+        for key in keys[start:] + keys[:start]:
             started = time.perf_counter()
-            fn()
+            fns[key]()
             _sync(device)
             times[key].append(time.perf_counter() - started)
     return {key: sorted(t)[len(t) // 2] for key, t in times.items()}, len(first)
