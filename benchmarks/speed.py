@@ -256,6 +256,30 @@ def measure_flops(name: str, config: dict) -> float:
     return counter.get_total_flops() / BATCH
 
 
+def profile_ops(name: str, config: dict, impl: str, device: str, rows: int = 10) -> str:
+    """The top `rows` operations by self CPU time of one SVI step (impl "zoo" or "fast", after two
+    warm-up steps), as a markdown table; inductor's compiled graphs are named as such."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    model = _build(name, config, device)
+    x = _images(BATCH, device)
+    step = _stepper(impl, model, name)
+    step(x)
+    step(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(x)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / 1e3
+    lines = [f"{LABELS[impl]}: one SVI step, self CPU {total:.0f} ms under the profiler",
+             "| op | calls | self ms | share |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        op = "inductor kernels (one compiled graph)" if e.key.startswith("## Call CompiledFxGraph") else e.key
+        lines.append(f"| {op} | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
+                     f"{100 * e.self_cpu_time_total / 1e3 / total:.0f}% |")
+    return "\n".join(lines)
+
+
 def measure_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
     """fp32 GFLOP/s of an n x n x n matrix product: the machine's practical peak."""
     device = torch.device(device)
@@ -492,12 +516,19 @@ def main(argv=None) -> int:
     parser.add_argument("--only", type=lambda v: v.split(","), metavar="KEYS",
                         help=f"only these models, comma-separated: {', '.join(CASES)} [all]")
     parser.add_argument("--out", default="bench_out/speed.json", help="JSON file [bench_out/speed.json]")
+    parser.add_argument("--profile", action="store_true", help="only print the profiler's top operations of one "
+                        "SVI step, eager and on the fast path, of each model (--only) at its size (--quick)")
     args = parser.parse_args(argv)
     if args.only and not set(args.only) <= set(CASES):
         parser.error(f"--only: unknown {', '.join(sorted(set(args.only) - set(CASES)))}; choose from {', '.join(CASES)}")
     if args.compile_mode:
         os.environ["SPEED_COMPILE_MODE"] = args.compile_mode
         COMPILE_OPTIONS["mode"] = args.compile_mode
+    if args.profile:
+        for label, name, config in cases(args.quick, args.only):
+            for impl in ("zoo", "fast"):
+                print(f"\n{label}, {_in_child(profile_ops, name, config, impl, args.device)}")
+        return 0
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     header = (f"{time.strftime('%Y-%m-%d')}, {device.type} ({name}), torch {torch.__version__}, "

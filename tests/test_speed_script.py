@@ -28,3 +28,12 @@ def test_quick_speed_run(tmp_path):
             assert abs(r[impl]["first_loss"] - r["reference"]["first_loss"]) < 0.05 * r["reference"]["first_loss"]
     for r in results["evaluation"]:
         assert r["K"] == 50 and r["ratio"] > 0 and r["fast_ratio"] > 0
+
+
+def test_profile_prints_the_top_operations_eager_and_on_the_fast_path():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--profile", "--quick", "--only", "draw"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ("zoo (SVI)", "fast path (SVI)"):
+        assert f"DRAW (attention), {label}: one SVI step, self CPU" in proc.stdout
+    assert "| aten::addmm |" in proc.stdout and "| inductor kernels (one compiled graph) |" in proc.stdout
