@@ -182,3 +182,24 @@ def test_a_step_method_set_on_the_model_after_use_is_the_one_that_runs():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     unchanged, _ = _log_weight_and_grads(_compiled_pair()[0], x, fixed)
     assert not torch.allclose(got, unchanged)
+
+
+def test_many_models_in_one_process_each_compile_their_step_functions():
+    """Dynamo compiles a graph of a step function per configuration it meets (shapes, dtype, grad
+    mode, which inputs are None); past its default limit of 8 per function it runs the function
+    eagerly from then on, without a word. The fast path raises that limit: here twelve models of
+    twelve sizes (static shapes: one graph each) are all compiled."""
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    x = binary_images(2)
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False):
+        for i in range(12):
+            m = drawzoo.load("draw", **dict(TINY, T=2, hidden_dim=8 + i)).compile_steps(backend=counting)
+            before = len(graphs)
+            with torch.no_grad():
+                m.guide(x)
+            assert len(graphs) > before, f"model {i + 1} ran its step functions eagerly"

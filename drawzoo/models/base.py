@@ -235,6 +235,11 @@ def _compile_failure(error: BaseException) -> bool:
     return isinstance(error, (TorchDynamoException, InductorError))
 
 
+#: Graphs dynamo may compile of one step function in a process (its default is 8): enough for
+#: dozens of models, each with its training, evaluation and last-partial-batch graphs.
+RECOMPILE_LIMIT = 256
+
+
 class StepFunction:
     """A pure tensor function of a model's step (e.g. DRAW's encoder or decoder step), run eagerly
     or through ``torch.compile`` (`ZooModel.compile_steps`).
@@ -249,7 +254,13 @@ class StepFunction:
 
     def __init__(self, fn: Callable, options: dict | None, model: nn.Module):
         self.fn, self.model = fn, model
-        self.compiled = None if options is None else torch.compile(fn, **options)
+        self.compiled = None
+        if options is not None:
+            # dynamo compiles a graph of a function per model object, grad mode, input shapes and
+            # which inputs are None (a step function of a class is one function for all its models);
+            # past its limit (8 by default) it runs the function eagerly without a word
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            self.compiled = torch.compile(fn, **options)
         self.failed: str | None = None  #: why compiling failed, if it did
 
     def __call__(self, *args):
