@@ -160,8 +160,8 @@ def test_a_replaced_encoder_or_a_mask_keeps_the_plain_per_step_encoder():
 
 def _deferred_pair(attention, shape=(1, 6, 6)):
     """A float64 model and a copy on the fast path with dynamo's eager backend: the step functions
-    run as written (no inductor), so the weight gradients, deferred to one product per pass there,
-    must equal the plain per-step sums to float64 rounding."""
+    run as written (no inductor), so the weight gradients, summed in place there as each step's
+    arrives, must equal the plain per-step sums to float64 rounding."""
     torch.manual_seed(0)
     m = tiny(attention=attention, image_shape=shape).double()
     return m, copy.deepcopy(m).compile_steps(backend="eager")
@@ -179,9 +179,9 @@ def _elbo_and_grads(m, x, elbo, mask=None, seed=3):
 @pytest.mark.parametrize("particles", [1, 3])
 @pytest.mark.parametrize("masked", [False, True])
 def test_deferred_weight_gradients_equal_the_per_step_sums(attention, particles, masked):
-    """On the fast path the encoder's, posterior's and decoder's weight gradients are one product
-    per pass (`StepLinear`): the same loss and every gradient as the plain model's per-step
-    products, in float64 to 1e-12, with vectorised particles (whose batch shape grows after the
+    """On the fast path the encoder's, posterior's and decoder's per-step weight gradients are summed
+    in place as they arrive (`StepLinear`): the same loss and every gradient as the plain model's
+    per-step products, in float64 to 1e-12, with vectorised particles (whose batch shape grows after the
     first step) and with a mask."""
     m, fast = _deferred_pair(attention)
     x = binary_images(5, (1, 6, 6)).double()

@@ -196,9 +196,9 @@ class DRAW(ZooModel):
     #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
     #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
     reuse_guide_decoder = True
-    #: On the fast path (`compile_steps`), take the gradients of the encoder's, posterior's and
-    #: decoder's weights once per pass, not once per step (`StepLinear`, deferred): the same
-    #: gradients up to float rounding.
+    #: On the fast path (`compile_steps`), sum the per-step gradients of the encoder's, posterior's
+    #: and decoder's weights in place as they arrive, instead of one new tensor per step and weight
+    #: (`StepLinear`, deferred): the same gradients up to float rounding.
     defer_weight_gradients = True
 
     def __init__(self, config: DrawConfig | None = None, **overrides):
@@ -371,8 +371,8 @@ class DRAW(ZooModel):
         sigmoid(c_{t-1})``: its first term (with the biases, ``[B, 4 hidden]``) is computed here,
         once per pass, and a step multiplies C*H*W + 2 hidden inputs instead of 2*C*H*W + 2 hidden,
         forward and backward. On the fast path, with gradients on (`defer_weight_gradients`), the
-        posterior and decoder join, and the three weights' gradients are deferred to one product
-        each per pass (`StepLinear`). Only for drawzoo's own modules without hooks or
+        posterior and decoder join, and the three weights' per-step gradients are summed in place
+        as they arrive (`StepLinear`, deferred). Only for drawzoo's own modules without hooks or
         parametrizations (anything else may compute something else, or must run every step);
         with a mask the encoder's x changes every step (the canvas where unobserved).
         """
