@@ -7,7 +7,9 @@ its checkpoint and raises `Interrupted`. A second SIGINT raises `Interrupted` at
 training is (checkpoints are written atomically: the last one stays intact); a second SIGTERM
 changes nothing (schedulers and launchers such as torchrun send it to every process, sometimes
 twice). A signal that was ignored (``SIG_IGN``, e.g. ``trap '' INT``) stays ignored. On leaving,
-the handlers that were there before are restored.
+the handlers that were there before are restored. Under torchrun, every process stops at the same
+step when any of them is asked to (`StopRequests.anywhere`, and the flag each step's gradient
+all-reduce carries). After the checkpoint, `StopRequests.stopped` ends the run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+
+from .train_log import log
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -43,6 +47,7 @@ class StopRequests:
     """
 
     def __init__(self, max_minutes: float | None, started: float, checkpoint=None):
+        self.max_minutes = max_minutes
         self.deadline = None if max_minutes is None else started + 60 * max_minutes
         self.checkpoint = checkpoint
         self.signum = 0
@@ -53,6 +58,24 @@ class StopRequests:
 
     def requested(self) -> bool:
         return bool(self.signum) or self.time_up()
+
+    def anywhere(self, group) -> bool:
+        """Whether any process of `group` (a `drawzoo.distributed.Group`) is asked to stop."""
+        return bool(group.sum(float(self.requested()))[0])
+
+    def stopped(self, history: list[dict], step: int, group, where: str) -> list[dict]:
+        """End the run that stopped at optimizer `step` (its checkpoint, `where`, just written) as
+        any process of `group` was asked: raise `Interrupted` for a signal, else log one line
+        (WARNING) and return `history` with its last entry marked ``"stopped": "max_minutes"``."""
+        signum = max(group.gather(self.signum))  # also makes every process wait for the write
+        at = f"at step {step} (epoch {history[-1]['epoch']:g}): {where}"
+        if self.checkpoint is not None:
+            at += ", resume from it to continue"
+        if signum:
+            raise Interrupted(f"stopped by {signal_name(signum)} {at}", signum)
+        if group.main:
+            log.warning("stopped at the time limit (max_minutes=%g) %s", self.max_minutes, at)
+        return history[:-1] + [{**history[-1], "stopped": "max_minutes"}]
 
     def _handle(self, signum, frame) -> None:
         if self.signum and signum == signal.SIGINT:

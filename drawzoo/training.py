@@ -14,19 +14,20 @@ shows progress, logs and writes summaries and checkpoints.
 Messages (each epoch's figures, notes on resuming, skipped steps) go to the ``drawzoo.training``
 logger: the ``drawzoo`` command shows them; in your own program, e.g.
 ``logging.basicConfig(level=logging.INFO)``.
+
+This module is the story: `train` and the step loop (`_Run`). Its other concerns each have a
+module: where the run stands and its checkpoint (`drawzoo.train_state`), validation and the best
+weights (`drawzoo.validation`), divergence (`drawzoo.divergence`), the time limit and signals
+(`drawzoo.stopping`), messages and TensorBoard summaries (`drawzoo.train_log`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import logging
 import math
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import pyro
 import torch
 from pyro.infer import ELBO, TraceTailAdaptive_ELBO
@@ -36,23 +37,18 @@ from tqdm.auto import tqdm
 
 from . import distributed, objectives
 from .batching import as_dataset, collate_images
-from .checkpoints import CheckpointLock, check_matches, read_checkpoint, save_checkpoint
+from .checkpoints import CheckpointLock
 from .config import as_dict
-from .errors import CheckpointError, ConfigError, DrawzooError, NoLatentSitesError, ObjectiveError, first_line
-from .evaluation import evaluate
+from .divergence import Divergence, DivergenceError, TrainingError
+from .errors import ConfigError, DrawzooError, ObjectiveError, first_line
 from .files import check_outputs
 from .stopping import Interrupted, StopRequests, signal_name
-from .train_config import TrainConfig, accelerators, check_resumable, devices_here, parse_device, to_checkpoint
+from .train_config import TrainConfig, accelerators, devices_here, parse_device
+from .train_log import Report, require_tensorboard
+from .train_state import Progress, RunCheckpoint
+from .validation import Validation
 
-log = logging.getLogger(__name__)
-
-
-class TrainingError(DrawzooError):
-    """Training cannot go on (e.g. the loss stays non-finite)."""
-
-
-class DivergenceError(TrainingError):
-    """The run diverged: a loss above the train config's `divergence_threshold`, or non-finite weights."""
+__all__ = ["DivergenceError", "ELBOLoss", "TrainingError", "resolve_device", "train"]
 
 
 class ELBOLoss(nn.Module):
@@ -95,47 +91,6 @@ class ELBOLoss(nn.Module):
         return float(loss[0] if isinstance(loss, tuple) else loss) / B
 
 
-@dataclasses.dataclass
-class Progress:
-    """Where training stands: completed epochs, optimizer steps, and the epoch in progress."""
-
-    epoch: int = 0  #: completed epochs
-    step: int = 0  #: optimizer steps taken (skipped non-finite ones included)
-    step_in_epoch: int = 0  #: batches of the current epoch already seen
-    loss_sum: float = 0.0  #: sum of per-image losses * images, this epoch so far
-    images: int = 0  #: images seen this epoch so far
-    history: list = dataclasses.field(default_factory=list)  #: one dict per completed epoch
-    best_valid: float = math.inf  #: lowest validation loss so far (for `best`)
-
-
-def _rng_states() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": _to_lists(random.getstate())}
-    np_state = np.random.get_state()
-    state["numpy"] = {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_states(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_to_tuples(state["python"]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
-
-
 def resolve_device(device=None) -> torch.device:
     """`device`, or CUDA when available (this rank's GPU under torchrun), else the CPU;
     `ConfigError` naming it and the devices this machine has if it is no device or not here."""
@@ -147,13 +102,6 @@ def resolve_device(device=None) -> torch.device:
     if device.type == "cuda" and device.index is None and distributed.launched_by_torchrun():
         device = torch.device("cuda", distributed.local_rank())
     return device
-
-
-def _preview(model, n: int, seed: int) -> torch.Tensor:
-    """Final images of `n` prior samples ``[n, C, H, W]``, without touching the global RNG."""
-    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return model.generate(n)[-1].cpu()
 
 
 def train(model, train_data, valid_data=None, config: TrainConfig | None = None, *, elbo=None, checkpoint=None,
@@ -244,34 +192,26 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     stop = StopRequests(config.max_minutes, called, path)
     run = _Run(model, objective, group, config, path=path, stop=stop, on_epoch=on_epoch,
                progress=progress and group.main)
-    with CheckpointLock(run.path if group.main else None) as run.lock, stop:
+    with CheckpointLock(path if group.main else None) as run.checkpoint.lock, stop:
         run.start()
-        with run.summaries(config.log_dir if group.main else None):
+        with run.report.summaries(config.log_dir if group.main else None, run.state.step):
             try:
                 history = run.fit(dataset, valid)
             except RuntimeError as e:  # a collective failed: another process died or hung
                 if not group.active or isinstance(e, DrawzooError):
                     raise
                 reason = first_line(e)
-                where = f"; the last checkpoint at {run.path} is intact" if run.path is not None else ""
                 raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
-                                    f"({reason}){where}") from None
+                                    f"({reason}){run.checkpoint.intact()}") from None
     if stop.signum:  # came once no step was left to stop after: training is complete
-        raise Interrupted(f"stopped by {signal_name(stop.signum)} after training was complete: {run.where()}",
+        raise Interrupted(f"stopped by {signal_name(stop.signum)} after training was complete: {run.checkpoint.where()}",
                           stop.signum)
     return history
 
 
-def require_tensorboard() -> None:
-    """`DrawzooError` unless TensorBoard (the optional extra ``drawzoo[tensorboard]``) is installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        raise DrawzooError("log_dir (TensorBoard summaries) needs TensorBoard: pip install 'drawzoo[tensorboard]'")
-
-
 class _Run:
-    """One call of `train`: the model, its objective and optimizer, and where training stands."""
+    """One call of `train`: the model, its objective and optimizer, where training stands
+    (`state`), and the step loop over the epochs (`fit`)."""
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
                  stop: StopRequests, on_epoch, progress):
@@ -280,45 +220,20 @@ class _Run:
         fused = config.compile and next(model.parameters()).device.type == "cuda"
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
-        self.path, self.best = path, None if config.best is None else Path(config.best)
         self.on_epoch, self.progress = on_epoch, progress
-        self.elbo = objectives.describe(objective.elbo)
         self.state = Progress()
-        self.writer = None
-        self.bad_in_a_row, self.warned = 0, False
+        self.checkpoint = RunCheckpoint(path, model, self.optimizer, config, objectives.describe(objective.elbo), group)
+        self.divergence = Divergence(config, self.checkpoint)
+        self.validation = Validation(model, config, group.main)
+        self.report = Report(model, config, group.main)
+        self.stop = stop  #: the time limit and the signals
         self.last_batch = None  #: the batch of the last step, on which the weights are checked before a save
-        self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
         self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
         self.validated = set()  #: the batch shapes stepped with Pyro's validation (`validate="first"`)
-        self.lock = None  #: the CheckpointLock that `train` holds while the run goes
-        self.per_step = config.log_dir is not None  #: whether validation reports the KL per step (to TensorBoard)
-        self.stop = stop  #: the time limit and the signals
 
     def start(self) -> None:
-        """Resume from the checkpoint if there is one, else take rank 0's weights and seed every RNG
-        with ``seed + rank``."""
-        if self.path is not None and self.path.exists():
-            self.state = _resume(self.path, self.model, self.optimizer, self.config, self.elbo, self.group)
-            self.saved_step = self.state.step
-        else:
-            self.group.broadcast_(list(self.model.state_dict().values()))
-            pyro.set_rng_seed(self.config.seed + self.group.rank)
-
-    @contextlib.contextmanager
-    def summaries(self, log_dir):
-        """TensorBoard summaries to `log_dir` while inside (none if it is None)."""
-        if log_dir is None:
-            yield
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(log_dir), purge_step=self.state.step or None)
-        self.writer.add_custom_scalars({"kl_per_step": {"KL per step, valid (nats per image)": [
-            "Multiline", [r"kl_per_step/t_\d+"]]}})
-        try:
-            yield
-        finally:
-            self.writer.close()
+        """Resume from the checkpoint if there is one, else start afresh (`RunCheckpoint.start`)."""
+        self.state = self.checkpoint.start()
 
     def fit(self, dataset, valid) -> list[dict]:
         state, config = self.state, self.config
@@ -354,36 +269,19 @@ class _Run:
                 self._save()
             if max_steps is not None and state.step >= max_steps:
                 break
-            if state.epoch < epochs and self.group.sum(float(self.stop.requested()))[0]:  # during validation
+            if state.epoch < epochs and self.stop.anywhere(self.group):  # asked during validation
                 return self._halt(started, len(batches))
         return list(state.history)
 
-    def where(self) -> str:
-        """Where the checkpoint is, for a message."""
-        return "no checkpoint was given, nothing saved" if self.path is None else f"checkpoint {self.path}"
-
     def _halt(self, started: float, batches: int) -> list[dict]:
-        """Stop here, as a signal or the time limit asked (of any process): checkpoint, then raise
-        `Interrupted` for a signal, else log one line and return the history, with a partial last
-        entry (no validation) if mid-epoch, its last entry marked ``"stopped": "max_minutes"``."""
+        """Stop here, as a signal or the time limit asked (of any process): checkpoint, then
+        `StopRequests.stopped`; the history gets a partial last entry (no validation) if mid-epoch."""
         state = self.state
         history = list(state.history)
         if state.step_in_epoch:
-            loss_sum, images = self.group.sum(state.loss_sum, state.images)
-            history.append({"epoch": state.epoch + state.step_in_epoch / batches, "step": state.step,
-                            "train_loss": loss_sum / max(images, 1), "valid_loss": None,
-                            "seconds": time.perf_counter() - started, "partial": True})
+            history.append({**self._figures(state.epoch + state.step_in_epoch / batches, started), "partial": True})
         self._save()
-        signum = max(self.group.gather(self.stop.signum))  # also makes every process wait for the write
-        at = f"at step {state.step} (epoch {history[-1]['epoch']:g}): {self.where()}"
-        if self.path is not None:
-            at += ", resume from it to continue"
-        if signum:
-            raise Interrupted(f"stopped by {signal_name(signum)} {at}", signum)
-        if self.group.main:
-            log.warning("stopped at the time limit (max_minutes=%g) %s", self.config.max_minutes, at)
-        history[-1] = {**history[-1], "stopped": "max_minutes"}
-        return history
+        return self.stop.stopped(history, state.step, self.group, self.checkpoint.where())
 
     def _epoch_batches(self, dataset) -> list[list[int]]:
         """This process's batches of the current epoch: its share (every world-th image) of a
@@ -401,7 +299,7 @@ class _Run:
         x = self.last_batch = model.check_images(x, name="train_data batch")
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            with self._validation(tuple(x.shape)):
+            with self._pyro_checks(tuple(x.shape)):
                 loss = self.loss.loss_and_grads(x)
         except Exception as e:
             if self.checked:
@@ -417,30 +315,19 @@ class _Run:
         state.step += 1
         state.step_in_epoch += 1
         if finite:
-            if self._above_threshold(mean_loss):
-                raise self._diverged("loss", mean_loss)
+            self.divergence.check("loss", mean_loss, state.step)
             if self.config.lr_min is not None:
                 self._anneal(state.step - 1)
             self.optimizer.step()
-            if not self._finite_weights():
-                raise self._diverged("the step left weights that are not finite")
-            self.bad_in_a_row = 0
+            self.divergence.stepped(model, state.step)
             state.loss_sum += loss * len(x)
             state.images += len(x)
-            if self.writer is not None:
-                self.writer.add_scalar("loss/train_step", loss, state.step)
+            self.report.step(loss, state.step)
             return stop
-        self.bad_in_a_row += 1
-        if not self.warned:
-            log.warning("non-finite loss or gradient at step %d: update skipped", state.step)
-            self.warned = True
-        if self.bad_in_a_row >= self.config.max_bad_steps:
-            where = f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
-            raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
-                                f"up to step {state.step}{where}")
+        self.divergence.skipped(state.step)
         return stop
 
-    def _validation(self, shape: tuple[int, ...]):
+    def _pyro_checks(self, shape: tuple[int, ...]):
         """Pyro's validation for a step on a batch of `shape`: left as it is on the first step of
         each shape (on every step with ``validate="every"``), off on the others."""
         if self.config.validate == "every" or shape not in self.validated:
@@ -464,31 +351,6 @@ class _Run:
         bad, mean, stop = stats.tolist()
         return (mean if bad == 0 else math.nan), stop > 0
 
-    def _finite_weights(self) -> bool:
-        """Whether every weight of the model is finite (the same on every process)."""
-        weights = [p.detach() for p in self.model.parameters()]
-        # a sum is finite unless a weight is not, or it overflows: then look at every weight
-        return bool(torch.isfinite(torch.stack([w.sum() for w in weights])).all()) or all(
-            bool(torch.isfinite(w).all()) for w in weights)
-
-    def _above_threshold(self, loss: float) -> bool:
-        """Whether `loss` (nats per image) is above the divergence threshold, or NaN while it is on."""
-        threshold = self.config.divergence_threshold
-        return loss > threshold or (math.isnan(loss) and math.isfinite(threshold))
-
-    def _diverged(self, what: str, loss: float | None = None) -> DivergenceError:
-        """The error that stops a diverging run at the current step: `what` happened (the loss,
-        `loss` nats per image, is above the divergence threshold, if given)."""
-        if loss is not None:
-            what += f" {loss:.4g} nats per image, above divergence_threshold {self.config.divergence_threshold:g}"
-        if self.path is None:
-            kept = ""
-        elif self.saved_step is None:
-            kept = f"; nothing was written to {self.path}"
-        else:
-            kept = f"; the last checkpoint, {self.path} at step {self.saved_step}, is intact"
-        return DivergenceError(f"diverged at step {self.state.step}: {what}{kept}")
-
     def _anneal(self, step: int) -> None:
         """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
         progress = min(step / max(self.total_steps - 1, 1), 1.0)
@@ -497,80 +359,31 @@ class _Run:
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
 
+    def _figures(self, epoch: float, started: float) -> dict:
+        """The history entry of the epoch (or part) trained up to now, not validated."""
+        loss_sum, images = self.group.sum(self.state.loss_sum, self.state.images)
+        return {"epoch": epoch, "step": self.state.step, "train_loss": loss_sum / max(images, 1),
+                "valid_loss": None, "seconds": time.perf_counter() - started}
+
     def _record(self, valid, started: float, epoch: float) -> dict:
-        """The figures of the epoch (or part) just trained; validates, logs, keeps the best weights."""
+        """The figures of the epoch (or part) just trained; validates, keeps the best weights, reports."""
         state = self.state
-        loss_sum, images = self.group.sum(state.loss_sum, state.images)
-        record = {"epoch": epoch, "step": state.step, "train_loss": loss_sum / max(images, 1),
-                  "valid_loss": None, "seconds": time.perf_counter() - started}
-        scores = None
+        record, scores = self._figures(epoch, started), None
         if valid is not None:
-            scores = self._validate(valid)
+            scores = self.validation.scores(valid)
             record["valid_loss"] = scores["neg_elbo"]
-            if self._above_threshold(record["valid_loss"]):
-                raise self._diverged("validation loss", record["valid_loss"])
-            if record["valid_loss"] < state.best_valid:
-                state.best_valid = record["valid_loss"]
-                if self.best is not None and self.group.main:
-                    save_checkpoint(self.best, self.model, valid_loss=state.best_valid, epoch=epoch)
-        if self.writer is not None:
-            self.writer.add_scalar("loss/train", record["train_loss"], state.step)
-            if record["valid_loss"] is not None:
-                self.writer.add_scalar("loss/valid", record["valid_loss"], state.step)
-            from torchvision.utils import make_grid
-            preview = _preview(self.model, self.config.num_preview, self.config.seed)
-            self.writer.add_image("samples", make_grid(preview, nrow=8), state.step)
-            if scores is not None and "kl_per_step" in scores:
-                self._log_per_step(scores, epoch)
-            self.writer.flush()
-        if self.group.main:
-            valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
-            log.info("epoch %g: train %.2f%s nats/image (%.1f s)", epoch, record["train_loss"], valid_text,
-                     record["seconds"])
+            self.divergence.check("validation loss", record["valid_loss"], state.step)
+            self.validation.keep_best(state, record["valid_loss"], epoch)
+        self.report.epoch(record, scores, state.step)
         if self.on_epoch is not None:
             self.on_epoch(dict(record))
         return record
 
-    def _validate(self, valid) -> dict:
-        """`evaluate`'s figures on the validation data, with the KL per step while `per_step` (until
-        a model turns out to have no latent site)."""
-        kwargs = dict(num_samples=self.config.valid_samples, seed=self.config.seed)
-        if self.per_step:
-            try:
-                return evaluate(self.model, valid, per_step=True, **kwargs)
-            except NoLatentSitesError:  # raised before any work, on every process
-                self.per_step = False
-        return evaluate(self.model, valid, **kwargs)
-
-    def _log_per_step(self, scores: dict, epoch: float) -> None:
-        """The validation KL per step to TensorBoard: one scalar per step, and the plot."""
-        from .pictures import kl_plot
-
-        step = self.state.step
-        for t, kl in enumerate(scores["kl_per_step"]):
-            self.writer.add_scalar(f"kl_per_step/t_{t:02d}", kl, step)
-        plot = kl_plot(scores["kl_per_step"], scores["reconstruction"],
-                       title=f"validation, epoch {epoch:g} ({scores['num_images']} images)")
-        self.writer.add_image("kl_per_step", np.asarray(plot), step, dataformats="HWC")
-
     def _save(self) -> None:
-        """Checkpoint (rank 0 writes; every process contributes its RNG state), once the weights
-        are checked: finite, and scoring at most the divergence threshold on the last batch."""
-        if self.path is None:
-            return
-        if not self._finite_weights():
-            raise self._diverged("the weights are not finite")
-        if self.last_batch is not None and math.isfinite(self.config.divergence_threshold):
-            loss = evaluate(self.model, self.last_batch, seed=self.config.seed)["neg_elbo"]  # leaves the RNG alone
-            if self._above_threshold(loss):
-                raise self._diverged("the weights after it have loss", loss)
-        rng = self.group.gather(_rng_states())
-        if self.group.main:
-            self.lock.check()
-            save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
-                            progress=dataclasses.asdict(self.state), rng=rng,
-                            train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)
-        self.saved_step = self.state.step
+        """Checkpoint (`RunCheckpoint.save`), once the weights are checked (`Divergence.check_saveable`)."""
+        if self.checkpoint.path is not None:
+            self.divergence.check_saveable(self.model, self.last_batch, self.state.step)
+            self.checkpoint.save(self.state)
 
 
 @contextlib.contextmanager
@@ -584,23 +397,3 @@ def _validation_off():
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate_args)
 
-
-def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:
-    """Load model, optimizer and RNG state from the checkpoint at `path`, after checking that it
-    holds `model`'s config and `config`'s trajectory (the objective as `elbo` describes it); its Progress."""
-    payload = read_checkpoint(path)
-    check_matches(payload, path, model)
-    if "progress" not in payload:
-        raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
-    check_resumable(payload, path, config, elbo)
-    model.load_state_dict(payload["state_dict"])
-    optimizer.load_state_dict(payload["optimizer"])
-    progress = Progress(**payload["progress"])
-    rng = payload["rng"]  # one state per process of the run that wrote it
-    if len(rng) == group.world:
-        _set_rng_states(rng[group.rank])
-    else:
-        log.warning("%s was written by %d processes, resumed by %d: sampling noise restarts from the seed",
-                    path, len(rng), group.world)
-        pyro.set_rng_seed(config.seed + group.rank + progress.step)
-    return progress

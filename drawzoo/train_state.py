@@ -1,0 +1,130 @@
+"""Where a training run stands, and the checkpoint it resumes from.
+
+`Progress` is where training stands (epochs, steps, the epoch in progress, the history, the best
+validation loss). `RunCheckpoint` writes it to the run's checkpoint (`drawzoo.checkpoints`'
+format) with the weights, the optimizer's state, the train config, the objective and every RNG's
+state (torch's, CUDA's, Python's, numpy's; one per process), and resumes from it: a resumed run
+continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+
+from . import distributed
+from .checkpoints import check_matches, read_checkpoint, save_checkpoint
+from .errors import CheckpointError
+from .train_config import TrainConfig, check_resumable, to_checkpoint
+from .train_log import log
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands: completed epochs, optimizer steps, and the epoch in progress."""
+
+    epoch: int = 0  #: completed epochs
+    step: int = 0  #: optimizer steps taken (skipped non-finite ones included)
+    step_in_epoch: int = 0  #: batches of the current epoch already seen
+    loss_sum: float = 0.0  #: sum of per-image losses * images, this epoch so far
+    images: int = 0  #: images seen this epoch so far
+    history: list = dataclasses.field(default_factory=list)  #: one dict per completed epoch
+    best_valid: float = math.inf  #: lowest validation loss so far (for `best`)
+
+
+class RunCheckpoint:
+    """The checkpoint of one `train` call at `path` (None: nothing is written): `model`, its
+    `optimizer`, the train config `config` and the objective as `elbo` describes it
+    (`drawzoo.objectives.describe`); `group`: the training processes."""
+
+    def __init__(self, path: Path | None, model, optimizer, config: TrainConfig, elbo: dict,
+                 group: distributed.Group):
+        self.path, self.model, self.optimizer, self.config, self.elbo, self.group = (
+            path, model, optimizer, config, elbo, group)
+        self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
+        self.lock = None  #: the CheckpointLock that `train` holds while the run goes
+
+    def where(self) -> str:
+        """Where the checkpoint is, for a message."""
+        return "no checkpoint was given, nothing saved" if self.path is None else f"checkpoint {self.path}"
+
+    def intact(self) -> str:
+        """The end of the message of an error that stops the run: the last checkpoint is intact."""
+        return f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
+
+    def start(self) -> Progress:
+        """Resume from the checkpoint if there is one; else take rank 0's weights and seed every
+        RNG with ``seed + rank``. Where training stands."""
+        if self.path is not None and self.path.exists():
+            progress = _resume(self.path, self.model, self.optimizer, self.config, self.elbo, self.group)
+            self.saved_step = progress.step
+            return progress
+        self.group.broadcast_(list(self.model.state_dict().values()))
+        pyro.set_rng_seed(self.config.seed + self.group.rank)
+        return Progress()
+
+    def save(self, progress: Progress) -> None:
+        """Write the checkpoint at `progress` (rank 0 writes; every process contributes its RNG
+        state). The caller checks the weights first."""
+        rng = self.group.gather(_rng_states())
+        if self.group.main:
+            self.lock.check()
+            save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
+                            progress=dataclasses.asdict(progress), rng=rng,
+                            train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)
+        self.saved_step = progress.step
+
+
+def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:
+    """Load model, optimizer and RNG state from the checkpoint at `path`, after checking that it
+    holds `model`'s config and `config`'s trajectory (the objective as `elbo` describes it); its Progress."""
+    payload = read_checkpoint(path)
+    check_matches(payload, path, model)
+    if "progress" not in payload:
+        raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
+    check_resumable(payload, path, config, elbo)
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    progress = Progress(**payload["progress"])
+    rng = payload["rng"]  # one state per process of the run that wrote it
+    if len(rng) == group.world:
+        _set_rng_states(rng[group.rank])
+    else:
+        log.warning("%s was written by %d processes, resumed by %d: sampling noise restarts from the seed",
+                    path, len(rng), group.world)
+        pyro.set_rng_seed(config.seed + group.rank + progress.step)
+    return progress
+
+
+def _rng_states() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": _to_lists(random.getstate())}
+    np_state = np.random.get_state()
+    state["numpy"] = {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_states(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
