@@ -27,9 +27,9 @@ class DivergenceError(TrainingError):
 
 
 class Divergence:
-    """The divergence checks of one `train` call with train config `config`; its errors name what
-    `checkpoint` (the run's `drawzoo.train_state.RunCheckpoint`) holds. Each check raises at
-    optimizer step `step`."""
+    """The divergence checks of one `train` call with train config `config`. Their errors name the
+    optimizer step `step` the run is at, and what `checkpoint` (the run's
+    `drawzoo.train_state.RunCheckpoint`) holds."""
 
     def __init__(self, config, checkpoint):
         self.config, self.checkpoint = config, checkpoint

@@ -9,7 +9,8 @@ changes nothing (schedulers and launchers such as torchrun send it to every proc
 twice). A signal that was ignored (``SIG_IGN``, e.g. ``trap '' INT``) stays ignored. On leaving,
 the handlers that were there before are restored. Under torchrun, every process stops at the same
 step when any of them is asked to (`StopRequests.anywhere`, and the flag each step's gradient
-all-reduce carries). After the checkpoint, `StopRequests.stopped` ends the run.
+all-reduce carries). After the checkpoint, `StopRequests.stopped` ends the run. (A run that
+diverges stops with an error instead: `drawzoo.divergence`.)
 """
 
 from __future__ import annotations

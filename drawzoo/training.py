@@ -23,15 +23,12 @@ weights (`drawzoo.validation`), divergence (`drawzoo.divergence`), the time limi
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
 
-import pyro
 import torch
-from pyro.infer import ELBO, TraceTailAdaptive_ELBO
-from torch import nn
+from pyro.infer import ELBO
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -42,6 +39,7 @@ from .config import as_dict
 from .divergence import Divergence, DivergenceError, TrainingError
 from .errors import ConfigError, DrawzooError, ObjectiveError, first_line
 from .files import check_outputs
+from .loss import ELBOLoss, StepLoss
 from .stopping import Interrupted, StopRequests, signal_name
 from .train_config import TrainConfig, accelerators, devices_here, parse_device
 from .train_log import Report, require_tensorboard
@@ -49,46 +47,6 @@ from .train_state import Progress, RunCheckpoint
 from .validation import Validation
 
 __all__ = ["DivergenceError", "ELBOLoss", "TrainingError", "resolve_device", "train"]
-
-
-class ELBOLoss(nn.Module):
-    """A Pyro ELBO of a zoo model's model/guide pair, per image (nats).
-
-    ``forward(x)`` = ``elbo.differentiable_loss(model.model, model.guide, x) / B`` for an ELBO that
-    has one (what ``torch.compile`` takes); `loss_and_grads` works for every ELBO.
-    """
-
-    def __init__(self, model: nn.Module, elbo=None):
-        super().__init__()
-        self.net = model
-        self.elbo = elbo if elbo is not None else objectives.make_elbo()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.net.model, self.net.guide, x) / x.shape[0]
-
-    def loss_and_grads(self, x: torch.Tensor) -> float:
-        """Pyro's ``loss_and_grads`` per image: adds the gradient of the loss / B to the parameters'
-        ``.grad`` and returns the loss / B (nats per image) for images `x` ``[B, C, H, W]``.
-
-        The loss of `ReweightedWakeSleep` is its model (wake-theta) loss. `TraceTailAdaptive_ELBO`
-        has no estimate of its objective (Pyro's loss is +inf): its loss is the surrogate whose
-        gradient Pyro takes, times K: the tail-weighted mean of -log w over the K particles.
-        """
-        B, model, guide = x.shape[0], self.net.model, self.net.guide
-        if isinstance(self.elbo, TraceTailAdaptive_ELBO):  # Pyro's differentiable_loss, without its +inf
-            surrogate = sum(self.elbo._differentiable_loss_particle(model_trace, guide_trace)[1]
-                            for model_trace, guide_trace in self.elbo._get_traces(model, guide, (x,), {}))
-            (surrogate / (self.elbo.num_particles * B)).backward()
-            return surrogate.item() / B
-        if hasattr(self.elbo, "differentiable_loss"):
-            loss = self(x)
-            loss.backward()
-            return loss.item()
-        loss = self.elbo.loss_and_grads(model, guide, x)
-        for p in self.net.parameters():
-            if p.grad is not None:
-                p.grad /= B
-        return float(loss[0] if isinstance(loss, tuple) else loss) / B
 
 
 def resolve_device(device=None) -> torch.device:
@@ -204,8 +162,8 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
                 raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
                                     f"({reason}){run.checkpoint.intact()}") from None
     if stop.signum:  # came once no step was left to stop after: training is complete
-        raise Interrupted(f"stopped by {signal_name(stop.signum)} after training was complete: {run.checkpoint.where()}",
-                          stop.signum)
+        raise Interrupted(f"stopped by {signal_name(stop.signum)} after training was complete: "
+                          f"{run.checkpoint.where()}", stop.signum)
     return history
 
 
@@ -215,7 +173,8 @@ class _Run:
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
                  stop: StopRequests, on_epoch, progress):
-        self.model, self.group, self.loss, self.config = model, group, objective, config
+        self.model, self.group, self.config = model, group, config
+        self.step_loss = StepLoss(objective, config.validate)
         # fused Adam (one kernel for all parameters) on the fast path on CUDA
         fused = config.compile and next(model.parameters()).device.type == "cuda"
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
@@ -228,14 +187,14 @@ class _Run:
         self.report = Report(model, config, group.main)
         self.stop = stop  #: the time limit and the signals
         self.last_batch = None  #: the batch of the last step, on which the weights are checked before a save
-        self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
-        self.validated = set()  #: the batch shapes stepped with Pyro's validation (`validate="first"`)
 
     def start(self) -> None:
         """Resume from the checkpoint if there is one, else start afresh (`RunCheckpoint.start`)."""
         self.state = self.checkpoint.start()
 
     def fit(self, dataset, valid) -> list[dict]:
+        """Train on `dataset` from where `state` stands, validating on `valid` (None: no
+        validation), until the budget is spent or a stop is asked; the history (see `train`)."""
         state, config = self.state, self.config
         epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
         self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
@@ -298,15 +257,7 @@ class _Run:
         state, model = self.state, self.model
         x = self.last_batch = model.check_images(x, name="train_data batch")
         self.optimizer.zero_grad(set_to_none=True)
-        try:
-            with self._pyro_checks(tuple(x.shape)):
-                loss = self.loss.loss_and_grads(x)
-        except Exception as e:
-            if self.checked:
-                raise
-            description = objectives.label(objectives.describe(self.loss.elbo))
-            raise ObjectiveError(f"elbo {description} cannot train model {model.zoo_name!r}: {first_line(e)}") from e
-        self.checked = True
+        loss = self.step_loss(x)
         mean_loss, stop = self._average_gradients(loss, self.stop.requested())  # every process skips, or none
         finite = math.isfinite(mean_loss)
         if finite:
@@ -326,14 +277,6 @@ class _Run:
             return stop
         self.divergence.skipped(state.step)
         return stop
-
-    def _pyro_checks(self, shape: tuple[int, ...]):
-        """Pyro's validation for a step on a batch of `shape`: left as it is on the first step of
-        each shape (on every step with ``validate="every"``), off on the others."""
-        if self.config.validate == "every" or shape not in self.validated:
-            self.validated.add(shape)
-            return contextlib.nullcontext()
-        return _validation_off()
 
     def _average_gradients(self, loss: float, stop: bool) -> tuple[float, bool]:
         """Average the gradients over the processes, in one all-reduce that also carries each
@@ -384,16 +327,3 @@ class _Run:
         if self.checkpoint.path is not None:
             self.divergence.check_saveable(self.model, self.last_batch, self.state.step)
             self.checkpoint.save(self.state)
-
-
-@contextlib.contextmanager
-def _validation_off():
-    """Pyro's validation off while inside; after, every flag as it was (torch.distributions' default
-    `validate_args` too, which `pyro.validation_enabled` would set to Pyro's own flag)."""
-    validate_args = torch.distributions.Distribution._validate_args
-    try:
-        with pyro.validation_enabled(False):
-            yield
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(validate_args)
-

@@ -1,0 +1,106 @@
+"""The loss a training step takes: a Pyro ELBO of a zoo model's model/guide pair, per image (nats).
+
+`ELBOLoss` is the loss and its gradients for any ELBO (`drawzoo.objectives` names the common
+ones); `StepLoss` is how `drawzoo.train`'s steps take it: with Pyro's own checks (site shapes,
+model/guide match, distribution arguments) on the first step of each batch shape only, and a
+failure of the very first step reported as the objective's (`ObjectiveError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import torch
+from pyro.infer import TraceTailAdaptive_ELBO
+from torch import nn
+
+from . import objectives
+from .errors import ObjectiveError, first_line
+
+
+class ELBOLoss(nn.Module):
+    """A Pyro ELBO of a zoo model's model/guide pair, per image (nats).
+
+    ``forward(x)`` = ``elbo.differentiable_loss(model.model, model.guide, x) / B`` for an ELBO that
+    has one (what ``torch.compile`` takes); `loss_and_grads` works for every ELBO.
+    """
+
+    def __init__(self, model: nn.Module, elbo=None):
+        super().__init__()
+        self.net = model
+        self.elbo = elbo if elbo is not None else objectives.make_elbo()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.net.model, self.net.guide, x) / x.shape[0]
+
+    def loss_and_grads(self, x: torch.Tensor) -> float:
+        """Pyro's ``loss_and_grads`` per image: adds the gradient of the loss / B to the parameters'
+        ``.grad`` and returns the loss / B (nats per image) for images `x` ``[B, C, H, W]``.
+
+        The loss of `ReweightedWakeSleep` is its model (wake-theta) loss. `TraceTailAdaptive_ELBO`
+        has no estimate of its objective (Pyro's loss is +inf): its loss is the surrogate whose
+        gradient Pyro takes, times K: the tail-weighted mean of -log w over the K particles.
+        """
+        B, model, guide = x.shape[0], self.net.model, self.net.guide
+        if isinstance(self.elbo, TraceTailAdaptive_ELBO):  # Pyro's differentiable_loss, without its +inf
+            surrogate = sum(self.elbo._differentiable_loss_particle(model_trace, guide_trace)[1]
+                            for model_trace, guide_trace in self.elbo._get_traces(model, guide, (x,), {}))
+            (surrogate / (self.elbo.num_particles * B)).backward()
+            return surrogate.item() / B
+        if hasattr(self.elbo, "differentiable_loss"):
+            loss = self(x)
+            loss.backward()
+            return loss.item()
+        loss = self.elbo.loss_and_grads(model, guide, x)
+        for p in self.net.parameters():
+            if p.grad is not None:
+                p.grad /= B
+        return float(loss[0] if isinstance(loss, tuple) else loss) / B
+
+
+class StepLoss:
+    """`loss`'s `ELBOLoss.loss_and_grads` for one training step after another; `validate`: the
+    train config's (``"first"``: Pyro's checks on the first step of each batch shape only,
+    ``"every"``: on every step)."""
+
+    def __init__(self, loss: ELBOLoss, validate: str):
+        self.loss, self.validate = loss, validate
+        self.checked = False  #: whether the objective has run once: its first failure is an ObjectiveError
+        self.validated = set()  #: the batch shapes stepped with Pyro's validation (`validate="first"`)
+
+    def __call__(self, x: torch.Tensor) -> float:
+        """Add the gradient of the loss on images `x` ``[B, C, H, W]`` to the parameters' ``.grad``;
+        the loss (nats per image). `ObjectiveError` if the first call fails."""
+        try:
+            with self._pyro_checks(tuple(x.shape)):
+                loss = self.loss.loss_and_grads(x)
+        except Exception as e:
+            if self.checked:
+                raise
+            description = objectives.label(objectives.describe(self.loss.elbo))
+            raise ObjectiveError(f"elbo {description} cannot train model {self.loss.net.zoo_name!r}: "
+                                 f"{first_line(e)}") from e
+        self.checked = True
+        return loss
+
+    def _pyro_checks(self, shape: tuple[int, ...]):
+        """Pyro's validation for a step on a batch of `shape`: left as it is on the first step of
+        each shape (on every step with ``validate="every"``), off on the others."""
+        if self.validate == "every" or shape not in self.validated:
+            self.validated.add(shape)
+            return contextlib.nullcontext()
+        return _validation_off()
+
+
+@contextlib.contextmanager
+def _validation_off():
+    """Pyro's validation off while inside; after, every flag as it was (torch.distributions' default
+    `validate_args` too, which `pyro.validation_enabled` would set to Pyro's own flag)."""
+    validate_args = torch.distributions.Distribution._validate_args
+    try:
+        with pyro.validation_enabled(False):
+            yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate_args)
+
