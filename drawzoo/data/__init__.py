@@ -19,9 +19,12 @@ one entry point (``drawzoo train/eval --data``); it takes
   benchmark; mnist is binarized afresh at every access ("dynamic"); the others are grey or colour
   values. The torchvision sets' "valid" split is the last `VALID_SIZES` images of their training
   set, "train" the ones before, "full_train" both. svhn needs scipy (``pip install scipy``);
-- a folder of PNG / JPEG pictures of any size (`image_folder`), converted to grey or colour and
-  resized and centre-cropped to the image shape asked for;
+- a folder of PNG / JPEG pictures of any size up to `folders.MAX_PICTURE_PIXELS` (`image_folder`),
+  converted to grey or colour and resized and centre-cropped to the image shape asked for;
 - a ``.npy`` / ``.npz`` file of images (`load_array_file`).
+
+Every file is checked against what its own header declares before it is read (an array's shape,
+a picture's size, an IDX file's count), so that a small file cannot ask for a large allocation.
 
 A folder or file is split by a fixed seed into "valid" (`VALID_FRACTION` of the images, at
 least one) and "train" (the rest); "all" is every image (`own_split`).

@@ -33,6 +33,9 @@ SHA256 = {
 URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/binarized_mnist_{split}.amat"
 PIXELS = 28 * 28
 ROW_BYTES = 2 * PIXELS  # 784 digits, each followed by a space, the last by a newline
+# A file may hold (once decompressed) at most this many times its rows' bytes in the exact layout
+# (room for '\r\n', trailing and double spaces); more is refused before it is read any further.
+MAX_SIZE_FACTOR = 2
 IMAGE_SHAPE = (1, 28, 28)
 
 
@@ -163,11 +166,11 @@ def _cached_amat(path: Path, rows: int) -> np.ndarray:
 def _load_cache(cache: Path, rows: int) -> np.ndarray | None:
     """The packed uint8 ``[rows, 98]`` array in `cache`, or None if it is missing or unreadable."""
     try:
-        packed = np.load(cache, allow_pickle=False)
+        packed = np.load(cache, mmap_mode="r", allow_pickle=False)  # a header declaring too much: ValueError
     except (OSError, ValueError, EOFError):
         return None
     ok = packed.dtype == np.uint8 and packed.shape == (rows, (PIXELS + 7) // 8)
-    return packed if ok else None
+    return np.array(packed) if ok else None
 
 
 def read_amat(path: str | os.PathLike, rows: int) -> np.ndarray:
@@ -179,7 +182,7 @@ def read_amat(path: str | os.PathLike, rows: int) -> np.ndarray:
     whitespace and '\\r\\n' and raises `DataError` naming the file, the line and the problem.
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, rows)
     if not data:
         raise DataError(f"{path} is empty")
     if len(data) == rows * ROW_BYTES:
@@ -190,13 +193,26 @@ def read_amat(path: str | os.PathLike, rows: int) -> np.ndarray:
     return _parse_lines(data, path, rows)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The content of `path`, decompressed when it ends in ``.gz``."""
+def _read_bytes(path: Path, rows: int) -> bytes:
+    """The content of `path`, decompressed when it ends in ``.gz``; `DataError` for more than
+    `MAX_SIZE_FACTOR` times the bytes of `rows` rows, found before reading past that."""
+    limit = MAX_SIZE_FACTOR * rows * ROW_BYTES
+    too_big = DataError(f"{path} holds more than {limit:,} bytes{' decompressed' if path.suffix == '.gz' else ''}, "
+                        f"{MAX_SIZE_FACTOR} times the {rows * ROW_BYTES:,} of {rows:,} rows of {PIXELS} values: not "
+                        f"a binarized MNIST split")
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path) as f:
-                return f.read()
-        return path.read_bytes()
+        if path.suffix != ".gz":
+            if path.stat().st_size > limit:
+                raise too_big
+            return path.read_bytes()
+        chunks, size = [], 0
+        with gzip.open(path) as f:
+            while chunk := f.read(1 << 20):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise too_big
+        return b"".join(chunks)
     except (OSError, EOFError, zlib.error) as e:
         kind = "a readable gzip file" if path.suffix == ".gz" else "readable"
         raise DataError(f"{path} is not {kind}: {e}") from e

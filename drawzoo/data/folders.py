@@ -1,8 +1,10 @@
 """Folders of PNG / JPEG pictures as an `ImageDataset`: converted to grey or colour, resized and
-centre-cropped to the image shape asked for (`image_folder`)."""
+centre-cropped to the image shape asked for (`image_folder`). Every picture's header is read
+before any is decoded, and a picture declaring more than `MAX_PICTURE_PIXELS` is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 from pathlib import Path
@@ -14,6 +16,11 @@ from ..errors import DataError
 from .dataset import ImageDataset, own_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# The most pixels (width x height) a picture may declare: more is refused from its header, before
+# decoding (a decompression bomb: a small file that decodes to gigabytes). 50 megapixels hold an 8K
+# frame (33 MP) or a 48 MP photo, at most 200 MB decoded (RGBA); below Pillow's own limit
+# (Image.MAX_IMAGE_PIXELS, 89.5 MP), so that a picture within it decodes without Pillow's warning.
+MAX_PICTURE_PIXELS = 50_000_000
 
 
 def _check_folder_shape(image_shape) -> tuple[int, int, int]:
@@ -56,13 +63,32 @@ def _open_failed(path: Path, e: Exception) -> DataError:
     return DataError(f"{path}: not a readable PNG or JPEG image ({reason})")
 
 
-def _header(path: Path) -> tuple[int, int, int]:
-    """(C, H, W) of the picture at `path`, from its header."""
+@contextlib.contextmanager
+def _pillow_limit_lifted():
+    """Pillow's decompression-bomb check (a global) off while `_header` reads a header, so that
+    it sees any picture's declared size and applies `MAX_PICTURE_PIXELS` itself, naming the size;
+    decoding (`_read_picture`) keeps Pillow's check."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
-        with Image.open(path) as image:
-            return _channels(image), image.height, image.width
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _header(path: Path) -> tuple[int, int, int]:
+    """(C, H, W) of the picture at `path`, from its header (nothing is decoded); `DataError` for a
+    picture of more than `MAX_PICTURE_PIXELS` pixels."""
+    try:
+        with _pillow_limit_lifted(), Image.open(path) as image:
+            shape = _channels(image), image.height, image.width
     except PICTURE_ERRORS as e:
         raise _open_failed(path, e) from e
+    _, H, W = shape
+    if H * W > MAX_PICTURE_PIXELS:
+        raise DataError(f"{path} declares {W:,} x {H:,} pixels (width x height), more than the "
+                        f"{MAX_PICTURE_PIXELS:,} a picture may have (drawzoo.data.folders.MAX_PICTURE_PIXELS); it "
+                        f"was not decoded: shrink it first")
+    return shape
 
 
 def _read_picture(path: Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
@@ -101,8 +127,9 @@ def image_folder(folder: str | os.PathLike, split: str = "all",
     Pictures of any size and mode are converted to grey (C = 1) or colour (C = 3), resized so that
     they cover H x W and centre-cropped to it (`_read_picture`). Without `image_shape` the pictures
     must all have one size and be all grey or all colour, and that is the shape. Raises `DataError`
-    naming the problem: no pictures, a picture that cannot be read, pictures that differ while no
-    `image_shape` is given, an `image_shape` that pictures cannot take.
+    naming the problem: no pictures, a picture that cannot be read or that declares more than
+    `MAX_PICTURE_PIXELS` (from every header, before any picture is decoded), pictures that differ
+    while no `image_shape` is given, an `image_shape` that pictures cannot take.
     """
     folder = Path(folder)
     if image_shape is not None:

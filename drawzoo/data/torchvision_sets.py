@@ -1,10 +1,14 @@
 """The named data sets that torchvision reads (and downloads): MNIST, Fashion-MNIST, CIFAR-10 and
-SVHN, each a `Source`; their "valid" split is the last `VALID_SIZES` images of the training set."""
+SVHN, each a `Source`; their "valid" split is the last `VALID_SIZES` images of the training set.
+MNIST's and Fashion-MNIST's IDX files are checked against their headers before torchvision reads
+them whole (`check_idx`); torchvision checks the other sets' files against their md5."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,8 +36,35 @@ class Source:
     read: Callable[[Path, bool, bool], tuple[torch.Tensor, torch.Tensor]]
 
 
+def check_idx(path: Path, item_shape: tuple[int, ...], what: str) -> None:
+    """Refuse the IDX file at `path` (MNIST's raw format: bytes 0, 0, 8 (uint8) and the number of
+    dimensions, each dimension a big-endian uint32, then the values) unless its header declares
+    uint8 values ``[N, *item_shape]`` (`what`: "images", "labels") and the file holds exactly
+    those; reads the header only."""
+    ndim = 1 + len(item_shape)
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim or header[:4] != bytes([0, 0, 8, ndim]):
+        raise DataError(f"{path} is not an IDX file of uint8 {what} (it starts {header[:4].hex(' ') or 'empty'}, "
+                        f"expected {bytes([0, 0, 8, ndim]).hex(' ')})")
+    n, *shape = struct.unpack(f">{ndim}I", header[4:])
+    if tuple(shape) != item_shape:
+        raise DataError(f"{path}: its IDX header declares {what} of {' x '.join(map(str, shape))}, expected "
+                        f"{' x '.join(map(str, item_shape))}")
+    declared, size = len(header) + n * math.prod(item_shape), path.stat().st_size
+    if declared != size:
+        raise DataError(f"{path}: its IDX header declares {n:,} {what} ({declared:,} bytes) but the file holds "
+                        f"{size:,} bytes")
+
+
 def _read_mnist_like(class_name: str):
     def read(root: Path, train: bool, download: bool):
+        raw = root / class_name / "raw"  # torchvision's folder; files it downloads are md5-checked
+        prefix = "train" if train else "t10k"
+        for path, item_shape, what in ((raw / f"{prefix}-images-idx3-ubyte", (28, 28), "images"),
+                                       (raw / f"{prefix}-labels-idx1-ubyte", (), "labels")):
+            if path.is_file():
+                check_idx(path, item_shape, what)
         import torchvision.datasets
 
         source = getattr(torchvision.datasets, class_name)(root, train=train, download=download)
