@@ -42,7 +42,7 @@ def offline(tmp_path, monkeypatch):
 @pytest.fixture
 def small(monkeypatch):
     """Splits of a few rows, so that synthetic files are complete."""
-    monkeypatch.setattr(data, "SPLIT_SIZES", dict(SMALL))
+    monkeypatch.setattr(data.amat, "SPLIT_SIZES", dict(SMALL))
 
 
 def random_bits(rows, seed=0):
@@ -173,7 +173,7 @@ def test_unknown_split_lists_the_valid_ones(tmp_path):
 def _count_parses(monkeypatch):
     calls = []
     parse = data.read_amat
-    monkeypatch.setattr(data, "read_amat", lambda *a: calls.append(a) or parse(*a))
+    monkeypatch.setattr(data.amat, "read_amat", lambda *a: calls.append(a) or parse(*a))
     return calls
 
 
@@ -234,7 +234,7 @@ def test_unreadable_cache_is_ignored_and_rewritten(small, tmp_path, monkeypatch,
 def served(small, tmp_path, monkeypatch):
     """The text `_fetch` serves for any URL; its sha256 is the one expected for "valid"."""
     text = amat_text(random_bits(3))
-    monkeypatch.setattr(data, "SHA256", dict(data.SHA256, valid=hashlib.sha256(text).hexdigest()))
+    monkeypatch.setattr(data.amat, "SHA256", dict(data.SHA256, valid=hashlib.sha256(text).hexdigest()))
     urls = []
 
     def fetch(url):
@@ -242,7 +242,7 @@ def served(small, tmp_path, monkeypatch):
         yield text[:1000]
         yield text[1000:]
 
-    monkeypatch.setattr(data, "_fetch", fetch)
+    monkeypatch.setattr(data.amat, "_fetch", fetch)
     return text, urls
 
 
@@ -268,7 +268,7 @@ def test_download_falls_back_to_the_cache_when_root_is_not_writable(served, tmp_
 
 
 def test_download_with_the_wrong_sha256_is_refused(served, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SHA256", dict(data.SHA256, valid="0" * 64))
+    monkeypatch.setattr(data.amat, "SHA256", dict(data.SHA256, valid="0" * 64))
     with pytest.raises(DataError, match=r"sha256 [0-9a-f]{64}, expected 0{64}; the file was not kept"):
         data.binarized_mnist(tmp_path, "valid")
     assert os.listdir(tmp_path / "binarized_mnist") == []
@@ -278,7 +278,7 @@ def test_no_network_says_what_is_missing_and_how_to_provide_it(small, tmp_path, 
     def offline(url):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "_fetch", offline)
+    monkeypatch.setattr(data.amat, "_fetch", offline)
     with pytest.raises(DataError) as e:
         data.binarized_mnist(tmp_path, "train")
     msg = str(e.value)
@@ -638,7 +638,7 @@ def test_load_dispatches_names_folders_and_files(small, fake_mnist, tmp_path):
 
 
 def test_a_shape_the_data_cannot_take_is_refused_before_reading(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_find_amat", lambda *a: pytest.fail("binarized MNIST was read"))
+    monkeypatch.setattr(data.amat, "_find_amat", lambda *a: pytest.fail("binarized MNIST was read"))
     with pytest.raises(DataError, match=r"binarized_mnist images are \[1, 28, 28\], not the image_shape "
                        r"\[3, 32, 32\] asked for; named data sets are not resized"):
         data.load("binarized_mnist", "train", tmp_path, image_shape=(3, 32, 32))
@@ -709,7 +709,7 @@ def test_real_binarized_mnist(split, rows, real_cache, monkeypatch):
     x = data.binarized_mnist(root, split, download=False)[:]
     assert x.shape == (rows, 1, 28, 28) and x.dtype == torch.float32
     assert ((x == 0) | (x == 1)).all() and 0 < x.mean() < 1
-    monkeypatch.setattr(data, "read_amat", lambda *a: pytest.fail("parsed again instead of reading the cache"))
+    monkeypatch.setattr(data.amat, "read_amat", lambda *a: pytest.fail("parsed again instead of reading the cache"))
     assert torch.equal(data.binarized_mnist(root, split, download=False)[:], x)
 
 

@@ -1,0 +1,93 @@
+"""The one data set class, `ImageDataset` (images [N, C, H, W], binarized at each access or not),
+and `own_split`, how a folder or file of images is split into "train" and "valid"."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import DataError, InputError
+from ..images import check_images
+
+BINARIZE = (None, "threshold", "dynamic")
+
+# A folder of images or an array file: a fixed random VALID_FRACTION of it is "valid".
+VALID_FRACTION = 0.1
+OWN_SPLITS = ("train", "valid", "all")
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images ``[C, H, W]`` with values in [0, 1], optionally binarized at each access, with
+    optional labels.
+
+    `images` ``[N, C, H, W]`` is kept as given: floats in [0, 1], uint8 bytes (read as byte / 255,
+    a quarter of float32's memory) or bools. `labels` is int64 ``[N]``, or None. `binarize`: None
+    (the values), "threshold" (1 where the value is >= 0.5) or "dynamic" (a fresh Bernoulli sample
+    with the value as probability at every access, from torch's global RNG: `torch.manual_seed`
+    makes it reproducible).
+
+    ``ds[i]`` is a float32 image ``[C, H, W]``; ``ds[a:b]`` and ``ds[indices]`` (a list or tensor)
+    a float32 batch ``[B, C, H, W]``, ``ds[:]`` all the images. A DataLoader fetches each batch
+    with one indexing (`__getitems__`).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, binarize: str | None = None):
+        if binarize not in BINARIZE:
+            raise DataError(f"unknown binarize {binarize!r}; valid: {', '.join(map(repr, BINARIZE))}")
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            what = f"shape {list(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InputError(f"images must be a tensor [N, C, H, W], got {what}")
+        if len(images) == 0:
+            raise InputError("images is empty: an ImageDataset needs at least one image")
+        if images.dtype not in (torch.uint8, torch.bool):
+            images = check_images(images, images.shape[1:], device="cpu", name="images")
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.int64)
+            if labels.shape != images.shape[:1]:
+                raise InputError(f"labels must be [N] = [{len(images)}], got {list(labels.shape)}")
+        self.images, self.labels, self.binarize = images, labels, binarize
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        x = self.images[index]
+        x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)
+        if self.binarize == "threshold":
+            return (x >= 0.5).to(torch.float32)
+        if self.binarize == "dynamic":
+            return torch.bernoulli(x)
+        return x
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        return list(self[torch.as_tensor(indices)].unbind(0))
+
+    def subset(self, index) -> ImageDataset:
+        """The images (and labels) at `index` (a slice, a list or an index tensor), binarized alike."""
+        labels = None if self.labels is None else self.labels[index]
+        return ImageDataset(self.images[index], labels, self.binarize)
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset({len(self)} images {list(self.image_shape)}, stored as {self.images.dtype}, "
+                f"binarize={self.binarize!r}{'' if self.labels is None else ', labelled'})")
+
+
+def own_split(n: int, split: str, what) -> torch.Tensor:
+    """Indices ``[M]`` (ascending) of `split` of the n images of a folder or file `what`.
+
+    "all": every image; "valid": a random `VALID_FRACTION` of them (at least one), drawn with a
+    fixed seed, so that the same images always give the same split; "train": the others.
+    """
+    if split not in OWN_SPLITS:
+        raise DataError(f"unknown split {split!r} of {what}; valid splits: {', '.join(OWN_SPLITS)}")
+    if split == "all":
+        return torch.arange(n)
+    if n < 2:
+        raise DataError(f"{what} holds {n} image: too few to hold some out as split {split!r}; use split 'all' "
+                        f"(drawzoo eval --split all; drawzoo train --valid-data, which trains on all of it)")
+    k = max(1, round(n * VALID_FRACTION))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return (order[:k] if split == "valid" else order[k:]).sort().values
