@@ -12,15 +12,14 @@ import pytest
 
 import drawzoo
 
-PACKAGE = Path(drawzoo.__file__).resolve().parent
 
-
-def _name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+def _modules(package: Path) -> dict[str, Path]:
+    """``{dotted name: file}`` of every module of `package` (a folder with ``__init__.py``)."""
+    modules = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
 
 
 def _type_checking(test: ast.expr) -> bool:
@@ -28,52 +27,47 @@ def _type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _import_nodes(node: ast.AST, typing: bool):
-    """Every import statement under `node`, those in ``if TYPE_CHECKING:`` only with `typing`."""
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _type_checking(child.test) and not typing:
-            for other in child.orelse:
-                yield from _import_nodes(other, typing)
+def _import_nodes(nodes, typing: bool):
+    """Every import statement in or under `nodes`, those in ``if TYPE_CHECKING:`` only with `typing`."""
+    for node in nodes:
+        if isinstance(node, ast.If) and _type_checking(node.test) and not typing:
+            yield from _import_nodes(node.orelse, typing)
             continue
-        if isinstance(child, (ast.Import, ast.ImportFrom)):
-            yield child
-        yield from _import_nodes(child, typing)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from _import_nodes(ast.iter_child_nodes(node), typing)
 
 
-def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
-    """The drawzoo modules `node` in `module` names: ``from P import x`` is P.x where that is a
-    module, else P (its ``__init__``); relative imports are resolved against `module`'s package."""
+def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom, modules) -> list[str]:
+    """What `node` in `module` names: ``from P import x`` is P.x where that is a module, else P
+    (its ``__init__``); a relative import is resolved against `module`'s package."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     start = node.module
     if node.level:
-        package = module.split(".")[:None if MODULES[module].name == "__init__.py" else -1]
+        package = module.split(".")[:None if is_package else -1]
         package = ".".join(package[:len(package) - node.level + 1])
         start = f"{package}.{node.module}" if node.module else package
-    return [f"{start}.{a.name}" if f"{start}.{a.name}" in MODULES else start for a in node.names]
+    return [f"{start}.{a.name}" if f"{start}.{a.name}" in modules else start for a in node.names]
 
 
-def import_graph(typing: bool) -> dict[str, set[str]]:
-    """``{module: the drawzoo modules its import statements run}``. Importing ``a.b.c`` runs the
-    packages ``a.b`` and ``a`` first, except those the importer is inside (they are running
+def import_graph(package: Path, typing: bool) -> dict[str, set[str]]:
+    """``{module: the modules of `package` its import statements run}``. Importing ``a.b.c`` runs
+    the packages ``a.b`` and ``a`` first, except those the importer is inside (they are running
     already); a package's ``__init__`` importing its own submodules is an edge like any other."""
+    modules = _modules(package)
     graph = {}
-    for module, path in MODULES.items():
+    for module, path in modules.items():
         edges = graph[module] = set()
-        for node in _import_nodes(ast.parse(path.read_text(), str(path)), typing):
-            for target in _targets(module, node):
-                while target and target not in MODULES:  # an attribute of a module: the module
+        for node in _import_nodes([ast.parse(path.read_text(), str(path))], typing):
+            for target in _targets(module, path.name == "__init__.py", node, modules):
+                while target and target not in modules:  # an attribute of a module: the module
                     target = target.rpartition(".")[0]
-                for prefix in _prefixes(target):
+                parts = target.split(".") if target else []
+                for prefix in (".".join(parts[:n]) for n in range(len(parts), 0, -1)):
                     if prefix != module and not module.startswith(prefix + "."):
                         edges.add(prefix)
     return graph
-
-
-def _prefixes(target: str) -> list[str]:
-    """``drawzoo.models.base`` -> itself, ``drawzoo.models``, ``drawzoo``; nothing outside drawzoo."""
-    parts = target.split(".") if target else []
-    return [".".join(parts[:n]) for n in range(len(parts), 0, -1) if parts[0] == "drawzoo"]
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -99,18 +93,28 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_graph_reads_relative_lazy_and_typing_imports():
-    graph, typed = import_graph(typing=False), import_graph(typing=True)
-    assert {"drawzoo.models.base", "drawzoo.models.draw", "drawzoo.models.vae"} <= graph["drawzoo.models"]
-    assert "drawzoo.attention" in graph["drawzoo.models.base"]  # from ..attention import ...
-    assert "drawzoo.distributed" in graph["drawzoo.evaluation"]  # from . import distributed
-    assert "drawzoo.pictures" in graph["drawzoo.cli"]  # imported inside a function
-    assert "drawzoo.models.base" not in graph["drawzoo.registry"]  # only under TYPE_CHECKING ...
-    assert {"drawzoo.models.base", "drawzoo.models"} <= typed["drawzoo.registry"]  # ... counted with typing
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+def test_the_graph_reads_relative_lazy_and_typing_imports(tmp_path):
+    files = {
+        "__init__.py": "from .a import f\n",
+        "a.py": "import os\nfrom . import b\n",
+        "b.py": "def g():\n    from .sub.c import h\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "from typing import TYPE_CHECKING\nfrom .. import a\nif TYPE_CHECKING:\n    from .d import x\n"
+                    "else:\n    import pkg.b\n",
+        "sub/d.py": "from .c import h\nfrom ..sub import c\n",
+    }
+    for name, text in files.items():
+        (tmp_path / "pkg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pkg" / name).write_text(text)
+    assert import_graph(tmp_path / "pkg", typing=False) == {
+        "pkg": {"pkg.a"}, "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.sub", "pkg.sub.c"}, "pkg.sub": set(),
+        "pkg.sub.c": {"pkg.a", "pkg.b"}, "pkg.sub.d": {"pkg.sub.c"}}
+    assert import_graph(tmp_path / "pkg", typing=True)["pkg.sub.c"] == {"pkg.a", "pkg.b", "pkg.sub.d"}
+    assert find_cycle(import_graph(tmp_path / "pkg", typing=False)) == ["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
 @pytest.mark.parametrize("typing", [False, True], ids=["at run time", "with type hints"])
 def test_no_import_circle(typing):
-    cycle = find_cycle(import_graph(typing))
+    cycle = find_cycle(import_graph(Path(drawzoo.__file__).resolve().parent, typing))
     assert cycle is None, "import circle: " + " -> ".join(cycle)
