@@ -44,6 +44,7 @@ from ..attention import bounded_exp
 from ..config import build_config
 from ..errors import ConfigError, InputError
 from ..images import check_images
+from ..importance import importance_resample
 from ..masks import check_mask
 
 _instances: defaultdict[str, itertools.count] = defaultdict(itertools.count)
@@ -449,15 +450,13 @@ class ZooModel(nn.Module):
     @torch.no_grad()
     def inpaint(self, x, mask, num_samples: int = 100, sample: bool = False) -> Tensor:
         """Fill the unobserved pixels of images `x` ``[B, C, H, W]`` (`mask` False there) from
-        p(x_miss | x_obs), by sampling importance resampling (`drawzoo.evaluation.importance_resample`):
+        p(x_miss | x_obs), by sampling importance resampling (`drawzoo.importance.importance_resample`):
         K = `num_samples` z's from the guide given the observed pixels, one resampled per image
         with weight p(x_obs, z) / q(z | x_obs), and the missing pixels from p(x | z): their means
         (Bernoulli probabilities), or a binary draw with ``sample=True``.
 
         Returns ``[B, C, H, W]`` with the observed pixels of `x` exactly as they were.
         """
-        from ..evaluation import importance_resample
-
         return importance_resample(self, x, mask, num_samples, sample=sample)
 
     def generate(self, n: int) -> Tensor:
