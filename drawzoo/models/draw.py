@@ -17,8 +17,9 @@ from torch.nn import functional as F
 from ..attention import FullRead, FullWrite, GaussianRead, GaussianWrite, Glimpse
 from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
-from .base import (GaussianPosterior, StepLinear, ZooModel, cat_features, has_hooks, lstm_step, lstm_update,
-                   pixel_likelihood, standard_normal)
+from .base import ZooModel, pixel_likelihood, standard_normal
+from .fast_path import StepLinear, has_hooks
+from .layers import GaussianPosterior, cat_features, lstm_step, lstm_update
 
 
 @dataclass(frozen=True)
