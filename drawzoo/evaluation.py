@@ -15,8 +15,8 @@ Normal, with Pyro's ``to_event``), else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
 up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, ``TraceMeanField_ELBO``'s loss).
 
-The K samples of an image are drawn in one vectorised pass (the batch repeated K times), not in
-a Python loop.
+The log-weights come from `drawzoo.importance`: the K samples of an image are drawn in one
+vectorised pass (the batch repeated K times), not in a Python loop.
 
 Partially observed images (a mask, True where a pixel is observed, `drawzoo.masks`): the same
 estimate with the guide and the likelihood given the mask estimates log p(x_obs), and the
@@ -36,8 +36,6 @@ shared, which makes their difference less noisy), and the unmasked figures are t
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -45,13 +43,14 @@ import numpy as np
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import as_dataset, collate_images
 from .errors import InputError, NoLatentSitesError
+from .importance import importance_resample  # noqa: F401 - its name here since before drawzoo.importance
+from .importance import log_importance_weights, log_mean_exp, log_weights, mask_kwargs, per_image, sample_sites, traces
 from .masks import check_mask, named_mask
 
 if TYPE_CHECKING:
@@ -64,80 +63,19 @@ ROWS_PER_PASS = 4096
 def _check_latent_sites(model: ZooModel, x: torch.Tensor) -> None:
     """`NoLatentSitesError` unless the guide samples a latent site on images `x`."""
     trace = poutine.trace(model.guide).get_trace(x)
-    if not any(not site["is_observed"] for site in _sample_sites(trace).values()):
+    if not any(not site["is_observed"] for site in sample_sites(trace).values()):
         raise NoLatentSitesError(f"model {model.zoo_name!r} has no latent site (its guide samples none): "
                                  "no KL per step to report")
-
-
-def _sample_sites(trace):
-    """The sample sites of a trace (subsample sites left out), in the order they were sampled."""
-    return {name: site for name, site in trace.nodes.items()
-            if site["type"] == "sample" and not site_is_subsample(site)}
-
-
-def _per_image(value: torch.Tensor, name: str, rows: int, what: str = "log_prob") -> torch.Tensor:
-    """`value` as one figure per row ``[rows]``, or a ValueError naming the site."""
-    if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != rows):
-        raise ValueError(f"site {name!r} has {what} shape {tuple(value.shape)}; expected one value "
-                         f"per image ([{rows}]): put it inside pyro.plate('data', B) with its event dims")
-    return value.expand(rows)
-
-
-def _log_prob_sum(trace, rows: int) -> torch.Tensor:
-    """Sum of the log-probabilities ``[rows]`` of every sample site of a trace (nats)."""
-    trace.compute_log_prob()
-    total = torch.zeros(rows)
-    for name, site in _sample_sites(trace).items():
-        total = total.to(site["log_prob"]) + _per_image(site["log_prob"], name, rows)
-    return total
-
-
-def _mask_kwargs(model: ZooModel, mask: torch.Tensor | None) -> dict:
-    """``{"mask": mask}`` for the model and guide, or {} without a mask; InputError if they take none."""
-    if mask is None:
-        return {}
-    for fn in (model.model, model.guide):
-        params = inspect.signature(fn).parameters.values()
-        if not any(p.name == "mask" or p.kind is p.VAR_KEYWORD for p in params):
-            raise InputError(f"{type(model).__name__}.{fn.__name__} takes no mask=: this model cannot score or "
-                             "fill partially observed images")
-    return {"mask": mask}
-
-
-def _traces(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None):
-    """The guide's trace on `x` repeated K times (``[K * B, ...]``, sample k of image b at row
-    k * B + b) and the model's, replaying it; with a `mask` (bool, broadcastable to x, True where
-    observed) both are given it, repeated alike."""
-    kwargs = _mask_kwargs(model, mask)
-    if mask is not None:
-        kwargs["mask"] = model.check_mask(mask, len(x)).repeat(num_samples, 1, 1, 1)
-    x_k = x.repeat(num_samples, *([1] * (x.dim() - 1)))
-    guide_trace = poutine.trace(model.guide).get_trace(x_k, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(x_k, **kwargs)
-    return guide_trace, model_trace
-
-
-def _log_weights(guide_trace, model_trace, num_samples: int, batch: int) -> torch.Tensor:
-    """``log p - log q`` ``[K, B]`` of `_traces`'s K * B rows."""
-    rows = num_samples * batch
-    return (_log_prob_sum(model_trace, rows) - _log_prob_sum(guide_trace, rows)).view(num_samples, batch)
-
-
-def log_importance_weights(model: ZooModel, x: torch.Tensor, num_samples: int, mask=None) -> torch.Tensor:
-    """``log p(x, z_k) - log q(z_k | x)`` ``[K, B]`` in nats for images `x` ``[B, C, H, W]``; with a
-    `mask` (bool, broadcastable to x, True where observed) ``log p(x_obs, z_k) - log q(z_k | x_obs)``."""
-    guide_trace, model_trace = _traces(model, x, num_samples, mask)
-    return _log_weights(guide_trace, model_trace, num_samples, len(x))
 
 
 def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tensor], list[str], torch.Tensor]:
     """Per latent site of the guide (by name, in sampling order): ``KL(q || p)`` ``[rows]`` in nats
     and how it was computed ("analytic" or "monte carlo", see the module's docstring); and the
     reconstruction term ``-log p(x | z)`` ``[rows]`` (the model's observed sites). Both traces must
-    have had their log-probabilities computed (`_log_prob_sum`)."""
-    model_sites = _sample_sites(model_trace)
+    have had their log-probabilities computed (`drawzoo.importance.log_prob_sum`)."""
+    model_sites = sample_sites(model_trace)
     kls, methods = {}, []
-    for name, q_site in _sample_sites(guide_trace).items():
+    for name, q_site in sample_sites(guide_trace).items():
         if q_site["is_observed"]:
             continue
         p_site = model_sites.get(name)
@@ -149,41 +87,10 @@ def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tenso
         except NotImplementedError:
             kl = q_site["log_prob"] - p_site["log_prob"]
             methods.append("monte carlo")
-        kls[name] = _per_image(kl, name, rows, "KL")
-    observed = [_per_image(site["log_prob"], name, rows) for name, site in model_sites.items() if site["is_observed"]]
+        kls[name] = per_image(kl, name, rows, "KL")
+    observed = [per_image(site["log_prob"], name, rows) for name, site in model_sites.items() if site["is_observed"]]
     reconstruction = -torch.stack(observed).sum(0) if observed else torch.zeros(rows)
     return kls, methods, reconstruction
-
-
-def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
-    """``log mean_k exp(log_w[k])`` ``[B]`` for ``[K, B]``."""
-    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
-
-
-def importance_resample(model: ZooModel, x, mask, num_samples: int = 100, sample: bool = False) -> torch.Tensor:
-    """Images `x` ``[B, C, H, W]`` with their unobserved pixels (`mask` False) filled from the model
-    by sampling importance resampling (Rubin 1988; MIWAE's imputation, Mattei & Frellsen 2019):
-
-    K = `num_samples` guide samples z_k ~ q(z | x_obs) per image, one z_k resampled with
-    probability proportional to w_k = p(x_obs, z_k) / q(z_k | x_obs), and the missing pixels taken
-    from p(x | z_k) at site "x": its mean, or a draw with ``sample=True``. The resampled z is a draw
-    from p(z | x_obs) as K grows (whatever the guide's quality), so the filled pixels are draws
-    from p(x_miss | x_obs); the same weights give `evaluate`'s log p(x_obs). The observed pixels
-    are returned exactly as they were. Uses the global torch RNG.
-    """
-    if num_samples < 1:
-        raise InputError(f"num_samples must be >= 1, got {num_samples}")
-    x = model.check_images(x)
-    if mask is None:
-        raise InputError("inpainting needs a mask: bool, True where a pixel is observed")
-    mask = model.check_mask(mask, x.shape[0])
-    guide_trace, model_trace = _traces(model, x, num_samples, mask)
-    log_w = _log_weights(guide_trace, model_trace, num_samples, len(x))
-    pick = torch.distributions.Categorical(logits=log_w.T).sample()  # [B]: which z_k of each image
-    pixels = model_trace.nodes["x"]["fn"]
-    filled = (pixels.sample() if sample else pixels.mean).view(num_samples, *x.shape)
-    filled = filled[pick, torch.arange(x.shape[0], device=pick.device)]
-    return torch.where(mask, x, filled.to(x))
 
 
 def dataset_mask(mask, image_shape, num_images: int, seed: int = 0) -> torch.Tensor:
@@ -230,7 +137,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
                          f"got {batch_size}")
     dataset = as_dataset(data, model.image_shape)
     if mask is not None:
-        _mask_kwargs(model, mask)  # before any work: the model takes masks
+        mask_kwargs(model, mask)  # before any work: the model takes masks
         mask = dataset_mask(mask, model.image_shape, len(dataset), seed)
         if bool(mask.all()):
             raise InputError("the mask observes every pixel of every image: nothing is missing, so the "
@@ -259,11 +166,11 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
             if mask is not None:  # from the RNG state the unmasked pass starts from, which then goes on as without
                 observed = mask[n:n + len(x)]
                 with torch.random.fork_rng(devices=devices):
-                    log_p_observed = _log_mean_exp(log_importance_weights(model, x, num_samples, observed).double())
-            guide_trace, model_trace = _traces(model, x, num_samples)
+                    log_p_observed = log_mean_exp(log_importance_weights(model, x, num_samples, observed).double())
+            guide_trace, model_trace = traces(model, x, num_samples)
             rows = num_samples * len(x)
-            log_w = _log_weights(guide_trace, model_trace, num_samples, len(x)).double()
-            log_p = _log_mean_exp(log_w)
+            log_w = log_weights(guide_trace, model_trace, num_samples, len(x)).double()
+            log_p = log_mean_exp(log_w)
             neg_elbo -= log_w.mean(0).sum().item()
             nll -= log_p.sum().item()
             if mask is not None:

@@ -17,8 +17,10 @@ from torch.nn import functional as F
 from ..attention import FullRead, FullWrite, GaussianRead, GaussianWrite, Glimpse
 from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
-from .base import (GaussianPosterior, StepLinear, ZooModel, cat_features, has_hooks, lstm_step, lstm_update,
-                   pixel_likelihood, standard_normal)
+from .base import ZooModel, pixel_likelihood, standard_normal
+from .draw_pass import GuidePass, PassWeights, decoder_weights, encoder_weights, keep
+from .fast_path import StepLinear, has_hooks
+from .layers import GaussianPosterior, cat_features, lstm_step, lstm_update
 
 
 @dataclass(frozen=True)
@@ -56,104 +58,10 @@ class Trajectory:
     writes: list[Glimpse] = field(default_factory=list)
 
 
-class GuidePass:
-    """The z_t the guide sampled and the decoder state and canvas it ended with, for the model.
-
-    Under ``poutine.replay`` (every ELBO, `Predictive` with a guide, `drawzoo.evaluate`) the model
-    receives the very tensors z_t that the guide sampled, so its decoder would recompute what the
-    guide already computed. The guide's final state is a function of the z values, the values of
-    the decoder's and writer's parameters, and the autograd mode, and nothing else while both are
-    drawzoo's own modules with no hooks or parametrizations. So the model takes the guide's final
-    state instead of decoding again only if, once it has met all T z's:
-
-    - it met the guide's very z_t objects, in order, and their values are still the ones the guide
-      decoded (compared with copies: in-place and ``.data`` edits are caught);
-    - every decoder/writer parameter is the same object with the same value, dtype, device and
-      ``requires_grad`` (compared with copies: optimizer steps, ``.data`` writes,
-      ``vector_to_parameters``, ``load_state_dict(assign=True)``, ``.to()`` are caught);
-    - grad mode, inference mode and autocast are as they were in the guide;
-    - the modules are still plain (no hooks, parametrizations or replaced submodules).
-
-    Otherwise (or on the first z_t that is not the guide's, e.g. one set by ``poutine.condition``)
-    it decodes the steps so far again from the same z's and goes on by itself, as the plain model
-    does: the loss and gradients are always those of the plain computation. Only the z's, copies of
-    their values and of the parameters, and the final state are kept.
-    """
-
-    def __init__(self, model: "DRAW"):
-        self.context = _autograd_context(model.device)
-        self.params = [(p, p.detach().clone(), p.requires_grad) for p in model._decoder_parameters()]
-        self.zs: list[Tensor] = []
-        self.values: list[Tensor] = []
-        self.final = None
-        self.followed = 0  #: z_t the model has met in order so far
-        self.left = False  #: the model decodes by itself from here on
-
-    def record(self, z: Tensor, dec, canvas: Tensor) -> None:
-        self.zs.append(z)
-        self.values.append(z.detach().clone())
-        self.final = (dec, canvas)
-
-    def follow(self, z: Tensor) -> bool:
-        """Whether `z` is the guide's next z_t (then counted as met)."""
-        if self.followed < len(self.zs) and self.zs[self.followed] is z:
-            self.followed += 1
-            return True
-        return False
-
-    @property
-    def complete(self) -> bool:
-        return self.followed == len(self.zs)
-
-    def valid(self, model: "DRAW") -> bool:
-        """Whether the guide's final state is exactly what the model would compute now."""
-        current = list(model._decoder_parameters())
-        return (
-            self.context == _autograd_context(model.device)
-            and model._plain_decoder()
-            and len(current) == len(self.params)
-            and all(p is q and p.requires_grad == grad and _same(p, value)
-                    for q, (p, value, grad) in zip(current, self.params))
-            and all(_same(z, value) for z, value in zip(self.zs, self.values))
-        )
-
-    def leave(self, met_current: bool) -> list[Tensor]:
-        """Stop following; the z's met before the current one, for the model to decode itself."""
-        self.left = True
-        return self.zs[:self.followed - 1 if met_current else self.followed]
-
-
 def _detached(glimpse: Glimpse | None) -> Glimpse | None:
     """A step's glimpse, detached: what it looked at, for pictures; no loss depends on it (as
     outputs of a compiled step, its fields then need no gradient bookkeeping)."""
     return None if glimpse is None else Glimpse(*(field.detach() for field in glimpse))
-
-
-def _broadcast(shapes) -> torch.Size:
-    """``torch.broadcast_shapes(*shapes)``, quicker where all are the same (the usual case)."""
-    first = shapes[0]
-    return first if all(shape == first for shape in shapes) else torch.broadcast_shapes(*shapes)
-
-
-def _same(a: Tensor, b: Tensor) -> bool:
-    """Same dtype, device, shape and bits."""
-    return a.dtype == b.dtype and a.device == b.device and a.shape == b.shape and torch.equal(a.detach(), b)
-
-
-def _autograd_context(device: torch.device) -> tuple:
-    """What decides how a pass is recorded: grad mode, inference mode, autocast (on `device`)."""
-    return (torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
-            torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
-
-
-class PassWeights(NamedTuple):
-    """The encoder's, posterior's and decoder's per-step products of one guide pass as `StepLinear`
-    maps of their concatenated weights (None: the step runs that module as it is)."""
-
-    encoder: StepLinear  #: ``[r_t, h_dec_{t-1}, h_enc_{t-1}] -> gates`` (its part with x in e, if `x_in_e`)
-    posterior: StepLinear | None  #: ``h_enc_t -> (mu_t, log sigma_t)``
-    decoder: StepLinear | None  #: ``[z_t, h_dec_{t-1}] -> gates``
-    x_in_e: bool  #: the encoder's product with x is in its e: its steps get no x
 
 
 class Reconstruction(NamedTuple):
@@ -245,7 +153,8 @@ class DRAW(ZooModel):
         mask = self.check_mask(mask, B)
         self.register()
         self._guide_pass = None
-        guide_pass = GuidePass(self) if self.reuse_guide_decoder and self._plain_decoder() else None
+        reuse = self.reuse_guide_decoder and self._plain_decoder()
+        guide_pass = GuidePass(self._decoder_parameters(), self.device) if reuse else None
         dec, canvas = self._initial_decoder(B)
         enc = self._zero_state(B)
         T = self.config.T
@@ -254,22 +163,22 @@ class DRAW(ZooModel):
         x_step = None if weights is not None and weights.x_in_e else x  # what the encoder step reads as x
         x_batch = x.shape[:-3] if mask is None else torch.broadcast_shapes(x.shape[:-3], mask.shape[:-3])
         with self.data_plate(B, num_data):
-            on = self._encoder_weights(weights, x_batch, canvas.shape[:-3], dec[0].shape[:-1], enc[0].shape[:-1])
+            on = encoder_weights(weights, x_batch, canvas.shape[:-3], dec[0].shape[:-1], enc[0].shape[:-1])
             *enc, mu, sigma, read, inputs = self.step_fn("encode_step")(x_step, canvas, dec[0], *enc, mask, *on)
-            self._keep(weights, encoder=inputs, posterior=enc[0])
+            keep(weights, encoder=inputs, posterior=enc[0])
             for t in pyro.markov(range(T)):
                 self._record(reads=read)
                 z = pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
-                by = self._decoder_weights(weights, z.shape[:-1], dec[0].shape[:-1], dec[1].shape[:-1])
+                by = decoder_weights(weights, z.shape[:-1], dec[0].shape[:-1], dec[1].shape[:-1])
                 if t + 1 < T:  # decode z_t and encode for z_{t+1}: one step function
-                    on = self._encoder_weights(weights, x_batch, canvas.shape[:-3], z.shape[:-1],
-                                               dec[0].shape[:-1], enc[0].shape[:-1], enc[1].shape[:-1])
+                    on = encoder_weights(weights, x_batch, canvas.shape[:-3], z.shape[:-1],
+                                         dec[0].shape[:-1], enc[0].shape[:-1], enc[1].shape[:-1])
                     h_dec, cell_dec, canvas, write, dec_inputs, *enc, mu, sigma, read, inputs = decode_encode(
                         z, *dec, canvas, x_step, *enc, mask, *by, *on)
-                    self._keep(weights, encoder=inputs, posterior=enc[0])
+                    keep(weights, encoder=inputs, posterior=enc[0])
                 else:
                     h_dec, cell_dec, canvas, write, dec_inputs = decode(z, *dec, canvas, *by)
-                self._keep(weights, decoder=dec_inputs)
+                keep(weights, decoder=dec_inputs)
                 dec = (h_dec, cell_dec)
                 self._record(canvas, writes=write)
                 if guide_pass is not None:
@@ -398,33 +307,6 @@ class DRAW(ZooModel):
         return PassWeights(encoder, StepLinear([self.posterior.weight], self.posterior.bias, True),
                            StepLinear([dec.weight_ih, dec.weight_hh], dec.bias_ih + dec.bias_hh, True), x_in_e)
 
-    @staticmethod
-    def _encoder_weights(weights: PassWeights | None, *batch_shapes) -> tuple:
-        """``(W_enc, e_enc, W_post, e_post)`` for the next `encode_step`, whose inputs have these
-        batch shapes (those its decoder part has first, in `decode_encode_step`)."""
-        if weights is None:
-            return None, None, None, None
-        batch = _broadcast(batch_shapes)
-        post = (None, None) if weights.posterior is None else weights.posterior.step(batch)
-        return (*weights.encoder.step(batch), *post)
-
-    @staticmethod
-    def _decoder_weights(weights: PassWeights | None, *batch_shapes) -> tuple:
-        """``(W_dec, e_dec)`` for the next `decode_step`, whose inputs have these batch shapes."""
-        if weights is None or weights.decoder is None:
-            return None, None
-        return weights.decoder.step(_broadcast(batch_shapes))
-
-    @staticmethod
-    def _keep(weights: PassWeights | None, encoder=None, posterior=None, decoder=None) -> None:
-        """Hand each `StepLinear` of the pass the inputs of the step that just ran."""
-        if weights is None:
-            return
-        for linear, inputs in ((weights.encoder, encoder), (weights.posterior, posterior),
-                               (weights.decoder, decoder)):
-            if linear is not None and inputs is not None:
-                linear.keep(inputs)
-
     def _record(self, canvas: Tensor | None = None, reads: Glimpse | None = None, writes: Glimpse | None = None):
         """Keep what a step drew, while `_recording`."""
         if self._trajectory is not None:
@@ -444,7 +326,7 @@ class DRAW(ZooModel):
             met = guide_pass.follow(z)
             if met and not guide_pass.complete:
                 return dec, canvas
-            if met and guide_pass.valid(self):
+            if met and guide_pass.valid(self._decoder_parameters(), self.device, self._plain_decoder()):
                 return guide_pass.final
             for z_s in guide_pass.leave(met):
                 dec, canvas = self._decode(z_s, dec, canvas)

@@ -12,7 +12,8 @@ from pyro import poutine
 from torch import Tensor, nn
 
 from ..config import check_fields, check_image_shape, check_positive, param
-from .base import GaussianPosterior, ZooModel, pixel_likelihood, standard_normal
+from .base import ZooModel, pixel_likelihood, standard_normal
+from .layers import GaussianPosterior
 
 
 @dataclass(frozen=True)
