@@ -1,0 +1,85 @@
+"""``drawzoo eval``: score a trained model (`drawzoo.evaluate`): negative ELBO and importance-sampled
+NLL in nats per image, with --mask the conditional NLL of the missing pixels, with --per-step the
+KL of each step's latent site and its plot."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from .. import distributed, masks
+from ..batching import random_subset
+from .console import say
+from .options import MASK_HELP, data_options, data_path
+from .trained import checked, checkpoint_command, eval_data, from_checkpoint
+
+
+def cmd_eval(args) -> int:
+    from ..evaluation import evaluate
+
+    per_step = args.per_step or args.plot is not None
+    plot = (args.plot or "kl_per_step.png") if per_step else None
+    device = checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json, "--plot": plot},
+                     inputs={"--data": data_path(args.data)})
+    if args.mask is not None:
+        masks.check_name(args.mask)
+    distributed.join(device)  # under torchrun, each process scores a share of the images
+    model = from_checkpoint(args, device, seed=False)
+    name, split, data = eval_data(args, model)
+    data = random_subset(data, args.limit, seed=args.seed)
+    result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
+                      progress=not args.quiet, compile=args.compile or None, per_step=per_step, mask=args.mask)
+    result.update(checkpoint=str(args.checkpoint), data=name, split=split)
+    where = f"{args.checkpoint} on {name}/{split} ({result['num_images']} images)"
+    conditional = ""
+    if args.mask is not None:
+        result["mask"] = args.mask
+        conditional = (f"; conditional NLL of the missing pixels (mask {args.mask}, {result['missing_fraction']:.0%} "
+                       f"of the pixels) {result['cond_nll']:.2f} nats = NLL {result['nll']:.2f} - NLL of the observed "
+                       f"pixels {result['nll_observed']:.2f}")
+    say(f"{where}: negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
+        f"(importance sampled, K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
+    if per_step:
+        _report_per_step(result, plot, title=f"{where}, K={args.num_samples}")
+    if args.json and distributed.is_main_process():
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _report_per_step(result: dict, plot: str, title: str) -> None:
+    """Print `evaluate(..., per_step=True)`'s KL per step, one line each, and save its plot."""
+    from ..plots import save_kl_plot
+
+    kl, estimates, sites = result["kl_per_step"], result["kl_estimate"], result["latent_sites"]
+    one_way = len(set(estimates)) == 1
+    say(f"KL(q(z_t | ...) || p(z_t)) per step, nats per image ({estimates[0] if one_way else 'per step'}):")
+    width, site_width = len(str(len(kl) - 1)), max(map(len, sites))
+    for t, (site, value, total) in enumerate(zip(sites, kl, itertools.accumulate(kl))):
+        note = "" if one_way else f" ({estimates[t]})"
+        say(f"  step {t:{width}d} {site:{site_width}s} {value:8.3f}   cumulative {total:8.3f}{note}")
+    say(f"  reconstruction -log p(x | z) {result['reconstruction']:.2f}; negative ELBO (analytic KL) "
+        f"{result['reconstruction'] + sum(kl):.2f}")
+    if distributed.is_main_process():
+        save_kl_plot(kl, result["reconstruction"], plot, title=title)
+    say(f"wrote the plot of the KL per step to {plot}")
+
+
+def add_eval_command(sub) -> None:
+    p = checkpoint_command(sub, "eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
+                           "per image", cmd_eval)
+    data_options(p)
+    p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
+    p.add_argument("--mask", help=f"also the conditional NLL of the missing pixels given the others, "
+                   f"-log p(x_miss | x_obs) = NLL - NLL of the observed pixels; {MASK_HELP} [none]")
+    p.add_argument("--batch-size", type=int, help="images per vectorised pass [4096 // K]")
+    p.add_argument("--limit", type=int, help="score a seeded random subset of this many images")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--per-step", action="store_true", help="also report how much each step tells: the mean "
+                   "KL(q(z_t | ...) || p(z_t)) in nats of every latent site z_t (DRAW: one per glimpse; the VAE: "
+                   "its one z), analytic where the pair is known, else Monte Carlo, and plot it (--plot)")
+    p.add_argument("--plot", metavar="PATH", help="PNG of --per-step's KL per step and its cumulative sum against "
+                   "the negative ELBO (implies --per-step) [kl_per_step.png]")
+    p.add_argument("--compile", action="store_true", help="the fast path: compile the model's step functions "
+                   "with torch.compile (the same figures up to float rounding)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
