@@ -13,6 +13,7 @@ one entry point (``drawzoo train/eval --data``); it takes
   fashion_mnist     1 x 28 x 28  50,000 / 10,000 / 10,000         FashionMNIST/raw/*-ubyte
   cifar10           3 x 32 x 32  45,000 /  5,000 / 10,000         cifar-10-batches-py/
   svhn              3 x 32 x 32  68,257 /  5,000 / 26,032         SVHN/{train,test}_32x32.mat
+  two_digit_mnist   1 x 60 x 60  50,000 / 10,000 / 10,000         MNIST/raw/*-ubyte (composed)
   ================  ===========  ===============================  ============================
 
   binarized_mnist is the fixed binarization of Larochelle & Murray (2011), the standard NLL
@@ -55,6 +56,7 @@ from PIL import Image
 from .errors import DataError, InputError
 from .files import atomic_write
 from .images import check_images
+from .two_digit_mnist import IMAGE_SHAPE as TWO_DIGIT_MNIST_SHAPE, two_digit_mnist
 
 # Rows of each split of binarized MNIST.
 SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
@@ -637,8 +639,9 @@ def _as_images(x: np.ndarray, path: Path) -> torch.Tensor:
 
 
 DATASETS = {"binarized_mnist": binarized_mnist, "mnist": mnist, "fashion_mnist": fashion_mnist,
-            "cifar10": cifar10, "svhn": svhn}
-IMAGE_SHAPES = {"binarized_mnist": (1, 28, 28), **{name: s.image_shape for name, s in SOURCES.items()}}
+            "cifar10": cifar10, "svhn": svhn, "two_digit_mnist": two_digit_mnist}
+IMAGE_SHAPES = {"binarized_mnist": (1, 28, 28), **{name: s.image_shape for name, s in SOURCES.items()},
+                "two_digit_mnist": TWO_DIGIT_MNIST_SHAPE}
 
 
 def load(spec: str | os.PathLike, split: str = "train", root: str | os.PathLike | None = None,
