@@ -49,7 +49,8 @@ from drawzoo.recipes import Recipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 MASK = "bottom"  #: the missing pixels of the conditional NLL (`drawzoo.masks`): the bottom half
-PRESETS = sorted(p.name for p in RECIPES.iterdir() if p.is_dir())
+# a preset: a folder of recipes with a default.toml (paper_samples/, the paper's other data sets, is none)
+PRESETS = sorted(p.parent.name for p in RECIPES.glob("*/default.toml"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -631,7 +631,8 @@ def test_load_dispatches_names_folders_and_files(small, fake_mnist, tmp_path):
     write_pictures(tmp_path / "pictures", 10, (3, 6, 5))
     assert data.load(str(tmp_path / "pictures"), "all").image_shape == (3, 6, 5)
     with pytest.raises(DataError, match=r"'cifar' is neither a known data set \(binarized_mnist, mnist, fashion_mnist, "
-                       r"cifar10, svhn\) nor a folder of pictures nor a .npy/.npz file \(no such file or folder\)"):
+                       r"cifar10, svhn, two_digit_mnist\) nor a folder of pictures nor a .npy/.npz file "
+                       r"\(no such file or folder\)"):
         data.load("cifar", "train", root)
     with pytest.raises(DataError, match=r"000.png'.*\(not a .npy/.npz file\)"):
         data.load(tmp_path / "pictures" / "000.png")

@@ -13,6 +13,7 @@ one entry point (``drawzoo train/eval --data``); it takes
   fashion_mnist     1 x 28 x 28  50,000 / 10,000 / 10,000         FashionMNIST/raw/*-ubyte
   cifar10           3 x 32 x 32  45,000 /  5,000 / 10,000         cifar-10-batches-py/
   svhn              3 x 32 x 32  68,257 /  5,000 / 26,032         SVHN/{train,test}_32x32.mat
+  two_digit_mnist   1 x 60 x 60  50,000 / 10,000 / 10,000         MNIST/raw/*-ubyte (composed)
   ================  ===========  ===============================  ============================
 
   binarized_mnist is the fixed binarization of Larochelle & Murray (2011), the standard NLL
@@ -36,7 +37,7 @@ files are there (it may be read-only); parsed binarized MNIST is cached under ``
 
 The modules, one concern each: `dataset` (`ImageDataset`, `own_split`), `locations`, `amat`
 (binarized MNIST), `torchvision_sets` (the other named sets), `folders` (pictures), `arrays`
-(``.npy`` / ``.npz``). A named set is a loader ``(root, split, *, download) -> ImageDataset`` in
+(``.npy`` / ``.npz``), `two_digit` (the DRAW paper's two-digit MNIST). A named set is a loader ``(root, split, *, download) -> ImageDataset`` in
 a module of its own, registered here in `DATASETS` and `IMAGE_SHAPES`.
 """
 
@@ -54,10 +55,12 @@ from .folders import IMAGE_SUFFIXES, PICTURE_ERRORS, image_folder
 from .locations import cache_dir, data_root
 from .torchvision_sets import (MNIST_FILES, SOURCES, TORCHVISION_SPLITS, VALID_SIZES, Source, cifar10,
                                fashion_mnist, mnist, svhn)
+from . import two_digit
+from .two_digit import two_digit_mnist
 
 __all__ = [
     "load", "DATASETS", "IMAGE_SHAPES", "ImageDataset", "own_split", "image_folder", "load_array_file",
-    "binarized_mnist", "read_amat", "mnist", "fashion_mnist", "cifar10", "svhn", "Source", "SOURCES",
+    "binarized_mnist", "read_amat", "mnist", "fashion_mnist", "cifar10", "svhn", "two_digit_mnist", "Source", "SOURCES",
     "cache_dir", "data_root", "SPLIT_SIZES", "SHA256", "URL", "PIXELS", "ROW_BYTES", "VALID_SIZES",
     "TORCHVISION_SPLITS", "MNIST_FILES", "BINARIZE", "VALID_FRACTION", "OWN_SPLITS", "IMAGE_SUFFIXES",
     "PICTURE_ERRORS",
@@ -65,8 +68,9 @@ __all__ = [
 
 # The named data sets: name -> loader(root, split, *, download) and name -> image shape (C, H, W).
 DATASETS = {"binarized_mnist": binarized_mnist, "mnist": mnist, "fashion_mnist": fashion_mnist,
-            "cifar10": cifar10, "svhn": svhn}
-IMAGE_SHAPES = {"binarized_mnist": amat.IMAGE_SHAPE, **{name: s.image_shape for name, s in SOURCES.items()}}
+            "cifar10": cifar10, "svhn": svhn, "two_digit_mnist": two_digit_mnist}
+IMAGE_SHAPES = {"binarized_mnist": amat.IMAGE_SHAPE, **{name: s.image_shape for name, s in SOURCES.items()},
+                "two_digit_mnist": two_digit.IMAGE_SHAPE}
 
 
 def load(spec: str | os.PathLike, split: str = "train", root: str | os.PathLike | None = None,
