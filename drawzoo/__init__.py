@@ -4,13 +4,15 @@
 >>> drawzoo.available()
 ['draw', 'vae']
 >>> m = drawzoo.load("draw", attention=True)       # the paper's MNIST configuration
+>>> m = drawzoo.load("draw", pretrained=True)      # trained weights that ship with drawzoo
 """
 
 from importlib import metadata as _metadata
 
 from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, NoLatentSitesError,
-                     ObjectiveError, RecipeError, UnknownModelError, WriteError)
+                     ObjectiveError, PretrainedError, RecipeError, UnknownModelError, WriteError)
 from .evaluation import evaluate
+from .pretrained import list_pretrained
 from .recipes import load_recipe
 from .registry import available, load, model_class
 from .stopping import Interrupted
@@ -23,8 +25,8 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
     __version__ = "0+unknown"
 
 __all__ = [
-    "available", "load", "model_class", "train", "TrainConfig", "load_recipe", "evaluate",
+    "available", "load", "model_class", "list_pretrained", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "DivergenceError", "UnknownModelError", "ConfigError", "InputError",
-    "CheckpointError", "DataError", "ObjectiveError", "RecipeError", "WriteError", "NoLatentSitesError",
+    "CheckpointError", "DataError", "ObjectiveError", "PretrainedError", "RecipeError", "WriteError", "NoLatentSitesError",
     "Interrupted",
 ]

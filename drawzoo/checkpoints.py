@@ -32,12 +32,14 @@ FORMAT = "drawzoo-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path, model, **state) -> Path:
+def save_checkpoint(path, model, *, weights_dtype: torch.dtype | None = None, **state) -> Path:
     """Write `model` (``zoo_name``, ``config``, weights) and `state` (optimizer state, epoch, step,
     RNG states, history...: tensors and builtins) to `path`, atomically; `CheckpointError` (and the
-    file at `path` left as it was) if a weight is not finite."""
+    file at `path` left as it was) if a weight is not finite. `weights_dtype`: store the floating
+    point weights as this (pretrained files: float16), not as they are."""
     path = Path(path)
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    weights = {k: v.detach().cpu().to(weights_dtype) if weights_dtype and v.is_floating_point() else v.detach().cpu()
+               for k, v in model.state_dict().items()}
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{path}: not written, the weights are not finite ({', '.join(bad[:3])}"

@@ -24,6 +24,11 @@ class CheckpointError(DrawzooError):
     """A checkpoint that cannot be read, or that belongs to another model."""
 
 
+class PretrainedError(DrawzooError):
+    """A pretrained tag that is unknown or of another model, or whose weight file is missing or not
+    the manifest's."""
+
+
 class WriteError(DrawzooError, OSError):
     """A file that could not be written (disk full, no permission...); what was there is intact."""
 

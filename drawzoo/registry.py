@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import pretrained as pretrained_models
 from .checkpoints import check_matches, config_mismatches, load_weights, read_checkpoint
 from .config import as_dict, build_config
-from .errors import CheckpointError, ConfigError, DrawzooError, UnknownModelError
+from .errors import CheckpointError, ConfigError, DrawzooError, PretrainedError, UnknownModelError
 
 if TYPE_CHECKING:
     from .models.base import ZooModel
@@ -60,8 +61,8 @@ def model_class(name: str) -> type:
     return cls
 
 
-def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None, seed: int | None = None,
-         **config) -> ZooModel:
+def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None, pretrained: str | bool | None = None,
+         seed: int | None = None, **config) -> ZooModel:
     """Build the registered model `name`, its config being the defaults updated by `config`.
 
     `seed`: draw the initial weights from torch's RNG seeded with it (in a fork: the global RNG
@@ -73,9 +74,22 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
     The stored weights are checked against a model built on the ``meta`` device (names, shapes),
     so a checkpoint whose config and weights disagree is refused before it takes any memory.
 
+    With `pretrained` (a tag of `drawzoo.list_pretrained()`, ``MODEL.NAME`` or just ``NAME``, or
+    True: the model's default tag), load the weights that tag names, its file checked against the
+    manifest (`drawzoo.pretrained`); `config` must then agree with the tag's, as with a checkpoint.
+
     >>> m = load("draw", attention=False, T=10, seed=7)
     >>> m = load("draw", checkpoint="runs/draw.pt")
+    >>> m = load("draw", pretrained=True)
     """
+    if pretrained is not None and pretrained is not False:
+        if checkpoint is not None:
+            raise ConfigError("load() takes a checkpoint or a pretrained tag, not both")
+        entry = pretrained_models.choose(name, pretrained, config)
+        try:
+            return load(entry.model, checkpoint=pretrained_models.weights_file(entry), seed=seed, **config)
+        except CheckpointError as e:  # the file is the manifest's: the config given contradicts the tag's
+            raise PretrainedError(f"pretrained {entry.tag}: {e}") from None
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if checkpoint is None:
