@@ -103,8 +103,19 @@ def info(tag: str) -> Pretrained:
     return entries[tag]
 
 
-def is_tag(spec: str) -> bool:
-    return str(spec) in manifest()
+def source(spec) -> dict:
+    """`drawzoo.load`'s keywords for what a command line names as CHECKPOINT: ``{"checkpoint": spec}``
+    for a file, ``{"pretrained": spec}`` for a tag; an error if it is neither, or both."""
+    spec, tags = str(spec), manifest()
+    exists = os.path.lexists(spec)
+    if spec in tags and exists:
+        raise PretrainedError(f"{spec!r} is both a file here and a pretrained tag: write ./{spec} for the file")
+    if spec in tags:
+        return {"pretrained": spec}
+    if not exists:
+        raise PretrainedError(f"{spec}: no such checkpoint file, nor a pretrained tag "
+                              f"({', '.join(tags) or 'none installed'}; `drawzoo pretrained` lists them)")
+    return {"checkpoint": spec}
 
 
 def choose(name: str | None, pretrained: str | bool, config: dict) -> Pretrained:

@@ -189,3 +189,62 @@ def test_a_failed_download_says_where_an_offline_machine_puts_the_file(tiny, tmp
 def test_the_manifest_sha256_is_of_the_whole_file(tiny):
     model, entry = tiny
     assert entry.sha256 == hashlib.sha256((pretrained.WEIGHTS / entry.file).read_bytes()).hexdigest()
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def cli(capsys, *argv):
+    from drawzoo.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_drawzoo_pretrained_lists_each_tag_with_its_figures_and_recipe(tiny, capsys):
+    code, out, _ = cli(capsys, "pretrained")
+    assert code == 0
+    assert out.splitlines() == [
+        "vae.tiny (default)", "    binarized_mnist: test -ELBO 500.00 nats (10 images)",
+        "    vae(image_shape=[1, 28, 28], hidden_dim=8, latent_dim=2)", "    trained by: drawzoo train --recipe r.toml"]
+    assert cli(capsys, "pretrained", "draw")[:2] == (0, "")
+
+
+def test_the_commands_on_a_trained_model_take_a_tag(tiny, capsys, tmp_path, monkeypatch, offline):
+    images = (torch.rand(20, 1, 28, 28) < 0.3).float().numpy()
+    npz = tmp_path / "x.npz"
+    import numpy as np
+
+    np.savez(npz, images=images)
+    code, out, err = cli(capsys, "sample", "vae.tiny", "--n", 4, "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").is_file(), err
+    code, out, err = cli(capsys, "eval", "vae.tiny", "--data", npz, "-k", 3, "--quiet")
+    assert code == 0 and "vae.tiny on" in out and "negative ELBO" in out, err
+    code, out, err = cli(capsys, "inpaint", "vae.tiny", "--data", npz, "--n", 2, "-k", 3, "--out", tmp_path / "i.png")
+    assert code == 0 and (tmp_path / "i.png").is_file(), err
+
+
+def test_a_tag_without_data_reads_its_own_data_set(tiny, capsys, tmp_path):
+    code, _, err = cli(capsys, "eval", "vae.tiny", "--data-root", tmp_path / "empty", "-k", 2)
+    assert code == 2 and "binarized_mnist_test.amat" in err  # the tag's data set, looked for where asked
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("vae.nope", "vae.nope: no such checkpoint file, nor a pretrained tag (vae.tiny; `drawzoo pretrained` lists them)"),
+    ("vae.tiny", "'vae.tiny' is both a file here and a pretrained tag: write ./vae.tiny for the file"),
+])
+def test_bad_tags_on_the_command_line_are_one_line_errors(tiny, capsys, tmp_path, monkeypatch, spec, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vae.tiny").write_bytes(b"")
+    code, out, err = cli(capsys, "sample", spec, "--out", tmp_path / "s.png")
+    assert code == 2 and err == f"drawzoo: error: {message}\n"
+
+
+def test_a_corrupted_weight_file_on_the_command_line_is_a_one_line_error(tiny, capsys, tmp_path):
+    model, entry = tiny
+    file = pretrained.WEIGHTS / entry.file
+    file.write_bytes(file.read_bytes()[:-10])
+    code, _, err = cli(capsys, "sample", "vae.tiny", "--out", tmp_path / "s.png")
+    assert code == 2 and err.startswith("drawzoo: error: pretrained vae.tiny: ") and err.count("\n") == 1
+    assert "vae.tiny.pt has" in err and "truncated" in err

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import distributed
+from .. import distributed, pretrained
 from ..config import as_dict
 from ..errors import DrawzooError
 from ..registry import available, model_class
@@ -26,7 +26,7 @@ from .pictures import add_animate_command, add_inpaint_command, add_sample_comma
 from .train import EXIT_TIME_LIMIT, add_train_command, cmd_train, model_to_train
 
 __all__ = ["main", "build_parser", "console_logging", "add_config_options", "given", "DATA_HELP", "DEFAULT_DATA",
-           "EXIT_TIME_LIMIT", "cmd_list", "cmd_train", "cmd_sample", "cmd_animate", "cmd_eval", "cmd_inpaint"]
+           "EXIT_TIME_LIMIT", "cmd_list", "cmd_pretrained", "cmd_train", "cmd_sample", "cmd_animate", "cmd_eval", "cmd_inpaint"]
 
 
 def cmd_list(args) -> int:
@@ -37,6 +37,18 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_pretrained(args) -> int:
+    tags = pretrained.manifest()
+    for tag, e in tags.items():
+        if args.model is None or e.model == args.model:
+            default = " (default)" if e.default else ""
+            config = ", ".join(f"{k}={v}" for k, v in e.config.items())
+            print(f"{tag}{default}\n    {e.describe()}\n    {e.model}({config})\n    trained by: {e.command}")
+    if not tags:
+        print("no pretrained models installed")
+    return 0
+
+
 def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     """The ``drawzoo`` parser; with `train_model`, ``train`` also takes that model's config options."""
     parser = argparse.ArgumentParser(prog="drawzoo", description="DRAW and other generative image models, "
@@ -44,6 +56,11 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", help="list the registered models and their default configs")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser("pretrained", help="list the pretrained models: tag, data set, test figures, the recipe "
+                       "that trains them", description="List the pretrained tags that CHECKPOINT of sample, "
+                       "animate, eval and inpaint accepts (and drawzoo.load(pretrained=TAG)).")
+    p.add_argument("model", metavar="MODEL", nargs="?", choices=available(), help="only this model's tags")
+    p.set_defaults(func=cmd_pretrained)
     add_train_command(sub, train_model)
     add_sample_command(sub)
     add_animate_command(sub)
