@@ -123,3 +123,45 @@ def save_kl_plot(kl_per_step: list[float], reconstruction: float, path: str | Pa
                  title: str | None = None) -> None:
     """Save `kl_plot` as a PNG."""
     kl_plot(kl_per_step, reconstruction, title=title).save(path, format="PNG")
+
+
+CURVE_COLOURS = (BLUE, RED, (44, 160, 44), (148, 103, 189), (255, 127, 14))
+
+
+def curve_plot(curves: dict[str, list[tuple[float, float]]], *, references: dict[str, float] | None = None,
+               title: str = "", ylabel: str = "validation -ELBO, nats per image") -> Image.Image:
+    """A picture (RGB, 900 x 480 pixels) of learning curves: each of `curves` (label -> points
+    ``(epoch, value)``) as a line with dots, each of `references` (label -> value) as a dashed
+    horizontal line, epochs on the x axis; the y axis spans every point and reference."""
+    points = [p for curve in curves.values() for p in curve]
+    values = [v for _, v in points] + list((references or {}).values())
+    if not points or not all(math.isfinite(v) for p in points for v in p) or not all(map(math.isfinite, values)):
+        raise InputError(f"curve_plot needs finite points, got {curves} and references {references}")
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+    image = Image.new("RGB", (900, 480), "white")
+    draw = ImageDraw.Draw(image)
+    last = max(e for e, _ in points)
+    every = _nice_step(max(last, 1), ticks=8)
+    ticks = [round(k * every) for k in range(int(last // every) + 1)]
+    lo, hi = min(values), max(values)
+    axes = _Axes(image, (90, 40, 870, 380), (0, max(last, 1)), lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo),
+                 title=title, xlabel="epoch", ylabel=ylabel, x_ticks=ticks, font=font, small=small)
+    legend = []
+    for k, (label, value) in enumerate((references or {}).items()):
+        colour, y = GREY if k == 0 else CURVE_COLOURS[-1 - k % 3], axes.y(value)
+        for x in range(90, 870, 12):
+            draw.line([(x, y), (min(x + 6, 870), y)], fill=colour, width=2)
+        legend.append((colour, f"{label} ({value:g})"))
+    for colour, (label, curve) in zip(itertools.cycle(CURVE_COLOURS), curves.items()):
+        xy = [(axes.x(e), axes.y(v)) for e, v in curve]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=3)
+        for x, y in xy if len(xy) <= 60 else ():
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        legend.append((colour, f"{label} (last {curve[-1][1]:.2f})"))
+    for row, (colour, text) in enumerate(legend):
+        y = 425 + 18 * (row // 2)
+        x = 90 + 420 * (row % 2)
+        draw.line([(x, y), (x + 25, y)], fill=colour, width=4)
+        draw.text((x + 32, y), text, fill=INK, font=small, anchor="lm")
+    return image
