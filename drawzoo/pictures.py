@@ -25,10 +25,10 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 from .attention import Glimpse
 from .errors import InputError
 from .masks import check_mask
+from .plots import RED, kl_plot, save_kl_plot  # noqa: F401  (RED: the write windows; the plots importable from here)
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
-RED = (255, 0, 0)  #: colour of the write attention windows
 GREEN = (0, 230, 0)  #: colour of the read attention windows
 MISSING = (0.25, 0.45, 0.85)  #: colour of the unobserved pixels in `save_inpainting`'s rows of observed images
 
@@ -314,12 +314,3 @@ def animate_reconstruction(
             _draw_windows(frame, per_step[t - 1], cells[offset::2], scale, H, W, colour)
         frames.append(frame)
     return _save_gif(frames, path, duration_ms, final_pause_ms, loop)
-
-
-def __getattr__(name: str):
-    """`kl_plot` and `save_kl_plot`, which live in `drawzoo.plots` (it draws in this module's `RED`)."""
-    if name in ("kl_plot", "save_kl_plot"):
-        from . import plots
-
-        return getattr(plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

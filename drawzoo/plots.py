@@ -13,9 +13,9 @@ from os import PathLike
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
-from .pictures import RED
 
-BLUE, GREY, INK = (31, 119, 180), (150, 150, 150), (30, 30, 30)  #: colours of the plot
+RED = (255, 0, 0)  #: the negative ELBO in the plots, and the write attention windows in `drawzoo.pictures`
+BLUE, GREY, INK = (31, 119, 180), (150, 150, 150), (30, 30, 30)  #: the plots' other colours
 
 
 def _nice_step(top: float, ticks: int = 5) -> float:

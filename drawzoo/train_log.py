@@ -84,7 +84,7 @@ class Report:
 
     def _kl_per_step(self, scores: dict, epoch: float, step: int) -> None:
         """The validation KL per step to TensorBoard: one scalar per step, and the plot."""
-        from .pictures import kl_plot
+        from .plots import kl_plot
 
         for t, kl in enumerate(scores["kl_per_step"]):
             self.writer.add_scalar(f"kl_per_step/t_{t:02d}", kl, step)

@@ -111,7 +111,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch; with `valid_data`,
     also how much each step tells on it (`evaluate(..., per_step=True)`, from the validation passes):
     ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of them all under Custom
-    Scalars) and the picture ``kl_per_step`` (`drawzoo.pictures.kl_plot`) of the epoch's curve.
+    Scalars) and the picture ``kl_per_step`` (`drawzoo.plots.kl_plot`) of the epoch's curve.
     Each epoch's figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
     (the history entry) after it is validated. `progress`: show progress bars.
 
