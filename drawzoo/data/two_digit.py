@@ -10,8 +10,8 @@ Digits"), built from the local MNIST files that `drawzoo.data.mnist` reads, dete
   ``order[i]`` with ``order[i - 1]``, so each digit appears in exactly two images, and the two
   digits of an image differ (when the split holds at least two);
 - each digit's 28 x 28 box at a uniformly drawn top-left corner (row and column in 0..32), wholly
-  inside the frame; where the two overlap their grey levels add, clipped to 255 (the paper: "the
-  pixel intensities were added together at each point and clipped to be no greater than one");
+  inside the frame; where the two overlap their grey levels add, clipped to 255 (the paper says
+  only that two digits are placed at random in a 60 x 60 image: the rule for overlaps is ours);
 - stored as uint8 ``[N, 1, 60, 60]`` (180 MB for train; float32 would be 720 MB) and binarized as
   `mnist` is: "dynamic" by default (a fresh Bernoulli sample of the grey levels at each access),
   "threshold" or None (grey levels).
