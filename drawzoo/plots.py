@@ -1,7 +1,8 @@
-"""A plot of how much each step tells: the KL of each step's latent site and its cumulative sum
-against the negative ELBO, in nats per image (`kl_plot`, `save_kl_plot`), from
-`drawzoo.evaluate(..., per_step=True)`'s figures; `drawzoo eval --per-step` and training's
-``kl_per_step`` summary draw it. Drawn with Pillow; coordinates are in pixels.
+"""Plots drawn with Pillow (coordinates in pixels): how much each step tells, the KL of each step's
+latent site and its cumulative sum against the negative ELBO, in nats per image (`kl_plot`,
+`save_kl_plot`, from `drawzoo.evaluate(..., per_step=True)`'s figures: `drawzoo eval --per-step` and
+training's ``kl_per_step`` summary draw it); and learning curves against published figures
+(`curve_plot`: benchmarks/paper_curve.py).
 """
 
 from __future__ import annotations
