@@ -16,9 +16,10 @@ logger: the ``drawzoo`` command shows them; in your own program, e.g.
 ``logging.basicConfig(level=logging.INFO)``.
 
 This module is the story: `train` and the step loop (`_Run`). Its other concerns each have a
-module: where the run stands and its checkpoint (`drawzoo.train_state`), validation and the best
-weights (`drawzoo.validation`), divergence (`drawzoo.divergence`), the time limit and signals
-(`drawzoo.stopping`), messages and TensorBoard summaries (`drawzoo.train_log`).
+module: the loss a step takes (`drawzoo.loss`), where the run stands and its checkpoint
+(`drawzoo.train_state`), validation and the best weights (`drawzoo.validation`), divergence
+(`drawzoo.divergence`), the time limit and signals (`drawzoo.stopping`), messages and TensorBoard
+summaries (`drawzoo.train_log`).
 """
 
 from __future__ import annotations
