@@ -63,9 +63,8 @@ class DrawzooHelp(Directive):
 
 
 def _type_name(hint) -> str:
-    if isinstance(hint, str):
-        return hint
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    """``int``, ``tuple[int, int, int]``, ``str | None``: the annotation as it is written."""
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def config_rows(config_cls) -> list[tuple[str, str, str, str]]:
