@@ -6,6 +6,7 @@
 - Every relative link and picture of README.md, CHANGELOG.md, benchmarks/README.md and
   docs/**/*.md names a file that exists, and its ``#anchor`` a heading of that file as GitHub
   makes anchors (a page that includes a whole file has that file's headings too).
+- The API reference documents every name of ``drawzoo.__all__`` and ``drawzoo.models.__all__``.
 - README's benchmark table is benchmarks/README.md's latest quick-preset table, row for row.
 """
 
@@ -18,6 +19,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+import drawzoo
+import drawzoo.models
 
 from tests.test_readme import DOCS, FENCE, PAGES, README, ROOT, headings
 
@@ -103,7 +107,10 @@ def test_the_docs_build_strictly(tmp_path):
     cli = (tmp_path / "html" / "cli.html").read_text()
     assert "usage: drawzoo train" in cli and "--read-size" in cli  # the generated reference, DRAW's options too
     api = (tmp_path / "html" / "api" / "drawzoo.html").read_text()
-    assert 'id="drawzoo.load"' in api and 'id="drawzoo.TrainConfig"' in api
+    models = (tmp_path / "html" / "api" / "models.html").read_text()
+    missing = [f"drawzoo.{name}" for name in drawzoo.__all__ if f'id="drawzoo.{name}"' not in api]
+    missing += [f"drawzoo.models.{name}" for name in drawzoo.models.__all__ if f'id="drawzoo.models.{name}"' not in models]
+    assert not missing, f"public names the API reference does not document: {missing}"
 
 
 def test_the_docs_dependencies_are_an_extra_that_test_pulls_in():
