@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 #: Bound on the log-scale attention parameters (log sigma^2, log delta~, log gamma) before ``exp``:
-#: keeps them finite for any decoder state (|h_dec| up to 1e4 and beyond); values inside
+#: keeps them finite for any decoder state (``|h_dec|`` up to 1e4 and beyond); values inside
 #: (-10, 10), a factor of 22026 either way, pass unchanged.
 LOG_BOUND = 10.0
 

@@ -8,12 +8,12 @@ one entry point (``drawzoo train/eval --data``); it takes
   ================  ===========  ===============================  ============================
   name              image shape  train / valid / test images      files under the data folder
   ================  ===========  ===============================  ============================
-  binarized_mnist   1 x 28 x 28  50,000 / 10,000 / 10,000         binarized_mnist/*.amat[.gz]
-  mnist             1 x 28 x 28  50,000 / 10,000 / 10,000         MNIST/raw/*-ubyte
-  fashion_mnist     1 x 28 x 28  50,000 / 10,000 / 10,000         FashionMNIST/raw/*-ubyte
-  cifar10           3 x 32 x 32  45,000 /  5,000 / 10,000         cifar-10-batches-py/
-  svhn              3 x 32 x 32  68,257 /  5,000 / 26,032         SVHN/{train,test}_32x32.mat
-  two_digit_mnist   1 x 60 x 60  50,000 / 10,000 / 10,000         MNIST/raw/*-ubyte (composed)
+  binarized_mnist   1 x 28 x 28  50,000 / 10,000 / 10,000         ``binarized_mnist/*.amat[.gz]``
+  mnist             1 x 28 x 28  50,000 / 10,000 / 10,000         ``MNIST/raw/*-ubyte``
+  fashion_mnist     1 x 28 x 28  50,000 / 10,000 / 10,000         ``FashionMNIST/raw/*-ubyte``
+  cifar10           3 x 32 x 32  45,000 /  5,000 / 10,000         ``cifar-10-batches-py/``
+  svhn              3 x 32 x 32  68,257 /  5,000 / 26,032         ``SVHN/{train,test}_32x32.mat``
+  two_digit_mnist   1 x 60 x 60  50,000 / 10,000 / 10,000         ``MNIST/raw/*-ubyte`` (composed)
   ================  ===========  ===============================  ============================
 
   binarized_mnist is the fixed binarization of Larochelle & Murray (2011), the standard NLL

@@ -1,0 +1,121 @@
+"""The documentation site builds strictly, and every link of README.md and the docs resolves.
+
+- `sphinx-build -W --keep-going -n` (warnings are errors, nitpicky: every reference must resolve,
+  every documented name must import): a rename that breaks a page or a docstring fails here. Skipped
+  only where Sphinx is not installed (``pip install -e ".[docs]"``; ``.[test]`` includes it).
+- Every relative link and picture of README.md, CHANGELOG.md, benchmarks/README.md and
+  docs/**/*.md names a file that exists, and its ``#anchor`` a heading of that file as GitHub
+  makes anchors (a page that includes a whole file has that file's headings too).
+- The API reference documents every name of ``drawzoo.__all__`` and ``drawzoo.models.__all__``.
+- README's benchmark table is benchmarks/README.md's latest quick-preset table, row for row.
+"""
+
+import re
+import resource
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import drawzoo
+import drawzoo.models
+
+from tests.test_readme import DOCS, FENCE, PAGES, README, ROOT, headings
+
+MARKDOWN = [*PAGES, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md"]
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
+INCLUDE = re.compile(r"^```\{include\} (\S+)\n((?::[^\n]*\n)*)", re.MULTILINE)
+BUILD_CPU_SECONDS = 120  # the build's CPU time (not wall time: the machine may be shared)
+
+
+def github_anchor(title: str, seen: dict) -> str:
+    """The anchor GitHub (and myst_heading_anchors) gives a heading: lower case, punctuation
+    dropped, spaces to hyphens; a repeated one gets -1, -2, ..."""
+    slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+    n = seen.get(slug, 0)
+    seen[slug] = n + 1
+    return slug if n == 0 else f"{slug}-{n}"
+
+
+def anchors(path: Path) -> set[str]:
+    text, seen = path.read_text(), {}
+    found = {github_anchor(title, seen) for _, _, title in headings(text)}
+    for m in INCLUDE.finditer(text):  # a whole file included: its headings are this page's too
+        if ":start-after:" not in m[2] and ":end-before:" not in m[2]:
+            found |= anchors((path.parent / m[1]).resolve())
+    return found
+
+
+def prose(text: str) -> str:
+    """`text` without fenced blocks and inline code."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", text))
+
+
+def relative_links(path: Path) -> list[str]:
+    return [t for m in LINK.finditer(prose(path.read_text())) for t in m.groups() if t and
+            not re.match(r"[a-z][a-z0-9+.-]*:", t)]  # http:, https:, mailto: ... are not checked offline
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    broken = []
+    for link in relative_links(page):
+        target, _, anchor = link.partition("#")
+        path = page if not target else (page.parent / target).resolve()
+        if not path.exists():
+            broken.append(f"{link}: no file {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+        elif anchor and (path.suffix != ".md" or anchor not in anchors(path)):
+            broken.append(f"{link}: no heading #{anchor} in {path.relative_to(ROOT)}")
+    assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def test_readme_links_into_the_docs_and_stays_short():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    linked = {(README.parent / link.partition("#")[0]).resolve() for link in relative_links(README)}
+    for page in ("docs/index.md", "docs/getting-started.md", "docs/cli.md", "docs/adding-a-model.md",
+                 "docs/reliability.md", "benchmarks/README.md", "CHANGELOG.md"):
+        assert ROOT / page in linked, page
+
+
+def test_the_readme_table_is_the_latest_benchmark_table():
+    bench = (ROOT / "benchmarks" / "README.md").read_text()
+    table = bench.split("<!-- quick-table: README.md shows this table too -->\n", 1)[1].split("<!-- /quick-table -->")[0]
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    readme = README.read_text().split("## Benchmark: binarized MNIST", 1)[1].split("\n## ", 1)[0]
+    assert [line for line in readme.splitlines() if line.startswith("|")] == rows
+
+
+def test_the_docs_build_strictly(tmp_path):
+    pytest.importorskip("sphinx")
+    pytest.importorskip("myst_parser")
+    pytest.importorskip("furo")
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-E", "-b", "html",
+                           "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
+                          capture_output=True, text=True, cwd=ROOT)
+    after, seconds = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert done.returncode == 0, done.stderr[-8000:] or done.stdout[-8000:]
+    print(f"docs built in {seconds:.1f} s ({cpu:.1f} s of CPU)")
+    assert cpu < BUILD_CPU_SECONDS
+    for page in ("index", "getting-started", "cli", "draw", "vae", "api/drawzoo", "api/models", "benchmarks"):
+        assert (tmp_path / "html" / f"{page}.html").is_file(), page
+    cli = (tmp_path / "html" / "cli.html").read_text()
+    assert "usage: drawzoo train" in cli and "--read-size" in cli  # the generated reference, DRAW's options too
+    api = (tmp_path / "html" / "api" / "drawzoo.html").read_text()
+    models = (tmp_path / "html" / "api" / "models.html").read_text()
+    missing = [f"drawzoo.{name}" for name in drawzoo.__all__ if f'id="drawzoo.{name}"' not in api]
+    missing += [f"drawzoo.models.{name}" for name in drawzoo.models.__all__ if f'id="drawzoo.models.{name}"' not in models]
+    assert not missing, f"public names the API reference does not document: {missing}"
+
+
+def test_the_docs_dependencies_are_an_extra_that_test_pulls_in():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert {re.split(r"[<>=~ \[]", r)[0] for r in extras["docs"]} == {"sphinx", "myst-parser", "furo"}
+    assert not any(r.startswith(("sphinx", "myst", "furo")) for r in project["dependencies"])
+    assert "drawzoo[docs]" in extras["test"]  # CI installs .[test]: the build test runs there
