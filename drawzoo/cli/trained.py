@@ -5,7 +5,6 @@ the model, from a file or a pretrained tag (`from_checkpoint`) and the images th
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
@@ -55,8 +54,8 @@ def eval_data(args, model):
     """The data set (--data, else a pretrained tag's own, else binarized MNIST), the split (--split,
     else test of a named set, valid of a folder or file) and the images that a command on
     CHECKPOINT reads, at the model's image shape."""
-    tag = pretrained.manifest().get(str(args.checkpoint))
-    name = args.data or (tag.data if tag is not None and not os.path.lexists(args.checkpoint) else DEFAULT_DATA)
+    tag = pretrained.source(args.checkpoint).get("pretrained")  # the one place that tells a file from a tag
+    name = args.data or (pretrained.info(tag).data if tag is not None else DEFAULT_DATA)
     split = args.split or ("test" if name in datasets.DATASETS else "valid")
     return name, split, datasets.load(name, split, args.data_root, model.image_shape)
 
