@@ -21,15 +21,10 @@ from drawzoo.models import VAE
 from drawzoo.pictures import MISSING, PADDING, save_inpainting
 from tests.conftest import binary_images
 from tests.test_readme import run_snippets
+from tests.zoo_models import tiny_models
 
 SHAPE = (1, 6, 7)
-MODELS = {
-    "draw": lambda: drawzoo.load("draw", image_shape=SHAPE, T=2, hidden_dim=16, latent_dim=4, read_size=2,
-                                 write_size=3),
-    "draw-no-attention": lambda: drawzoo.load("draw", image_shape=SHAPE, T=2, hidden_dim=16, latent_dim=4,
-                                              attention=False),
-    "vae": lambda: drawzoo.load("vae", image_shape=SHAPE, hidden_dim=16, latent_dim=4),
-}
+MODELS = tiny_models(SHAPE)
 
 
 def random_mask(n, shape=SHAPE, seed=1):

@@ -16,13 +16,10 @@ from pyro.poutine.util import site_is_subsample
 import drawzoo
 from drawzoo.errors import InputError
 from tests.conftest import binary_images
+from tests.zoo_models import TINY_DRAW, tiny_models
 
-TINY = dict(T=3, hidden_dim=16, latent_dim=4, read_size=3, write_size=3)
-MODELS = {
-    "draw": lambda: drawzoo.load("draw", **TINY),
-    "draw-no-attention": lambda: drawzoo.load("draw", **TINY, attention=False),
-    "vae": lambda: drawzoo.load("vae", hidden_dim=32, latent_dim=4),
-}
+TINY = TINY_DRAW
+MODELS = tiny_models()
 
 
 def _latents(trace):

@@ -3,11 +3,20 @@ import pytest
 import drawzoo
 from drawzoo.models import DRAW, VAE
 from tests.conftest import fake_distribution
+from tests.zoo_models import tiny_models
 
 
 def test_available_lists_the_zoo_sorted():
     names = drawzoo.available()
     assert names == sorted(names) and {"draw", "vae"} <= set(names)
+
+
+def test_every_registered_model_is_in_the_tests_every_zoo_model_passes():
+    """tests/zoo_models.py lists a tiny instance of each installed zoo model, for test_pyro_native.py,
+    test_masks.py and the rest; a model registered without one would skip them unnoticed."""
+    cases = {name: make() for name, make in tiny_models().items()}
+    assert {m.zoo_name for m in cases.values()} == set(drawzoo.available())
+    assert {m.zoo_name for m in map(lambda make: make(), tiny_models((1, 6, 7)).values())} == set(drawzoo.available())
 
 
 def test_load_builds_registered_models():

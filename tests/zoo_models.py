@@ -1,0 +1,22 @@
+"""Tiny instances of every zoo model: the tests every zoo model must pass (test_pyro_native.py,
+test_masks.py, ...) parametrize over `tiny_models`. A new zoo model adds its entries here;
+test_registry.py fails while a registered model has none."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import drawzoo
+
+TINY_DRAW = dict(T=3, hidden_dim=16, latent_dim=4, read_size=3, write_size=3)
+
+
+def tiny_models(image_shape=(1, 28, 28)) -> dict[str, Callable[[], drawzoo.models.ZooModel]]:
+    """``{case: factory}`` of small models of every registered kind, for images of `image_shape`."""
+    s = tuple(image_shape)
+    small_draw = dict(TINY_DRAW, read_size=min(3, s[1], s[2]), write_size=min(3, s[1], s[2]))
+    return {
+        "draw": lambda: drawzoo.load("draw", image_shape=s, **small_draw),
+        "draw-no-attention": lambda: drawzoo.load("draw", image_shape=s, **small_draw, attention=False),
+        "vae": lambda: drawzoo.load("vae", image_shape=s, hidden_dim=32, latent_dim=4),
+    }
