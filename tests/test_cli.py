@@ -10,7 +10,7 @@ from PIL import Image
 from pyro.infer import TraceGraph_ELBO
 
 import drawzoo
-from drawzoo.checkpoints import read_checkpoint
+from drawzoo.checkpoints import digest, read_checkpoint
 from drawzoo.cli import main
 from drawzoo.objectives import describe, make_elbo
 from tests.conftest import binary_images
@@ -81,6 +81,43 @@ def test_train_resume_sample_animate_eval(capsys, npz, tmp_path):
     assert code == 0 and "negative ELBO" in out and "K=5" in out
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["num_images"] == 10 and result["nll"] <= result["neg_elbo"]
+
+
+def test_a_resumed_run_writes_its_best_weights_where_the_first_run_did(capsys, npz, tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    code, _, err = run(capsys, "train", "draw", *TINY, "--data", npz, "--epochs", 1, "--batch-size", 8,
+                       "--checkpoint", "runs/draw.pt", "--quiet")
+    assert code == 0, err
+    best = tmp_path / "a" / "runs" / "draw.best.pt"
+    assert best.exists() and read_checkpoint("runs/draw.pt")["train_config"]["best"] == str(best)
+    best.unlink()
+    monkeypatch.chdir(tmp_path / "b")  # resumed from elsewhere: still beside the checkpoint
+    code, out, err = run(capsys, "train", "draw", "--data", npz, "--epochs", 2, "--checkpoint",
+                         tmp_path / "a" / "runs" / "draw.pt", "--quiet")
+    assert code == 0, err
+    assert f"best weights to {best}" in out and best.exists() and not (tmp_path / "b" / "runs").exists()
+
+
+def test_an_older_checkpoints_relative_best_path_goes_beside_it(capsys, npz, tmp_path, monkeypatch):
+    """Before best paths were stored absolute, `runs/draw.best.pt` was relative to the first run's
+    working directory; resumed from elsewhere it goes beside the checkpoint, not under the new one."""
+    import torch
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "train", "draw", *TINY, "--data", npz, "--epochs", 1, "--batch-size", 8,
+                       "--checkpoint", "runs/draw.pt", "--quiet")
+    assert code == 0, err
+    payload = read_checkpoint("runs/draw.pt")
+    payload["train_config"]["best"] = "runs/draw.best.pt"
+    payload["sha256"] = digest(payload)
+    torch.save(payload, "runs/draw.pt")
+    (tmp_path / "runs" / "draw.best.pt").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, err = run(capsys, "train", "draw", "--data", npz, "--epochs", 2, "--checkpoint",
+                         tmp_path / "runs" / "draw.pt", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "runs" / "draw.best.pt").exists() and not (tmp_path / "elsewhere" / "runs").exists()
 
 
 def colour_pictures(folder, n=24, size=20, seed=0):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from .. import data as datasets
@@ -39,18 +40,36 @@ def _model_name(model: str | None, recipe: Recipe) -> str:
     return model or recipe.model
 
 
+#: TrainConfig fields naming files a run writes besides its checkpoint.
+OUTPUT_PATHS = ("best", "log_dir")
+
+
+def _stored_paths(stored: dict, checkpoint: Path) -> dict:
+    """`stored` settings with the output paths an older checkpoint recorded relative to the folder
+    it was started from (unknown now) put beside `checkpoint` instead, under their own file names:
+    right for the default ``runs/draw.best.pt`` beside ``runs/draw.pt`` from any working directory."""
+    stored = dict(stored)
+    for key in OUTPUT_PATHS:
+        if stored.get(key) is not None and not os.path.isabs(stored[key]):
+            stored[key] = str(checkpoint.parent / Path(stored[key]).name)
+    return stored
+
+
 def cmd_train(args) -> int:
     recipe = load_recipe(args.recipe) if args.recipe is not None else Recipe()
     name = _model_name(args.model, recipe)
     checkpoint = Path(args.checkpoint or f"runs/{name}.pt")
     payload = read_checkpoint(checkpoint) if checkpoint.exists() else None
     # every training option not given keeps the checkpoint's value, else the recipe's, else its default
-    settings = {**stored_settings(payload or {}), **recipe.train, **given(args, "train")}
+    settings = {**_stored_paths(stored_settings(payload or {}), checkpoint), **recipe.train, **given(args, "train")}
     if args.no_best:
         if "best" in given(args, "train"):
             raise ConfigError("train: give --best PATH or --no-best, not both")
         settings["best"] = None
     settings.setdefault("best", str(checkpoint.with_name(f"{checkpoint.stem}.best.pt")))  # beside the checkpoint
+    for key in OUTPUT_PATHS:  # stored absolute, so that a resumed run writes where the first one did
+        if settings.get(key) is not None:
+            settings[key] = os.path.abspath(settings[key])
     if settings.get("objective", objectives.DEFAULT) is None:
         raise ObjectiveError(f"{checkpoint}: trained with {objectives.label(stored_elbo(payload))}, which no "
                              "--objective names; resume it in Python: drawzoo.train(..., elbo=...)")
@@ -67,7 +86,8 @@ def cmd_train(args) -> int:
     if payload is not None:
         model = load(name, checkpoint=checkpoint, **model_config)
         if "progress" in payload:  # else train() says that it holds weights only
-            say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g})")
+            best = "" if config.best is None else f"; best weights to {config.best}"
+            say(f"resuming {checkpoint} (epoch {payload['progress']['epoch']:g}){best}")
     elif "image_shape" in model_config:
         model = load(name, **model_config, seed=config.seed)  # the seed fixes the initial weights too
     # the data at the model's image shape (pictures are resized to it), else the model at the data's;
