@@ -1,5 +1,5 @@
 """How fast attention DRAW learns on binarized MNIST, by attention set-up: the evidence behind the
-quick preset of `nll_mnist.py` (README, "Making attention DRAW learn").
+quick preset of `nll_mnist.py` (benchmarks/README.md, "Making attention DRAW learn").
 
     python benchmarks/attention_learning.py            # 4 variants x 3 epochs, about 12 min on 2 CPU cores
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -119,3 +121,40 @@ def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
                     path.exists() and other_path.exists() and os.path.samefile(path, other_path)):
                 raise ConfigError(f"{name} {path} is {other} {other_path}: it would be overwritten; "
                                   "write to another path")
+
+
+# -------------------------------------------------------------------------- verified downloads
+
+
+class DigestMismatch(ValueError):
+    """Downloaded bytes that are not the file expected: `size` bytes read (at most one more than
+    expected) with sha256 `sha256`. Nothing was kept."""
+
+    def __init__(self, size: int, sha256: str):
+        super().__init__(f"{size:,} bytes with sha256 {sha256}")
+        self.size, self.sha256 = size, sha256
+
+
+def fetch(url: str, timeout: float = 60) -> Iterator[bytes]:
+    """The body of `url`, in 1 MiB chunks; OSError (or ``http.client.HTTPException``) when the
+    network fails."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        while chunk := response.read(1 << 20):
+            yield chunk
+
+
+def save_verified(chunks: Iterable[bytes], dest: Path, sha256: str, size: int | None = None,
+                  what: str = "file") -> None:
+    """Write `chunks` (e.g. `fetch`'s) to `dest` through `atomic_write`, kept only if their sha256 is
+    `sha256` and, when `size` is given, they are `size` bytes: else `DigestMismatch`, and `dest` is
+    as it was. With `size`, reading stops one chunk past it, so that a longer body costs no more."""
+    with atomic_write(dest, what) as f:
+        h, n = hashlib.sha256(), 0
+        for chunk in chunks:
+            h.update(chunk)
+            f.write(chunk)
+            n += len(chunk)
+            if size is not None and n > size:
+                break
+        if h.hexdigest() != sha256 or (size is not None and n != size):
+            raise DigestMismatch(n, h.hexdigest())

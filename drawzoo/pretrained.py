@@ -24,7 +24,6 @@ import hashlib
 import http.client
 import json
 import os
-import urllib.request
 from functools import cache
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 from .checkpoints import save_checkpoint
 from .data import cache_dir
 from .errors import PretrainedError
-from .files import atomic_write
+from .files import DigestMismatch, fetch, save_verified
 
 WEIGHTS = Path(__file__).with_name("weights")  #: the weights that ship with drawzoo, and their manifest
 MANIFEST = WEIGHTS / "manifest.json"
@@ -191,16 +190,11 @@ def _download(entry: Pretrained, dest: Path) -> None:
     """`entry`'s file from its URL to `dest`, kept only if its size and sha256 are the manifest's."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_write(dest, f"pretrained {entry.tag}") as f, urllib.request.urlopen(entry.url, timeout=60) as r:
-            h, size = hashlib.sha256(), 0
-            while (chunk := r.read(1 << 20)) and size <= entry.size:
-                h.update(chunk)
-                f.write(chunk)
-                size += len(chunk)
-            if size != entry.size or h.hexdigest() != entry.sha256:
-                raise PretrainedError(f"pretrained {entry.tag}: {entry.url} is not the manifest's file "
-                                      f"({size:,} bytes{', more than' if size > entry.size else ''} "
-                                      f"expected {entry.size:,}, or another sha256); nothing kept")
+        save_verified(fetch(entry.url), dest, entry.sha256, entry.size, f"pretrained {entry.tag}")
+    except DigestMismatch as e:
+        raise PretrainedError(f"pretrained {entry.tag}: {entry.url} is not the manifest's file ({e.size:,} bytes"
+                              f"{', more than' if e.size > entry.size else ''} expected {entry.size:,}, or another "
+                              "sha256); nothing kept") from None
     except (OSError, http.client.HTTPException, ValueError) as e:
         raise PretrainedError(f"pretrained {entry.tag}: downloading {entry.url} failed ({e}); on an offline "
                               f"machine put {entry.file} in ${ENV} or {dest.parent}") from e

@@ -178,3 +178,25 @@ def test_a_run_whose_lock_another_run_took_stops_without_writing(tmp_path):
                       progress=False)
     assert not path.exists()
     taken[0].close()
+
+
+def test_save_verified_keeps_only_the_expected_bytes(tmp_path):
+    import hashlib
+
+    from drawzoo.files import DigestMismatch, save_verified
+    body = [b"a" * 10, b"b" * 10]
+    sha = hashlib.sha256(b"".join(body)).hexdigest()
+    dest = tmp_path / "f.bin"
+    save_verified(iter(body), dest, sha, size=20)
+    assert dest.read_bytes() == b"".join(body)
+    dest.write_bytes(b"old")
+    with pytest.raises(DigestMismatch) as e:  # another sha256: nothing kept, the old file intact
+        save_verified(iter([b"c" * 20]), dest, sha, size=20)
+    assert e.value.size == 20 and dest.read_bytes() == b"old"
+
+    def endless():
+        while True:
+            yield b"x" * 8
+    with pytest.raises(DigestMismatch) as e:  # a body longer than expected stops one chunk past it
+        save_verified(endless(), dest, sha, size=20)
+    assert e.value.size == 24 and dest.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]

@@ -9,16 +9,15 @@ import hashlib
 import http.client
 import os
 import tempfile
-import urllib.request
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from ..files import atomic_write
+from ..files import DigestMismatch, atomic_write, save_verified
+from ..files import fetch as _fetch  # the tests serve downloads through it
 from .dataset import ImageDataset
 from .locations import cache_dir, data_root
 
@@ -98,13 +97,6 @@ def _missing_message(root: Path, split: str) -> str:
 # ------------------------------------------------------------------------------ download
 
 
-def _fetch(url: str) -> Iterator[bytes]:
-    """The body of `url`, in chunks; raises OSError when the network fails."""
-    with urllib.request.urlopen(url, timeout=60) as response:
-        while chunk := response.read(1 << 20):
-            yield chunk
-
-
 def _writable(folder: Path) -> bool:
     """Whether files can be created in `folder` (made if missing)."""
     try:
@@ -126,14 +118,10 @@ def _download(root: Path, split: str) -> Path:
                         f"nor {folders[1]} is writable")
     dest = folder / f"binarized_mnist_{split}.amat"
     try:
-        with atomic_write(dest) as f:
-            digest = hashlib.sha256()
-            for chunk in _fetch(url):
-                digest.update(chunk)
-                f.write(chunk)
-            if digest.hexdigest() != SHA256[split]:
-                raise DataError(f"{url} downloaded with sha256 {digest.hexdigest()}, expected "
-                                f"{SHA256[split]}; the file was not kept")
+        save_verified(_fetch(url), dest, SHA256[split])
+    except DigestMismatch as e:
+        raise DataError(f"{url} downloaded with sha256 {e.sha256}, expected {SHA256[split]}; the file was not "
+                        "kept") from None
     except (OSError, http.client.HTTPException) as e:
         raise DataError(_missing_message(root, split) + f"; downloading it failed: {e}") from e
     return dest
