@@ -132,7 +132,7 @@ def add_train_command(sub, train_model: str | None = None) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", nargs="?", help=f"registered model ({', '.join(available())}) "
                    "[the recipe's]")
-    p.add_argument("--recipe", help="a TOML file: model, [config], [train] (train config), [data] (docs/training.md, "Recipes")")
+    p.add_argument("--recipe", help="a TOML file: model, [config], [train] (train config), [data] (docs/training.md, Recipes)")
     if train_model is not None:
         add_config_options(p, model_class(train_model).Config)
     add_config_options(p, TrainConfig, dest="train", title="train config")
