@@ -1,5 +1,5 @@
 """Image data in any of the forms users hold it, as a `Dataset` of ``[C, H, W]`` float images, and
-the batches and subsets drawn from it."""
+the batches, subsets and epochs' binarizations drawn from it."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def as_dataset(data, image_shape, name: str = "data") -> Dataset:
     if isinstance(data, Dataset):
         return data
     raise TypeError(f"{name} must be a tensor, numpy array or torch Dataset, got {type(data).__name__}")
+
+
+def epoch_data(dataset: Dataset, seed: int, epoch: int) -> Dataset:
+    """What epoch `epoch` (0-based) of a run seeded `seed` trains on: a dynamically binarized
+    `ImageDataset` in that epoch's fresh draw (`ImageDataset.epoch_draw`), any other data as it is."""
+    return dataset.epoch_draw(seed, epoch) if isinstance(dataset, ImageDataset) else dataset
 
 
 def collate_images(batch) -> torch.Tensor:

@@ -324,17 +324,6 @@ def test_what_is_not_images_is_refused(images, labels, message):
         data.ImageDataset(images, labels)
 
 
-def test_dynamic_binarization_is_fresh_at_each_access_and_seeded():
-    ds = data.ImageDataset(torch.rand(4, 1, 28, 28), torch.arange(4), "dynamic")
-    a, b = ds[1], ds[1]
-    assert a.shape == (1, 28, 28) and set(a.unique().tolist()) <= {0.0, 1.0}
-    assert not torch.equal(a, b)
-    torch.manual_seed(3)
-    first = [ds[i] for i in range(4)]
-    torch.manual_seed(3)
-    assert all(torch.equal(x, ds[i]) for i, x in enumerate(first))
-
-
 def test_dynamic_binarization_follows_the_intensity():
     images = torch.tensor([0.0, 1.0, 0.25]).view(1, 1, 1, 3).expand(1, 1, 1000, 3)
     x = data.ImageDataset(images, torch.zeros(1), "dynamic")[0]

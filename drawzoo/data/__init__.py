@@ -17,8 +17,11 @@ one entry point (``drawzoo train/eval --data``); it takes
   ================  ===========  ===============================  ============================
 
   binarized_mnist is the fixed binarization of Larochelle & Murray (2011), the standard NLL
-  benchmark; mnist is binarized afresh at every access ("dynamic"); the others are grey or colour
-  values. The torchvision sets' "valid" split is the last `VALID_SIZES` images of their training
+  benchmark; mnist (and two_digit_mnist) is binarized "dynamic"ally, the IWAE paper's protocol
+  (`binarization`): training sees a fresh seeded Bernoulli draw of the grey levels each epoch (the
+  same for the same seed, and for a resumed run), its valid and test splits one fixed draw, the
+  same in every process and call; the others are grey or colour values (fashion_mnist too, unless
+  ``binarize="dynamic"``). The torchvision sets' "valid" split is the last `VALID_SIZES` images of their training
   set, "train" the ones before, "full_train" both. svhn needs scipy (``pip install scipy``);
 - a folder of PNG / JPEG pictures of any size up to `folders.MAX_PICTURE_PIXELS` (`image_folder`),
   converted to grey or colour and resized and centre-cropped to the image shape asked for;
@@ -35,7 +38,8 @@ Where data lives (`data_root`): the ``root`` argument, else ``$DRAWZOO_DATA``, e
 ``$XDG_CACHE_HOME/drawzoo``, else ``~/.cache/drawzoo``. The data folder is only read once its
 files are there (it may be read-only); parsed binarized MNIST is cached under ``<cache>``.
 
-The modules, one concern each: `dataset` (`ImageDataset`, `own_split`), `locations`, `amat`
+The modules, one concern each: `dataset` (`ImageDataset`, `own_split`), `binarization` (the
+seeded draws of dynamic binarization), `locations`, `amat`
 (binarized MNIST), `torchvision_sets` (the other named sets), `folders` (pictures), `arrays`
 (``.npy`` / ``.npz``), `two_digit` (the DRAW paper's two-digit MNIST). A named set is a loader ``(root, split, *, download) -> ImageDataset`` in
 a module of its own, registered here in `DATASETS` and `IMAGE_SHAPES`.
@@ -47,7 +51,7 @@ import os
 from pathlib import Path
 
 from ..errors import DataError, InputError  # noqa: F401  (drawzoo.data.DataError, as before)
-from . import amat
+from . import amat, binarization
 from .amat import PIXELS, ROW_BYTES, SHA256, SPLIT_SIZES, URL, binarized_mnist, read_amat
 from .arrays import load_array_file
 from .dataset import BINARIZE, OWN_SPLITS, VALID_FRACTION, ImageDataset, own_split
@@ -63,7 +67,7 @@ __all__ = [
     "binarized_mnist", "read_amat", "mnist", "fashion_mnist", "cifar10", "svhn", "two_digit_mnist", "Source", "SOURCES",
     "cache_dir", "data_root", "SPLIT_SIZES", "SHA256", "URL", "PIXELS", "ROW_BYTES", "VALID_SIZES",
     "TORCHVISION_SPLITS", "MNIST_FILES", "BINARIZE", "VALID_FRACTION", "OWN_SPLITS", "IMAGE_SUFFIXES",
-    "PICTURE_ERRORS",
+    "PICTURE_ERRORS", "binarization",
 ]
 
 # The named data sets: name -> loader(root, split, *, download) and name -> image shape (C, H, W).

@@ -3,10 +3,13 @@ and `own_split`, how a folder or file of images is split into "train" and "valid
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..errors import DataError, InputError
 from ..images import check_images
+from . import binarization
 
 BINARIZE = (None, "threshold", "dynamic")
 
@@ -21,16 +24,20 @@ class ImageDataset(torch.utils.data.Dataset):
 
     `images` ``[N, C, H, W]`` is kept as given: floats in [0, 1], uint8 bytes (read as byte / 255,
     a quarter of float32's memory) or bools. `labels` is int64 ``[N]``, or None. `binarize`: None
-    (the values), "threshold" (1 where the value is >= 0.5) or "dynamic" (a fresh Bernoulli sample
-    with the value as probability at every access, from torch's global RNG: `torch.manual_seed`
-    makes it reproducible).
+    (the values), "threshold" (1 where the value is >= 0.5) or "dynamic": each image a Bernoulli
+    draw of its values (`drawzoo.data.binarization`), seeded, so that every access, process and
+    platform sees the same draw: the fixed one (what valid and test splits are scored on), or
+    epoch e's fresh draw of a training run seeded s in the view ``ds.epoch_draw(s, e)``.
+    `keys` ``[N]``: each image's key in the draw (default ``0 .. N-1``; a subset keeps its
+    images' keys, so they keep their draws).
 
     ``ds[i]`` is a float32 image ``[C, H, W]``; ``ds[a:b]`` and ``ds[indices]`` (a list or tensor)
     a float32 batch ``[B, C, H, W]``, ``ds[:]`` all the images. A DataLoader fetches each batch
     with one indexing (`__getitems__`).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, binarize: str | None = None):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, binarize: str | None = None, *,
+                 keys: torch.Tensor | None = None):
         if binarize not in BINARIZE:
             raise DataError(f"unknown binarize {binarize!r}; valid: {', '.join(map(repr, BINARIZE))}")
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
@@ -44,7 +51,13 @@ class ImageDataset(torch.utils.data.Dataset):
             labels = torch.as_tensor(labels, dtype=torch.int64)
             if labels.shape != images.shape[:1]:
                 raise InputError(f"labels must be [N] = [{len(images)}], got {list(labels.shape)}")
+        if keys is not None:
+            keys = torch.as_tensor(keys, dtype=torch.int64)
+            if keys.shape != images.shape[:1]:
+                raise InputError(f"keys must be [N] = [{len(images)}], got {list(keys.shape)}")
         self.images, self.labels, self.binarize = images, labels, binarize
+        self.keys = torch.arange(len(images)) if keys is None else keys
+        self.draw = binarization.FIXED  #: the draw of "dynamic": binarization.FIXED or (seed, epoch)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -59,7 +72,7 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.binarize == "threshold":
             return (x >= 0.5).to(torch.float32)
         if self.binarize == "dynamic":
-            return torch.bernoulli(x)
+            return binarization.bernoulli(x, self.keys[index], self.draw)
         return x
 
     def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
@@ -68,11 +81,23 @@ class ImageDataset(torch.utils.data.Dataset):
     def subset(self, index) -> ImageDataset:
         """The images (and labels) at `index` (a slice, a list or an index tensor), binarized alike."""
         labels = None if self.labels is None else self.labels[index]
-        return ImageDataset(self.images[index], labels, self.binarize)
+        subset = ImageDataset(self.images[index], labels, self.binarize, keys=self.keys[index])
+        subset.draw = self.draw
+        return subset
+
+    def epoch_draw(self, seed: int, epoch: int) -> ImageDataset:
+        """This data set with epoch `epoch`'s fresh binarization of a run seeded `seed` (a view:
+        the same tensors); itself unless `binarize` is "dynamic". `drawzoo.train` trains on it."""
+        if self.binarize != "dynamic":
+            return self
+        view = copy.copy(self)
+        view.draw = binarization.epoch(seed, epoch)
+        return view
 
     def __repr__(self) -> str:
+        draw = "" if self.binarize != "dynamic" or self.draw == binarization.FIXED else f", draw={self.draw}"
         return (f"ImageDataset({len(self)} images {list(self.image_shape)}, stored as {self.images.dtype}, "
-                f"binarize={self.binarize!r}{'' if self.labels is None else ', labelled'})")
+                f"binarize={self.binarize!r}{draw}{'' if self.labels is None else ', labelled'})")
 
 
 def own_split(n: int, split: str, what) -> torch.Tensor:

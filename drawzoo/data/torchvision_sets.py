@@ -123,13 +123,16 @@ def _torchvision_set(name: str, root, split: str, binarize: str | None, download
                         f"or let drawzoo download it there (download=True, the default; needs internet)") from e
     valid = VALID_SIZES[name]
     part = {"train": slice(None, -valid), "valid": slice(-valid, None)}.get(split, slice(None))
-    return ImageDataset(images[part].contiguous(), labels[part], binarize)
+    # keys: the images' places in their file, which name their draws of dynamic binarization
+    return ImageDataset(images[part].contiguous(), labels[part], binarize, keys=torch.arange(len(images))[part])
 
 
 def mnist(root: str | os.PathLike | None = None, split: str = "train", binarize: str | None = "dynamic", *,
           download: bool = True) -> ImageDataset:
     """The `split` ("train", "valid", "test" or "full_train") of MNIST, with labels. `binarize`:
-    "dynamic" (a new Bernoulli sample at each access), "threshold" or None (grey values)."""
+    "dynamic" (Bernoulli draws of the grey levels: a fresh one each training epoch, one fixed draw
+    elsewhere, e.g. the valid and test splits; `drawzoo.data.binarization`), "threshold" or None
+    (grey values)."""
     return _torchvision_set("mnist", root, split, binarize, download)
 
 
