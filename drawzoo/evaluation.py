@@ -10,10 +10,11 @@ For images x and K guide samples z_k ~ q(z | x), with log-weights
 How much each latent site tells (`evaluate(..., per_step=True)`): for every latent site of the guide,
 in the order the guide samples them (DRAW: z_0..z_{T-1}, one per glimpse; the VAE: its one z), the
 mean ``KL(q(z_t | x, z_<t) || p(z_t | z_<t))`` in nats on the same passes, analytic where
-`torch.distributions.kl_divergence` knows the pair (as ``TraceMeanField_ELBO`` takes it; Normal vs
-Normal, with Pyro's ``to_event``), else the Monte Carlo estimate
+`torch.distributions.kl_divergence` knows the pair and that is exact (as the ``"elbo"`` objective
+takes it, `drawzoo.objectives.analytic_kl_sites`; Normal vs Normal, with Pyro's ``to_event``),
+else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
-up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, ``TraceMeanField_ELBO``'s loss).
+up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, the ``"elbo"`` objective's loss).
 
 The log-weights come from `drawzoo.importance`: the K samples of an image are drawn in one
 vectorised pass (the batch repeated K times), not in a Python loop.
@@ -36,6 +37,7 @@ shared, which makes their difference less noisy), and the unmasked figures are t
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -52,12 +54,18 @@ from .errors import InputError, NoLatentSitesError
 from .importance import importance_resample  # noqa: F401 - its name here since before drawzoo.importance
 from .importance import log_importance_weights, log_mean_exp, log_weights, mask_kwargs, per_image, sample_sites, traces
 from .masks import check_mask, named_mask
+from .objectives import analytic_kl_sites
 
 if TYPE_CHECKING:
     from .models.base import ZooModel
 
 #: Rows (images x samples) per vectorised pass when `batch_size` is not given.
 ROWS_PER_PASS = 4096
+
+
+def bits_per_dim(nats: float, image_shape) -> float:
+    """`nats` per image in bits per dimension, the unit of the colour literature: ``nats / (C H W ln 2)``."""
+    return nats / (math.prod(image_shape) * math.log(2))
 
 
 def _check_latent_sites(model: ZooModel, x: torch.Tensor) -> None:
@@ -74,6 +82,7 @@ def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tenso
     reconstruction term ``-log p(x | z)`` ``[rows]`` (the model's observed sites). Both traces must
     have had their log-probabilities computed (`drawzoo.importance.log_prob_sum`)."""
     model_sites = sample_sites(model_trace)
+    exact = analytic_kl_sites(model_trace, guide_trace)
     kls, methods = {}, []
     for name, q_site in sample_sites(guide_trace).items():
         if q_site["is_observed"]:
@@ -82,6 +91,8 @@ def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tenso
         if p_site is None or p_site["is_observed"]:
             raise ValueError(f"the guide's latent site {name!r} is not a latent site of the model")
         try:
+            if name not in exact:  # its model parents depend on it in the guide: no analytic KL
+                raise NotImplementedError
             kl = scale_and_mask(kl_divergence(q_site["fn"], p_site["fn"]), q_site["scale"], q_site["mask"])
             methods.append("analytic")
         except NotImplementedError:
@@ -109,7 +120,8 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     """Per-image means in nats over `data` (tensor/array ``[N, C, H, W]`` in [0, 1], or a Dataset).
 
     Returns ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the
-    time of the scoring passes). With `per_step`, also how much each latent site tells, from the
+    time of the scoring passes), and the two figures in bits per dimension (`bits_per_dim`):
+    ``"neg_elbo_bits_per_dim"``, ``"nll_bits_per_dim"``. With `per_step`, also how much each latent site tells, from the
     same passes (see the module's docstring): ``"kl_per_step"``, the mean KL of each latent site in
     the guide's order (T floats for DRAW, one for the VAE), ``"kl_estimate"``, how each was computed
     (``"analytic"`` or ``"monte carlo"``), ``"latent_sites"``, their names, and ``"reconstruction"``,
@@ -189,6 +201,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     neg_elbo, nll, nll_observed, missing, n = group.sum(neg_elbo, nll, nll_observed, missing, n)
     result = {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n),
               "seconds": seconds, "images_per_s": n / seconds}
+    result.update({f"{key}_bits_per_dim": bits_per_dim(result[key], model.image_shape) for key in ("neg_elbo", "nll")})
     if per_step:
         shares = [share for share in group.gather((kl_sums, reconstruction, kl_estimate, latent_sites))
                   if share[0] is not None]  # a process may have had no images

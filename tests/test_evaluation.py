@@ -111,6 +111,14 @@ def test_single_sample_nll_equals_neg_elbo_and_batches_do_not_matter():
     assert a["neg_elbo"] == pytest.approx(b["neg_elbo"], rel=0.05)
 
 
+def test_figures_in_bits_per_dimension_are_the_nats_over_c_h_w_ln_2():
+    m = drawzoo.load("vae", image_shape=(3, 5, 6), hidden_dim=8, latent_dim=2)
+    r = drawzoo.evaluate(m, binary_images(4, (3, 5, 6)), num_samples=3)
+    for key in ("neg_elbo", "nll"):
+        assert r[f"{key}_bits_per_dim"] == pytest.approx(r[key] / (3 * 5 * 6 * math.log(2)), rel=1e-12)
+    assert drawzoo.evaluation.bits_per_dim(90 * math.log(2), (1, 9, 10)) == pytest.approx(1.0)
+
+
 def test_evaluate_rejects_bad_input():
     m = drawzoo.load("vae", image_shape=(1, 8, 8), hidden_dim=16, latent_dim=3)
     with pytest.raises(drawzoo.InputError, match=r"values in \[0, 1\]"):
