@@ -1,9 +1,10 @@
-"""Train every requested zoo model on statically binarized MNIST and score it on the test split.
+"""Train every requested zoo model on binarized MNIST and score it on the test split.
 
     python benchmarks/nll_mnist.py                      # --preset quick: <= 15 min on 2 CPU cores
     python benchmarks/nll_mnist.py --preset paper --device cuda
     python benchmarks/nll_mnist.py --models draw,vae,mymodel
     python benchmarks/nll_mnist.py --iwae               # + attention DRAW trained on the IWAE bound
+    python benchmarks/nll_mnist.py --preset literature  # the IWAE and DRAW papers' rows, ~30 min on 2 cores
 
 Prints one markdown table (negative ELBO and importance-sampled NLL on the test split, in nats
 per image, the conditional NLL of the bottom half of each test image given its top half,
@@ -17,13 +18,18 @@ published figure, K importance samples per test image, a test subset). ``drawzoo
 trains the same weights from the same file. The preset's recipe without a model, default.toml,
 trains a registered name that no other recipe names, with the model's default config.
 
-Every row trains on the negative ELBO (objective "elbo" of `drawzoo.objectives`) except the
-opt-in ones of ``--iwae``: the preset's recipes with objective "iwae" (RenyiELBO(alpha=0) with K
-vectorised particles), each after the rows of its model and given about the wall time of its
-ELBO twin. The table's objective column says which.
+Each row trains on its recipe's objective (the negative ELBO, objective "elbo" of
+`drawzoo.objectives`, unless it says otherwise); the recipes with objective "iwae" (RenyiELBO(alpha=0)
+with K vectorised particles) are opt-in rows of ``--iwae``, each after the rows of its model and
+given about the wall time of its ELBO twin, unless their ``[benchmark]`` table says ``opt_in =
+false`` (the literature preset's IWAE rows). The table's objective column says which.
 
-Training uses the train split (50k); the weights with the best validation negative ELBO
-(on a seeded random subset of the valid split) are the ones scored on the test split.
+Each row trains on its recipe's data set (``[data] train``: an MNIST-sized named set,
+``binarized_mnist`` unless it says otherwise; e.g. ``mnist``, dynamically binarized: a fresh draw
+each epoch, its valid and test splits one fixed draw, `drawzoo.data.binarization`), on the train
+split (50k); the weights with the best validation negative ELBO (on a seeded random subset of that
+set's valid split) are the ones scored on its test split. The table's data column says which set
+and binarization each row used.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import drawzoo
 from drawzoo.batching import random_subset
 from drawzoo.cli import console_logging
 from drawzoo.config import as_dict, build_config, check_fields, check_positive, param
-from drawzoo.data import binarized_mnist
+from drawzoo import data as datasets
 from drawzoo.objectives import OBJECTIVES
 from drawzoo.pictures import save_grid
 from drawzoo.recipes import Recipe, load_recipe
@@ -51,6 +57,8 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 MASK = "bottom"  #: the missing pixels of the conditional NLL (`drawzoo.masks`): the bottom half
 # a preset: a folder of recipes with a default.toml (paper_samples/, the paper's other data sets, is none)
 PRESETS = sorted(p.parent.name for p in RECIPES.glob("*/default.toml"))
+MNIST_SHAPE = (1, 28, 28)
+MNIST_SETS = [name for name, shape in datasets.IMAGE_SHAPES.items() if shape == MNIST_SHAPE]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Scoring:
     num_samples: int = param(100, "K importance samples per test image (drawzoo eval -k)")
     test_limit: int | None = param(None, "score a seeded random subset of the test split (drawzoo eval --limit) "
                                    "[all 10,000]")
+    opt_in: bool | None = param(None, "run the row only with --iwae [true for a recipe with objective iwae]")
 
     def __post_init__(self):
         check_fields(self, "benchmark")
@@ -91,15 +100,16 @@ class Preset:
 
 
 def read_row(path) -> Row:
-    """The recipe at `path` and its ``[benchmark]`` table; the script scores binarized MNIST only."""
+    """The recipe at `path` and its ``[benchmark]`` table; the script scores MNIST-sized named sets only."""
     recipe = load_recipe(path)
     try:
         scoring = build_config(Scoring, recipe.benchmark, kind="benchmark")
     except drawzoo.DrawzooError as e:
         raise drawzoo.RecipeError(f"{path}: {e}") from None
-    if (recipe.data.train, recipe.data.valid) != ("binarized_mnist", None):
-        raise drawzoo.RecipeError(f"{path}: this script trains on binarized_mnist and validates on its valid "
-                                  f"split, the recipe's [data] says {recipe.data}")
+    if datasets.IMAGE_SHAPES.get(recipe.data.train) != MNIST_SHAPE or recipe.data.valid is not None:
+        raise drawzoo.RecipeError(f"{path}: this script trains on a named MNIST-sized data set ("
+                                  f"{', '.join(MNIST_SETS)}) and validates on its valid split, the recipe's "
+                                  f"[data] says {recipe.data}")
     return Row(recipe, scoring)
 
 
@@ -117,9 +127,14 @@ def is_iwae(row: Row) -> bool:
     return row.train.objective == "iwae"
 
 
+def is_opt_in(row: Row) -> bool:
+    """Whether the row runs only with ``--iwae``: its ``opt_in``, else whether it is an IWAE row."""
+    return is_iwae(row) if row.scoring.opt_in is None else row.scoring.opt_in
+
+
 def select_runs(preset: Preset, models: list[str] | None, iwae: bool = False) -> list[Row]:
     """The preset's rows of the requested registry names (all of them if None), in that order;
-    with `iwae`, each model's IWAE rows after its other ones."""
+    with `iwae`, each model's opt-in (IWAE) rows after its other ones."""
     if models is None:
         models = list(dict.fromkeys(r.recipe.model for r in preset.rows))
     known = drawzoo.available()
@@ -127,11 +142,11 @@ def select_runs(preset: Preset, models: list[str] | None, iwae: bool = False) ->
     for name in models:
         if name not in known:
             raise drawzoo.UnknownModelError(f"unknown model {name!r}; available: {', '.join(known)}")
-        runs += [r for r in preset.rows if r.recipe.model == name and not is_iwae(r)] or [
+        runs += [r for r in preset.rows if r.recipe.model == name and not is_opt_in(r)] or [
             dataclasses.replace(preset.default, recipe=dataclasses.replace(preset.default.recipe, model=name))]
-        runs += [r for r in preset.rows if r.recipe.model == name and is_iwae(r) and iwae]
-    if iwae and not any(is_iwae(r) for r in runs):
-        iwae_rows = [r.label for r in preset.rows if is_iwae(r)]
+        runs += [r for r in preset.rows if r.recipe.model == name and is_opt_in(r) and iwae]
+    if iwae and not any(is_opt_in(r) for r in runs):
+        iwae_rows = [r.label for r in preset.rows if is_opt_in(r)]
         raise drawzoo.DrawzooError(f"--iwae: this preset has no IWAE row for {', '.join(models)} "
                                    f"(it has {', '.join(iwae_rows) or 'none'})")
     return runs
@@ -145,6 +160,18 @@ def config_summary(model) -> str:
 
 def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+def load_splits(name: str, root) -> dict:
+    """The train, valid and test splits of the named data set `name`."""
+    return {split: datasets.load(name, split, root) for split in ("train", "valid", "test")}
+
+
+def protocol(name: str, data: dict) -> str:
+    """What a row's data column says: the set's name, and its binarization unless it is stored binary
+    (``mnist, dynamic binarization``; ``binarized_mnist``)."""
+    binarize = data["train"].binarize
+    return name if binarize is None else f"{name}, {binarize} binarization"
 
 
 def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: int | None = None) -> dict:
@@ -179,6 +206,7 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
         "test_neg_elbo": result["neg_elbo"], "test_nll": result["nll"], "num_samples": result["num_samples"],
         "test_cond_nll": result["cond_nll"], "test_nll_observed": result["nll_observed"], "mask": MASK,
         "test_images": result["num_images"], "reference": scoring.reference,
+        "data": recipe.data.train, "protocol": protocol(recipe.data.train, data),
         "batch_size": config.batch_size, "lr": config.lr, "objective": config.objective, "particles": config.particles,
     }
     print(f"{row['label']}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f}, conditional NLL "
@@ -193,10 +221,12 @@ def objective_summary(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | config | objective | parameters | epochs | train time | test -ELBO | test NLL (K) "
-             "| test cond. NLL, bottom half missing (K) | published |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | config | objective | data | parameters | epochs | train time | test -ELBO | test NLL (K) "
+             "| test cond. NLL, bottom half missing (K) | published |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['config_summary']} | {objective_summary(r)} | {r['parameters']:,} | "
+        lines.append(f"| {r['label']} | {r['config_summary']} | {objective_summary(r)} | {r['protocol']} | "
+                     f"{r['parameters']:,} | "
                      f"{r['epochs']:.3g} | {r['train_seconds'] / 60:.1f} min | {r['test_neg_elbo']:.2f} | "
                      f"{r['test_nll']:.2f} ({r['num_samples']}) | {r['test_cond_nll']:.2f} ({r['num_samples']}) | "
                      f"{r['reference'] or '-'} |")
@@ -213,7 +243,8 @@ def main(argv=None) -> int:
                         f"(objective iwae: {OBJECTIVES['iwae'].help}), each in about the wall time of its ELBO "
                         "twin [not run by default]")
     parser.add_argument("--out", default=None, help="output folder [bench_out/PRESET]")
-    parser.add_argument("--data-root", help="folder holding binarized_mnist/ [$DRAWZOO_DATA, else a per-user cache]")
+    parser.add_argument("--data-root", help="folder holding binarized_mnist/ and MNIST/raw/ [$DRAWZOO_DATA, else a "
+                        "per-user cache]")
     parser.add_argument("--num-samples", type=int, help="importance samples K per test image, for every model "
                         "[each recipe's]")
     parser.add_argument("--test-limit", type=int, help="score a seeded random subset of the test split "
@@ -230,17 +261,18 @@ def main(argv=None) -> int:
             r.scoring, num_samples=args.num_samples or r.scoring.num_samples,
             test_limit=args.test_limit or r.scoring.test_limit)) for r in runs]
         started = time.perf_counter()
-        data = {split: binarized_mnist(args.data_root, split) for split in ("train", "valid", "test")}
+        data = {name: load_splits(name, args.data_root) for name in dict.fromkeys(r.recipe.data.train for r in runs)}
     except drawzoo.DrawzooError as e:
         print(f"nll_mnist: error: {e}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     # the test split is sorted by label: subsets (random_subset) are seeded random samples, never the first rows
     with console_logging():  # each epoch's figures
-        rows = [benchmark(run, data, out, device=args.device, resume=args.resume, seed=args.seed) for run in runs]
+        rows = [benchmark(run, data[run.recipe.data.train], out, device=args.device, resume=args.resume, seed=args.seed)
+                for run in runs]
     total = time.perf_counter() - started
     device = drawzoo.training.resolve_device(args.device)
-    summary = (f"binarized MNIST test split ({rows[0]['test_images']:,} images), preset {args.preset!r}, "
+    summary = (f"the test split of each row's data ({rows[0]['test_images']:,} images), preset {args.preset!r}, "
                f"{device}, {torch.get_num_threads()} threads, {total / 60:.1f} min in all")
     text = table(rows)
     print(f"\n{summary}\n\n{text}\n")

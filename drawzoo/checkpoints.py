@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .config import as_dict
+from .config import as_dict, config_defaults
 from .errors import CheckpointError, first_line
 from .files import atomic_write
 
@@ -152,6 +152,12 @@ def _check_contents(payload: dict, path, size: int) -> None:
         raise CheckpointError(f"{path}: not a drawzoo checkpoint (no model name, config or weights)")
 
 
+def with_defaults(stored: dict, config_cls) -> dict:
+    """A checkpoint's `stored` config with the default of each field of `config_cls` it lacks: a field
+    added to a model after the checkpoint was written defaults to what the model did before it."""
+    return {**config_defaults(config_cls), **stored}
+
+
 def config_mismatches(stored: dict, config: dict) -> list[str]:
     """``"field: checkpoint has A, given B"`` for each key of `config` that differs from `stored`."""
     return [f"{key}: checkpoint has {stored.get(key)!r}, given {value!r}"
@@ -164,7 +170,7 @@ def check_matches(payload: dict, path, model) -> None:
     ``meta`` device. The first mismatch is named."""
     if payload["model"] != model.zoo_name:
         raise CheckpointError(f"{path}: checkpoint is of model {payload['model']!r}, not {model.zoo_name!r}")
-    diffs = config_mismatches(payload["config"], as_dict(model.config))
+    diffs = config_mismatches(with_defaults(payload["config"], type(model.config)), as_dict(model.config))
     if diffs:
         raise CheckpointError(f"{path}: checkpoint config differs from the model's: " + "; ".join(diffs))
     stored, expected = payload["state_dict"], model.state_dict()

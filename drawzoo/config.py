@@ -59,6 +59,10 @@ def _coerce(kind: str, name: str, value, hint):
         return None if value is None else _coerce(kind, name, value, inner)
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: one or more values of one type
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not tuple(value):
+                raise ConfigError(f"{where} must be a tuple of one or more values, got {value!r}")
+            return tuple(_coerce(kind, f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise ConfigError(f"{where} must be a tuple of {len(args)} values, got {value!r}")
         items = tuple(value)
@@ -107,6 +111,15 @@ def check_image_shape(image_shape: tuple[int, int, int]) -> None:
         raise ConfigError(f"config 'image_shape' must be positive (C, H, W), got {image_shape}")
 
 
+def _builtin(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 def as_dict(config) -> dict:
     """The config as a plain dict of builtins (tuples as lists), for JSON and checkpoints."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+    return {k: _builtin(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def config_defaults(config_cls) -> dict:
+    """The defaults of a config dataclass's fields (those that have one), as `as_dict` writes them."""
+    return {f.name: _builtin(f.default) for f in dataclasses.fields(config_cls) if f.default is not dataclasses.MISSING}

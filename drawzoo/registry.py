@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import pretrained as pretrained_models
-from .checkpoints import check_matches, config_mismatches, load_weights, read_checkpoint
+from .checkpoints import check_matches, config_mismatches, load_weights, read_checkpoint, with_defaults
 from .config import as_dict, build_config
 from .errors import CheckpointError, ConfigError, DrawzooError, PretrainedError, UnknownModelError
 
@@ -97,10 +97,11 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
             raise UnknownModelError(f"load() needs a model name or a checkpoint; available: {', '.join(available())}")
         return _build(name, build_config(model_class(name).Config, config, model_name=name), seed)
     payload = read_checkpoint(checkpoint)
-    stored_name, stored = payload["model"], payload["config"]
+    stored_name = payload["model"]
     if name is not None and name != stored_name:
         raise CheckpointError(f"{checkpoint}: checkpoint is of model {stored_name!r}, not {name!r}")
     config_cls = model_class(stored_name).Config
+    stored = with_defaults(payload["config"], config_cls)  # fields the model gained since keep their defaults
     given = as_dict(build_config(config_cls, {**stored, **config}, model_name=stored_name))
     diffs = config_mismatches(stored, {key: given[key] for key in config})
     if diffs:

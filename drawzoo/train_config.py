@@ -157,7 +157,7 @@ def to_checkpoint(config: TrainConfig, elbo_description: dict) -> dict:
 def stored_elbo(payload: dict) -> dict:
     """The `objectives.describe` dict of the objective a checkpoint was trained with."""
     if "elbo" in payload:
-        return payload["elbo"]
+        return objectives.stored(payload["elbo"])
     return objectives.stored(payload["settings"]["elbo"])  # drawzoo <= 0.1: inside "settings"
 
 

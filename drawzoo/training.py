@@ -34,7 +34,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed, objectives
-from .batching import as_dataset, collate_images
+from .batching import as_dataset, collate_images, epoch_data
 from .checkpoints import CheckpointLock
 from .config import as_dict
 from .divergence import Divergence, DivergenceError, TrainingError
@@ -69,7 +69,9 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     lr=3e-3`` build one, or override the fields of `config`); its docstrings say what each field does.
 
     `train_data` / `valid_data`: tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a Dataset.
-    Each epoch shuffles with a permutation seeded by ``(seed, epoch)``, takes Adam steps on the
+    Each epoch shuffles with a permutation seeded by ``(seed, epoch)`` (and dynamically binarized
+    images, e.g. ``mnist``'s, are that epoch's draw, also seeded by ``(seed, epoch)``; `valid_data`
+    keeps its fixed draw: `drawzoo.data.binarization`), takes Adam steps on the
     per-image loss of the objective with gradients clipped to norm `clip_norm`, and evaluates the
     validation negative ELBO (`valid_samples` samples per image). With `lr_min`, the learning rate
     follows a cosine from `lr` down to `lr_min` over the whole run (`epochs`, or `max_steps` if that
@@ -201,7 +203,9 @@ class _Run:
         self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
         while state.epoch < epochs:
             batches = self._epoch_batches(dataset)
-            loader = DataLoader(dataset, batch_sampler=batches[state.step_in_epoch:], collate_fn=collate_images,
+            # dynamically binarized images: this epoch's draw, which only (seed, epoch) decides
+            loader = DataLoader(epoch_data(dataset, config.seed, state.epoch),
+                                batch_sampler=batches[state.step_in_epoch:], collate_fn=collate_images,
                                 generator=torch.Generator())  # leaves the global RNG alone
             started = time.perf_counter()
             bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs}", total=len(batches),

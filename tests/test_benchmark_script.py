@@ -92,3 +92,49 @@ def test_subsets_are_seeded_random_samples_not_the_first_rows():
 def test_unknown_models_are_refused(real_data, capsys):
     with pytest.raises(Exception, match="unknown model 'nope'"):
         _script().select_runs(_script().load_preset("smoke"), ["draw", "nope"])
+
+
+LITERATURE = ["HVAE, 1 layer, VAE k=1", "HVAE, 1 layer, IWAE k=50", "HVAE, 2 layers, VAE k=1",
+              "HVAE, 2 layers, IWAE k=5", "HVAE, 2 layers, IWAE k=10 (paper: k=50)", "DRAW (attention, T=6)",
+              "DRAW (no attention, T=6)", "Conv DRAW (T=8, 1 layer)"]
+
+
+def test_the_literature_preset_runs_its_iwae_rows_by_default_each_against_its_paper():
+    script = _script()
+    runs = script.select_runs(script.load_preset("literature"), ["hvae", "draw", "conv_draw"])
+    assert [r.label for r in runs] == LITERATURE
+    assert [(r.train.objective, r.train.particles) for r in runs] == [
+        ("elbo", 1), ("iwae", 50), ("elbo", 1), ("iwae", 5), ("iwae", 10), ("elbo", 1), ("elbo", 1), ("elbo", 1)]
+    assert [r.recipe.data.train for r in runs] == ["mnist"] * 5 + ["binarized_mnist"] * 3
+    assert [r.scoring.reference.split()[0] for r in runs] == ["86.76", "84.78", "85.33", "83.89", "82.90",
+                                                              "<=", "<=", "<="]
+    assert [r.recipe.config.get("latent_dims") for r in runs[:5]] == [[50], [50], None, None, None]  # None: 2 layers
+    with pytest.raises(drawzoo.DrawzooError, match="no IWAE row"):  # none is an --iwae extra
+        script.select_runs(script.load_preset("literature"), None, iwae=True)
+
+
+def test_literature_preset_end_to_end_at_a_tiny_budget(real_data, tmp_path, capsys, monkeypatch):
+    """Every row of the preset as it is, but 2 steps of training, 20 validation and test images, K=2."""
+    script = _script()
+    read_row = script.read_row
+
+    def tiny(path):
+        row = read_row(path)
+        recipe = row.recipe
+        train = {**recipe.train, "epochs": 1, "max_steps": 2, "batch_size": 20, "compile": False}
+        data = script.dataclasses.replace(recipe.data, valid_limit=20)
+        return script.Row(script.dataclasses.replace(recipe, train=train, data=data), row.scoring)
+
+    monkeypatch.setattr(script, "read_row", tiny)
+    out = tmp_path / "out"
+    assert script.main(["--preset", "literature", "--out", str(out), "--num-samples", "2", "--test-limit", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "| model | config | objective | data |" in printed
+    assert "| HVAE, 1 layer, IWAE k=50 | latent_dims=[50], hidden_dims=[200] | iwae (K=50) | " \
+           "mnist, dynamic binarization |" in printed
+    assert "| DRAW (no attention, T=6) | T=6, latent_dim=50, attention=False | elbo | binarized_mnist |" in printed
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    # the registry's order: conv_draw, draw, hvae
+    assert [r["label"] for r in rows] == [LITERATURE[7], *LITERATURE[5:7], *LITERATURE[:5]]
+    assert [r["data"] for r in rows] == ["binarized_mnist"] * 3 + ["mnist"] * 5
+    assert all(r["test_images"] == 20 and r["test_nll"] <= r["test_neg_elbo"] for r in rows)

@@ -81,6 +81,8 @@ def test_train_resume_sample_animate_eval(capsys, npz, tmp_path):
     assert code == 0 and "negative ELBO" in out and "K=5" in out
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["num_images"] == 10 and result["nll"] <= result["neg_elbo"]
+    assert (f"{result['neg_elbo']:.2f} nats ({result['neg_elbo_bits_per_dim']:.4f} bits/dim)" in out
+            and f"{result['nll']:.2f} nats ({result['nll_bits_per_dim']:.4f} bits/dim" in out)
 
 
 def test_a_resumed_run_writes_its_best_weights_where_the_first_run_did(capsys, npz, tmp_path, monkeypatch):
@@ -177,7 +179,7 @@ def test_pictures_of_their_own_shape_need_no_image_shape(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "drwa", "--epochs", "1"], "unknown model 'drwa'; available: draw, vae"),
+    (["train", "drwa", "--epochs", "1"], f"unknown model 'drwa'; available: {', '.join(drawzoo.available())}"),
     (["sample", "missing.pt"], "missing.pt: no such checkpoint file"),
     (["train", "draw", "--epochs", "1", "--data", "nowhere.npz"], "neither a known data set"),
     (["train", "draw", "--epochs", "1", "--image-shape", "3", "32", "32"],

@@ -15,10 +15,15 @@ from pyro.infer import TraceMeanField_ELBO
 
 import drawzoo
 from tests.conftest import binary_images
+from tests.zoo_models import TINY_CONV_DRAW
 
 TINY = dict(T=3, hidden_dim=16, latent_dim=4, read_size=3, write_size=3)
 CONFIGS = {"draw": ("draw", TINY), "draw-no-attention": ("draw", dict(TINY, attention=False)),
-           "vae": ("vae", dict(hidden_dim=32, latent_dim=4))}
+           "vae": ("vae", dict(hidden_dim=32, latent_dim=4)),
+           "hvae": ("hvae", dict(latent_dims=(6, 3), hidden_dims=(16, 8))),
+           "conv_vae": ("conv_vae", dict(channels=(4, 8), latent_dim=4)),
+           "conv_vae-logistic": ("conv_vae", dict(channels=(4, 8), latent_dim=4, likelihood="logistic")),
+           "conv_draw": ("conv_draw", TINY_CONV_DRAW)}
 
 
 @pytest.fixture(scope="module")

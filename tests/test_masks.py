@@ -17,7 +17,7 @@ import drawzoo
 from drawzoo.cli import main
 from drawzoo.errors import InputError
 from drawzoo.masks import NAMES, named_mask
-from drawzoo.models import VAE
+from drawzoo.models import VAE, likelihoods
 from drawzoo.pictures import MISSING, PADDING, save_inpainting
 from tests.conftest import binary_images
 from tests.test_readme import run_snippets
@@ -43,14 +43,19 @@ def traces(m, x, **kwargs):
 @pytest.mark.parametrize("name", MODELS)
 def test_the_masked_log_likelihood_is_the_sum_of_the_observed_pixels_terms(name):
     """With K vectorised particles and num_data: site "x" scores sum over observed pixels of
-    log Bernoulli(x | logits), times N / B, with the logits the model returns."""
+    log Bernoulli(x | logits), times N / B, with the logits the model returns (for a model with
+    another likelihood, of its per-pixel log-probability, `drawzoo.models.likelihoods`)."""
     m, x, mask, K, N = MODELS[name](), binary_images(3, SHAPE), random_mask(3), 4, 30
     with pyro.plate("particles", K, dim=-2):
         _, model_trace = traces(m, x, mask=mask, num_data=N)
     model_trace.compute_log_prob()
-    logits = model_trace.nodes["_RETURN"]["value"]
-    assert logits.shape == (K, 3, *SHAPE)
-    per_pixel = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+    out = model_trace.nodes["_RETURN"]["value"]
+    likelihood = m.likelihood or likelihoods.get("bernoulli")
+    assert out.shape == (K, 3, likelihood.params_per_channel * SHAPE[0], *SHAPE[1:])
+    if likelihood.name == "bernoulli":
+        per_pixel = -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none")
+    else:
+        per_pixel = likelihood.distribution(out).base_dist.log_prob(x.expand(K, *x.shape))
     expected = torch.where(mask, per_pixel, 0.0).sum((-3, -2, -1)) * N / 3
     torch.testing.assert_close(model_trace.nodes["x"]["log_prob"], expected)
     assert model_trace.nodes["x"]["scale"] == N / 3
@@ -243,7 +248,7 @@ def test_inpainting_fills_in_draws_from_the_exact_conditional(name):
     assert set(binary.unique().tolist()) <= {0.0, 1.0} and torch.equal(binary[~hidden], x[~hidden])
 
 
-@pytest.mark.parametrize("name", ["draw", "vae"])
+@pytest.mark.parametrize("name", ["draw", "conv_draw", "vae"])
 def test_inpaint_keeps_the_observed_pixels_of_grey_images_exactly(name):
     m, mask = MODELS[name](), random_mask(5)
     x = torch.rand(5, *SHAPE, generator=torch.Generator().manual_seed(0))

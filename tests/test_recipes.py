@@ -97,7 +97,7 @@ def test_command_line_options_override_the_recipe(capsys, npz, tmp_path):
     ('model = "draw"\n[data]\nvalid_limit = 0\n', "data 'valid_limit' must be >= 1, got 0"),
     ('model = "draw"\n[data]\ntrian = "x.npz"\n', "unknown data key: 'trian'; valid keys are: train, valid, "
      "valid_limit"),
-    ('model = "drwa"\n', "unknown model 'drwa'; available: draw, vae"),
+    ('model = "drwa"\n', f"unknown model 'drwa'; available: {', '.join(drawzoo.available())}"),
     ('model = 3\n', "'model' must be a registered model's name, got 3"),
     ('train = 3\n', "'train' must be a table ([train]), got 3"),
     ('[config]\nT = 3\n', "[config] holds a model's config fields: it needs model = \"...\""),
@@ -117,5 +117,5 @@ def test_a_missing_recipe_and_a_recipe_without_a_model(capsys, tmp_path):
     assert f"{tmp_path / 'nope.toml'}: no such recipe file" in one_line_error(
         capsys, "train", "--recipe", tmp_path / "nope.toml")
     budget = write(tmp_path / "budget.toml", '[train]\nepochs = 1\nvalidate = "every"\n')
-    assert "give MODEL (draw, vae), or a --recipe that names one" in one_line_error(capsys, "train", "--recipe", budget)
+    assert f"give MODEL ({', '.join(drawzoo.available())}), or a --recipe that names one" in one_line_error(capsys, "train", "--recipe", budget)
     assert load_recipe(budget).train_config(lr=2e-3) == drawzoo.TrainConfig(epochs=1, lr=2e-3, validate="every")

@@ -1,6 +1,6 @@
 """``drawzoo eval``: score a trained model (`drawzoo.evaluate`): negative ELBO and importance-sampled
-NLL in nats per image, with --mask the conditional NLL of the missing pixels, with --per-step the
-KL of each step's latent site and its plot."""
+NLL in nats per image and bits per dimension, with --mask the conditional NLL of the missing
+pixels, with --per-step the KL of each step's latent site and its plot."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def cmd_eval(args) -> int:
         conditional = (f"; conditional NLL of the missing pixels (mask {args.mask}, {result['missing_fraction']:.0%} "
                        f"of the pixels) {result['cond_nll']:.2f} nats = NLL {result['nll']:.2f} - NLL of the observed "
                        f"pixels {result['nll_observed']:.2f}")
-    say(f"{where}: negative ELBO {result['neg_elbo']:.2f} nats, NLL {result['nll']:.2f} nats "
-        f"(importance sampled, K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
+    say(f"{where}: negative ELBO {result['neg_elbo']:.2f} nats ({result['neg_elbo_bits_per_dim']:.4f} bits/dim), "
+        f"NLL {result['nll']:.2f} nats ({result['nll_bits_per_dim']:.4f} bits/dim, importance sampled, "
+        f"K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
     if per_step:
         _report_per_step(result, plot, title=f"{where}, K={args.num_samples}")
     if args.json and distributed.is_main_process():
@@ -67,7 +68,7 @@ def _report_per_step(result: dict, plot: str, title: str) -> None:
 
 def add_eval_command(sub) -> None:
     p = checkpoint_command(sub, "eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
-                           "per image", cmd_eval)
+                           "per image and bits per dimension", cmd_eval)
     data_options(p)
     p.add_argument("--num-samples", "-k", type=int, default=100, help="importance samples K per image [100]")
     p.add_argument("--mask", help=f"also the conditional NLL of the missing pixels given the others, "

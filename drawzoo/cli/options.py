@@ -42,6 +42,9 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls, dest: str = 
             group.add_argument(*_flag(field.name), action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(hint) is tuple:
             args = typing.get_args(hint)
+            if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: one or more values
+                group.add_argument(*_flag(field.name), nargs="+", type=args[0], metavar=field.name.upper(), **kw)
+                continue
             group.add_argument(*_flag(field.name), nargs=len(args), type=args[0],
                                metavar=tuple(f"{field.name.upper()}{i}" for i in range(len(args)))
                                if field.name != "image_shape" else ("C", "H", "W"), **kw)

@@ -36,6 +36,7 @@ from typing import ClassVar
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
@@ -44,6 +45,7 @@ from ..errors import ConfigError, InputError
 from ..images import check_images
 from ..importance import importance_resample
 from ..masks import check_mask
+from . import likelihoods
 from .fast_path import StepFunction
 # Third-party models import these from here (DEVELOPERS.md: base.lstm_step, base.StepLinear, ...);
 # their home is layers.py (network parts) and fast_path.py (torch.compile, deferred gradients).
@@ -75,16 +77,26 @@ def pixel_likelihood(logits: Tensor, mask: Tensor | None = None) -> dist.Distrib
 
     Its log-probability is the negative binary cross-entropy, which is also defined for grey
     values in [0, 1] (then it is a reconstruction score, not a normalised likelihood), so
-    support validation is off.
+    support validation is off. It is the ``"bernoulli"`` one of `drawzoo.models.likelihoods`,
+    where the other pixel likelihoods are.
     """
-    pixels = dist.Bernoulli(logits=logits, validate_args=False)
-    return (pixels if mask is None else pixels.mask(mask)).to_event(3)
+    return likelihoods.get("bernoulli").distribution(logits, mask)
 
 
 def standard_normal(batch_size: int, dim: int, like: Tensor) -> dist.Distribution:
     """The prior ``Normal(0, I)`` over ``[batch_size, dim]``, one event per row."""
     zeros = like.new_zeros(batch_size, dim)
     return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+
+@torch.no_grad()
+def one_step_generate(model, n: int) -> Tensor:
+    """Pixel means of `n` prior samples of a `model` that draws in one step (its ``model`` returns
+    the decoder's output, the parameters of its `likelihood`: logits for a model without one),
+    ``[1, n, C, H, W]`` in [0, 1]: the VAEs' `generate`."""
+    with poutine.block():
+        out = model.model(batch_size=n)
+    return (model.likelihood or likelihoods.get("bernoulli")).mean(out)[None]
 
 
 class ZooModel(nn.Module):
@@ -160,9 +172,18 @@ class ZooModel(nn.Module):
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    @property
+    def likelihood(self) -> likelihoods.PixelLikelihood | None:
+        """The pixel likelihood (`drawzoo.models.likelihoods`) that the config's ``likelihood`` field
+        names, or None for a model without that field."""
+        name = getattr(self.config, "likelihood", None)
+        return None if name is None else likelihoods.get(name)
+
     def check_images(self, x, name: str = "x") -> Tensor:
-        """`x` checked against ``image_shape`` and moved to the model's device and dtype."""
-        return check_images(x, self.image_shape, device=self.device, dtype=self.dtype, name=name)
+        """`x` checked against ``image_shape`` (and, where the model has a `likelihood`, against
+        what it scores: 8-bit levels for "logistic") and moved to the model's device and dtype."""
+        x = check_images(x, self.image_shape, device=self.device, dtype=self.dtype, name=name)
+        return x if self.likelihood is None else self.likelihood.check_data(x, name)
 
     def check_mask(self, mask, batch_size: int) -> Tensor | None:
         """`mask` (None: every pixel observed) checked (`drawzoo.masks.check_mask`) and expanded to

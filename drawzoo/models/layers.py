@@ -32,10 +32,11 @@ def lstm_step(cell: nn.LSTMCell, inputs: Tensor, state: tuple[Tensor, Tensor]) -
     return h.view(*batch, -1), c.view(*batch, -1)
 
 
-def lstm_update(gates: Tensor, cell: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_update(gates: Tensor, cell: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     """`nn.LSTMCell`'s update from its gate pre-activations ``W_ih x + b_ih + W_hh h + b_hh``
-    ``[..., 4 hidden]`` (i, f, g, o) and the cell ``[..., hidden]``: returns ``(h, cell)``."""
-    i, f, g, o = gates.chunk(4, dim=-1)
+    ``[..., 4 hidden]`` (i, f, g, o) and the cell ``[..., hidden]``: returns ``(h, cell)``. The
+    gates are stacked along `dim` (a convolutional LSTM's ``[..., 4 hidden, H, W]``: ``dim=-3``)."""
+    i, f, g, o = gates.chunk(4, dim=dim)
     cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(cell), cell
 
@@ -53,7 +54,8 @@ class GaussianPosterior(nn.Linear):
         return self.split(super().forward(h))
 
     @staticmethod
-    def split(out: Tensor) -> tuple[Tensor, Tensor]:
-        """``W h + b`` ``[..., 2 latent_dim]`` -> ``(mu, sigma)``."""
-        mu, log_sigma = out.chunk(2, dim=-1)
+    def split(out: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
+        """``W h + b`` ``[..., 2 latent_dim]`` -> ``(mu, sigma)``, halves of `dim` (a feature map's
+        channels: ``dim=-3``)."""
+        mu, log_sigma = out.chunk(2, dim=dim)
         return mu, bounded_exp(log_sigma)

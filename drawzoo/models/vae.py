@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
-import torch
-from pyro import poutine
 from torch import Tensor, nn
 
 from ..config import check_fields, check_image_shape, check_positive, param
-from .base import ZooModel, pixel_likelihood, standard_normal
+from . import likelihoods
+from .base import ZooModel, one_step_generate, standard_normal
 from .layers import GaussianPosterior
 
 
@@ -23,11 +21,13 @@ class VAEConfig:
     image_shape: tuple[int, int, int] = param((1, 28, 28), "image size (C, H, W)")
     hidden_dim: int = param(400, "units of the hidden layer, encoder and decoder")
     latent_dim: int = param(50, "size of z")
+    likelihood: str = likelihoods.config_field()
 
     def __post_init__(self):
         check_fields(self)
         check_image_shape(self.image_shape)
         check_positive(self, "hidden_dim", "latent_dim")
+        likelihoods.get(self.likelihood)
 
 
 class VAE(ZooModel):
@@ -36,6 +36,9 @@ class VAE(ZooModel):
         z ~ Normal(0, I)                                   site "z"
         x ~ Bernoulli(sigmoid(MLP_dec(z)))                 site "x"
         q: z ~ Normal(mu(MLP_enc(x)), sigma(MLP_enc(x)))
+
+    with ``likelihood="logistic"`` the decoder outputs a location and a log-scale per pixel and
+    channel, and x ~ DiscretizedLogistic(loc, log_scale) (`drawzoo.models.likelihoods`).
 
     Partially observed images (``mask``, True where a pixel is observed): the likelihood counts the
     observed pixels only, and the encoder sees the unobserved ones as 0 (zero imputation, as in
@@ -49,29 +52,36 @@ class VAE(ZooModel):
 
     def __init__(self, config: VAEConfig | None = None, **overrides):
         super().__init__(config, **overrides)
+        self.encoder, self.posterior, self.decoder = self.networks()
+
+    def networks(self) -> tuple[nn.Module, GaussianPosterior, nn.Module]:
+        """``(encoder, posterior, decoder)``: the MLPs of `encode` and `decode` and q's Gaussian head."""
         cfg = self.config
-        pixels = math.prod(cfg.image_shape)
-        self.encoder = nn.Sequential(nn.Flatten(-3), nn.Linear(pixels, cfg.hidden_dim), nn.Softplus())
-        self.posterior = GaussianPosterior(cfg.hidden_dim, cfg.latent_dim)
-        self.decoder = nn.Sequential(
-            nn.Linear(cfg.latent_dim, cfg.hidden_dim), nn.Softplus(), nn.Linear(cfg.hidden_dim, pixels),
-            nn.Unflatten(-1, cfg.image_shape),
+        C, H, W = cfg.image_shape
+        pixels, maps = C * H * W, self.likelihood.params_per_channel * C
+        encoder = nn.Sequential(nn.Flatten(-3), nn.Linear(pixels, cfg.hidden_dim), nn.Softplus())
+        posterior = GaussianPosterior(cfg.hidden_dim, cfg.latent_dim)
+        decoder = nn.Sequential(
+            nn.Linear(cfg.latent_dim, cfg.hidden_dim), nn.Softplus(), nn.Linear(cfg.hidden_dim, maps * H * W),
+            nn.Unflatten(-1, (maps, H, W)),
         )
+        return encoder, posterior, decoder
 
     def model(self, x=None, *, batch_size=None, num_data=None, mask=None) -> Tensor:
         """p(x, z); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
 
         `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
         `mask`: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
-        likelihood counts those only. Returns the logits ``[..., B, C, H, W]``."""
+        likelihood counts those only. Returns the decoder's output ``[..., B, k*C, H, W]`` (the
+        likelihood's k parameter maps per channel: the logits for "bernoulli")."""
         x, B = self._data(x, batch_size)
         mask = self.check_mask(mask, B)
         self.register()
         with self.data_plate(B, num_data):
-            z = pyro.sample("z", standard_normal(B, self.config.latent_dim, self.decoder[0].weight))
-            logits = self.step_fn("decode")(z)
-            pyro.sample("x", pixel_likelihood(logits, mask), obs=x)
-        return logits
+            z = pyro.sample("z", standard_normal(B, self.config.latent_dim, self.posterior.weight))
+            out = self.step_fn("decode")(z)
+            pyro.sample("x", self.likelihood.distribution(out, mask), obs=x)
+        return out
 
     def guide(self, x, *, num_data=None, mask=None) -> None:
         """q(z | x) for images `x` ``[B, C, H, W]`` in [0, 1]; with `mask` (as for `model`) the
@@ -90,12 +100,9 @@ class VAE(ZooModel):
         return self.posterior(self.encoder(x))
 
     def decode(self, z: Tensor) -> Tensor:
-        """Pixel logits ``[..., B, C, H, W]`` of p(x | z) for ``z [..., B, latent_dim]`` (a step function)."""
+        """The parameters ``[..., B, k*C, H, W]`` of p(x | z) for ``z [..., B, latent_dim]`` (a step function)."""
         return self.decoder(z)
 
-    @torch.no_grad()
     def generate(self, n: int) -> Tensor:
         """Pixel means of `n` prior samples, ``[1, n, C, H, W]`` in [0, 1] (one "step")."""
-        with poutine.block():
-            logits = self.model(batch_size=n)
-        return torch.sigmoid(logits)[None]
+        return one_step_generate(self, n)
