@@ -31,8 +31,8 @@ def analytic_kl_sites(model_trace, guide_trace) -> set[str]:
     ``KL(q(z | .) || p(z | parents))`` at the sampled values of everything else: those whose model
     parents the guide samples before them (then integrating z out leaves nothing that depends on z).
     Judged by order, as Pyro's mean-field check does: z qualifies when every latent the model samples
-    before z, the guide samples before z too. DRAW's, the VAE's and Conv DRAW's sites all qualify
-    (model and guide go through the steps in the same order); a two-layer HVAE's z_1 does not
+    before z, the guide samples before z too. DRAW's and the VAE's sites all qualify
+    (model and guide go through the steps in the same order); a two-stochastic-layer VAE's z_1 does not
     (the model draws it from z_2, which the guide draws from z_1)."""
     guide_order = {name: i for i, name in enumerate(_latents(guide_trace))}
     exact, seen = set(), []
@@ -48,8 +48,8 @@ class AnalyticKL_ELBO(TraceMeanField_ELBO):
     ``torch.distributions.kl_divergence`` knows the pair) restricted to where that is exact
     (`analytic_kl_sites`); the KL terms of the other sites are the Monte Carlo
     ``log q(z) - log p(z | parents)`` at the sampled z, as in ``Trace_ELBO``. Where every site
-    qualifies (DRAW, the VAE, Conv DRAW) it is ``TraceMeanField_ELBO``, computation for computation:
-    DRAW's loss is the paper's L^x + L^z. Where one does not (a two-layer HVAE), it is still the
+    qualifies (DRAW, the VAE) it is ``TraceMeanField_ELBO``, computation for computation:
+    DRAW's loss is the paper's L^x + L^z. Where one does not (a two-stochastic-layer VAE), it is still the
     negative ELBO, estimated without bias, where ``TraceMeanField_ELBO`` would not be."""
 
     def _get_trace(self, model, guide, args, kwargs):

@@ -1,7 +1,7 @@
 """Training any zoo model by stochastic variational inference, with checkpoints that resume.
 
-The objective is any Pyro ELBO that fits the model/guide pair (``TraceMeanField_ELBO`` by
-default: DRAW's L^x + L^z; `drawzoo.objectives` names the common ones), taken per image (nats)
+The objective is any Pyro ELBO that fits the model/guide pair (``AnalyticKL_ELBO`` by
+default, the objective "elbo": DRAW's L^x + L^z; `drawzoo.objectives` names the common ones), taken per image (nats)
 and minimised by Adam with global gradient-norm clipping. An ELBO with a differentiable loss is
 differentiated by autograd -- Pyro's PyTorch-native SVI idiom --, any other (``RenyiELBO``,
 ``TraceGraph_ELBO``, ``ReweightedWakeSleep``...) by its own ``loss_and_grads``.

@@ -2,6 +2,8 @@
 computation by hand, and that it learns. The tests every zoo model passes (particles, masks,
 copies, ...) run on it through tests/zoo_models.py."""
 
+import math
+
 import pyro
 import pytest
 import torch
@@ -10,8 +12,9 @@ from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 
 import drawzoo
-from drawzoo.errors import ConfigError
+from drawzoo.errors import ConfigError, InputError
 from drawzoo.evaluation import kl_terms
+from drawzoo.models.base import pixel_likelihood
 from tests.conftest import binary_images
 from tests.zoo_models import TINY_CONV_DRAW
 
@@ -94,6 +97,40 @@ def test_generate_returns_the_canvases_through_time(shape):
     assert ((canvases >= 0) & (canvases <= 1)).all()
     assert not torch.equal(canvases[0], canvases[-1])
     assert m._canvases is None  # nothing of the pass is kept
+
+
+def test_bernoulli_canvases_are_logits_read_through_the_sigmoid():
+    m, x = tiny(), binary_images(3, (1, 6, 7))
+    canvas = torch.randn(3, 1, 6, 7)
+    site = m.pixels(canvas)
+    assert torch.equal(site.log_prob(x), pixel_likelihood(canvas).log_prob(x))
+    dec = m._initial_state(3)
+    h, c, mu, sigma = m.encode_step(x, canvas, dec[0], *m._initial_state(3))
+    r = m.reader(torch.cat([x, x - torch.sigmoid(canvas)], -3))
+    h_ref, _ = m.encoder(torch.cat([r, dec[0]], -3), m._initial_state(3))
+    torch.testing.assert_close(h, h_ref)
+
+
+def test_the_logistic_likelihood_draws_8_bit_colour_images_in_bits_per_dimension():
+    torch.manual_seed(0)
+    shape = (3, 6, 7)
+    m = tiny(shape, likelihood="logistic")
+    assert m.writer.out_channels == 2 * 3 and m._blank_canvas(2).shape == (2, 6, 6, 7)
+    x = torch.randint(0, 256, (4, *shape)) / 255
+    trace = poutine.trace(poutine.replay(m.model, trace=poutine.trace(m.guide).get_trace(x))).get_trace(x)
+    assert trace.nodes["x"]["fn"].event_shape == shape and torch.isfinite(trace.log_prob_sum())
+    canvases = m.generate(2)
+    assert canvases.shape == (m.config.T, 2, *shape) and ((canvases >= 0) & (canvases <= 1)).all()
+    # the encoder's error image is x minus the canvas's location maps
+    canvas = torch.randn(4, 6, 6, 7)
+    dec = m._initial_state(4)
+    h, *_ = m.encode_step(x, canvas, dec[0], *m._initial_state(4))
+    r = m.reader(torch.cat([x, x - canvas[:, :3]], -3))
+    torch.testing.assert_close(h, m.encoder(torch.cat([r, dec[0]], -3), m._initial_state(4))[0])
+    result = drawzoo.evaluate(m, x, num_samples=3)
+    assert result["nll_bits_per_dim"] == pytest.approx(result["nll"] / (3 * 6 * 7 * math.log(2)))
+    with pytest.raises(InputError, match="not 8-bit levels k/255"):
+        m.guide(torch.full((1, *shape), 0.5))
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -21,6 +21,7 @@ def tiny_models(image_shape=(1, 28, 28)) -> dict[str, Callable[[], drawzoo.model
         "draw": lambda: drawzoo.load("draw", image_shape=s, **small_draw),
         "draw-no-attention": lambda: drawzoo.load("draw", image_shape=s, **small_draw, attention=False),
         "conv_draw": lambda: drawzoo.load("conv_draw", image_shape=s, **TINY_CONV_DRAW),
+        "conv_draw-logistic": lambda: drawzoo.load("conv_draw", image_shape=s, **TINY_CONV_DRAW, likelihood="logistic"),
         "vae": lambda: drawzoo.load("vae", image_shape=s, hidden_dim=32, latent_dim=4),
         "hvae": lambda: drawzoo.load("hvae", image_shape=s, latent_dims=(6, 3), hidden_dims=(16, 8)),
         "hvae-one-layer": lambda: drawzoo.load("hvae", image_shape=s, latent_dims=(4,), hidden_dims=(16,)),

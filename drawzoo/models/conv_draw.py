@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..config import check_fields, check_image_shape, check_positive, param
 from ..errors import ConfigError
-from .base import ZooModel, pixel_likelihood
+from . import likelihoods
+from .base import ZooModel
 from .conv_layers import ConvGaussian, ConvLSTMCell, cat_maps, coarse_size, downsample, on_maps, upsample
 
 
@@ -29,6 +30,7 @@ class ConvDrawConfig:
     latent_channels: int = param(4, "channels of each z_t")
     kernel_size: int = param(3, "side of every convolution's kernel (odd)")
     stride: int = param(2, "downsampling of z_t and the LSTM states: ceil(H/stride) x ceil(W/stride)")
+    likelihood: str = likelihoods.config_field()
 
     def __post_init__(self):
         check_fields(self)
@@ -40,6 +42,7 @@ class ConvDrawConfig:
         if self.stride > self.kernel_size:
             raise ConfigError(f"config 'stride'={self.stride} is larger than 'kernel_size'={self.kernel_size}: "
                               f"the write would leave pixels no kernel reaches")
+        likelihoods.get(self.likelihood)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -57,17 +60,19 @@ class ConvDRAW(ZooModel):
 
         z_t     ~ Normal(mu_p(h_dec_{t-1}), sigma_p(h_dec_{t-1}))     site "z_{t}", [latent, h, w]
         h_dec_t = ConvLSTM_dec(z_t, h_dec_{t-1})
-        c_t     = c_{t-1} + write(h_dec_t)                           transposed conv to [C, H, W]
-        x       ~ Bernoulli(sigmoid(c_T))                             site "x"
+        c_t     = c_{t-1} + write(h_dec_t)                           transposed conv to [k*C, H, W]
+        x       ~ Bernoulli(sigmoid(c_T))  (or a discretised logistic)  site "x"
 
     Inference (`guide`), sharing the decoder::
 
-        x_hat_t = x - sigmoid(c_{t-1})                                error image
+        x_hat_t = x - sigmoid(c_{t-1})  (logistic: x - loc(c_{t-1}))  error image
         r_t     = read([x, x_hat_t])                                  stride conv to the latent grid
         h_enc_t = ConvLSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})
         z_t     ~ Normal(mu_q(h_enc_t), sigma_q(h_enc_t))             site "z_{t}"
 
-    ``h_dec_{-1}`` = 0, so p(z_0) is a learned constant. With ``TraceMeanField_ELBO`` the loss per
+    The canvas holds the likelihood's k parameter maps per channel (`drawzoo.models.likelihoods`):
+    the logits for "bernoulli" (k = 1), locations and log-scales for "logistic" (k = 2, 8-bit
+    images, bits/dim). ``h_dec_{-1}`` = 0, so p(z_0) is a learned constant. Under the ``elbo`` objective the loss per
     image is ``-log p(x | c_T) + sum_t KL(q(z_t | ...) || p(z_t | h_dec_{t-1}))`` in nats, each KL
     between two Gaussians that both depend on the z's before.
 
@@ -91,7 +96,7 @@ class ConvDRAW(ZooModel):
         self.posterior = ConvGaussian(n, L, k)
         self.prior = ConvGaussian(n, L, k)
         self.decoder = ConvLSTMCell(L, n, k)
-        self.writer = upsample(n, C, k, s, (H, W))
+        self.writer = upsample(n, self.likelihood.params_per_channel * C, k, s, (H, W))
         self._canvases: list[Tensor] | None = None
 
     # -- the Pyro model and guide -------------------------------------------------------------
@@ -99,7 +104,8 @@ class ConvDRAW(ZooModel):
     def model(self, x=None, *, batch_size=None, num_data=None, mask=None) -> Tensor:
         """p(x, z_0..z_{T-1}) with the learned prior; images `x` ``[B, C, H, W]`` in [0, 1] observed
         at site "x" (sampled when None, `batch_size` of them), `num_data` and `mask` as the
-        `ZooModel` interface says. Returns the final canvas logits c_T ``[..., B, C, H, W]``."""
+        `ZooModel` interface says. Returns the final canvas c_T ``[..., B, k*C, H, W]`` (the logits for
+        "bernoulli")."""
         x, B = self._data(x, batch_size)
         mask = self.check_mask(mask, B)
         self.register()
@@ -115,7 +121,7 @@ class ConvDRAW(ZooModel):
         return canvas
 
     def guide(self, x, *, num_data=None, mask=None) -> Tensor:
-        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, C, H, W]``.
+        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, k*C, H, W]``.
 
         With `mask` (as for `model`) the encoder reads x and the error image as 0 at the
         unobserved pixels: their values in `x` are never used."""
@@ -134,9 +140,9 @@ class ConvDRAW(ZooModel):
         return canvas
 
     def pixels(self, canvas: Tensor, mask: Tensor | None = None) -> dist.Distribution:
-        """p(x | c) for canvas logits ``[..., B, C, H, W]``, one event per image (`mask` as for
+        """p(x | c) for a canvas ``[..., B, k*C, H, W]``, one event per image (`mask` as for
         `model`): the one place where the canvas becomes a distribution over pixels."""
-        return pixel_likelihood(canvas, mask)
+        return self.likelihood.distribution(canvas, mask)
 
     # -- one step, pure tensor functions (what `compile_steps` compiles) ----------------------
 
@@ -146,10 +152,11 @@ class ConvDRAW(ZooModel):
 
     def encode_step(self, x: Tensor, canvas: Tensor, h_dec: Tensor, h_enc: Tensor, cell_enc: Tensor,
                     mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One step of the encoder: ``x_hat = x - sigmoid(c_{t-1})`` (0 where a bool `mask` is False),
+        """One step of the encoder: ``x_hat = x - sigmoid(c_{t-1})`` (the likelihood's `point`
+        reading of the canvas; 0 where a bool `mask` is False),
         ``r_t = read([x, x_hat])``, ``h_enc_t = ConvLSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})``.
         Any batch shape ``[..., B]``; returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t)`` of q(z_t | ...)."""
-        error = x - torch.sigmoid(canvas)
+        error = x - self.likelihood.point(canvas)
         if mask is not None:
             error = torch.where(mask, error, 0.0)
         r = on_maps(self.reader, cat_maps(x, error))
@@ -171,8 +178,10 @@ class ConvDRAW(ZooModel):
         return zeros, torch.zeros_like(zeros)
 
     def _blank_canvas(self, B: int) -> Tensor:
-        """c_0 = 0 ``[B, C, H, W]`` (grey 0.5 after the sigmoid)."""
-        return torch.zeros(B, *self.image_shape, device=self.device, dtype=self.dtype)
+        """c_0 = 0 ``[B, k*C, H, W]`` (grey 0.5 after the sigmoid; logistic: loc 0, scale 1)."""
+        C, H, W = self.image_shape
+        k = self.likelihood.params_per_channel
+        return torch.zeros(B, k * C, H, W, device=self.device, dtype=self.dtype)
 
     # -- watching it draw ------------------------------------------------------------------------
 
@@ -191,4 +200,4 @@ class ConvDRAW(ZooModel):
         ``[T, n, C, H, W]`` in [0, 1]."""
         with self._recording() as canvases, poutine.block():
             self.model(batch_size=n)
-        return self.pixels(torch.stack(canvases)).mean
+        return self.likelihood.mean(torch.stack(canvases))

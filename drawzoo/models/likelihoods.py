@@ -124,6 +124,9 @@ class PixelLikelihood:
     params_per_channel: int
     help: str
     _pixels: Callable[[Tensor], dist.Distribution]
+    #: a cheap point reading ``[..., B, C, H, W]`` of the images from the decoder's output (for the
+    #: error images of DRAW-like encoders): the sigmoid of the logits, or the logistic's locations
+    _point: Callable[[Tensor], Tensor]
     on_grid: bool = False  #: whether the images must be 8-bit values k / 255 (`check_data`)
 
     def distribution(self, out: Tensor, mask: Tensor | None = None) -> dist.Distribution:
@@ -131,6 +134,12 @@ class PixelLikelihood:
         per image ``[C, H, W]``; with a bool `mask` only the pixels where it is True count."""
         pixels = self._pixels(out)
         return (pixels if mask is None else pixels.mask(mask)).to_event(3)
+
+    def point(self, out: Tensor) -> Tensor:
+        """A cheap point reading of the images ``[..., B, C, H, W]`` from the decoder's output:
+        ``sigmoid(logits)`` for "bernoulli" (its mean), the locations for "logistic" (its median
+        before the rounding; the mean is a sum of 255 sigmoids)."""
+        return self._point(out)
 
     def mean(self, out: Tensor) -> Tensor:
         """The images' mean ``[..., B, C, H, W]`` in [0, 1] from the decoder's output."""
@@ -158,10 +167,14 @@ def _logistic(out: Tensor) -> dist.Distribution:
     return DiscretizedLogistic(loc, log_scale)
 
 
+def _logistic_loc(out: Tensor) -> Tensor:
+    return out.unflatten(-3, (2, -1))[..., 0, :, :, :]
+
+
 LIKELIHOODS = {
-    "bernoulli": PixelLikelihood("bernoulli", 1, "Bernoulli(logits) per pixel and channel", _bernoulli),
+    "bernoulli": PixelLikelihood("bernoulli", 1, "Bernoulli(logits) per pixel and channel", _bernoulli, torch.sigmoid),
     "logistic": PixelLikelihood("logistic", 2, "discretised logistic over the 256 levels of 8-bit images "
-                                "(PixelCNN++), loc and log-scale maps", _logistic, on_grid=True),
+                                "(PixelCNN++), loc and log-scale maps", _logistic, _logistic_loc, on_grid=True),
 }
 DEFAULT = "bernoulli"
 
