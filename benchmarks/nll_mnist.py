@@ -4,7 +4,7 @@
     python benchmarks/nll_mnist.py --preset paper --device cuda
     python benchmarks/nll_mnist.py --models draw,vae,mymodel
     python benchmarks/nll_mnist.py --iwae               # + attention DRAW trained on the IWAE bound
-    python benchmarks/nll_mnist.py --preset literature  # the IWAE and DRAW papers' rows, ~30 min on 2 cores
+    python benchmarks/nll_mnist.py --preset literature  # the IWAE and DRAW papers' rows, ~51 min on 2 cores
 
 Prints one markdown table (negative ELBO and importance-sampled NLL on the test split, in nats
 per image, the conditional NLL of the bottom half of each test image given its top half,

@@ -81,10 +81,12 @@ def test_readme_links_into_the_docs_and_stays_short():
         assert ROOT / page in linked, page
 
 
-def test_the_readme_table_is_the_latest_benchmark_table():
+def test_the_readme_tables_are_the_latest_benchmark_tables():
     bench = (ROOT / "benchmarks" / "README.md").read_text()
-    table = bench.split("<!-- quick-table: README.md shows this table too -->\n", 1)[1].split("<!-- /quick-table -->")[0]
-    rows = [line for line in table.splitlines() if line.startswith("|")]
+    rows = []
+    for name in ("quick", "literature"):
+        table = bench.split(f"<!-- {name}-table: README.md shows this table too -->\n", 1)[1].split(f"<!-- /{name}-table -->")[0]
+        rows += [line for line in table.splitlines() if line.startswith("|")]
     readme = README.read_text().split("## Benchmark: binarized MNIST", 1)[1].split("\n## ", 1)[0]
     assert [line for line in readme.splitlines() if line.startswith("|")] == rows
 
