@@ -34,7 +34,8 @@ def run(capsys, *argv):
 def test_list(capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
-    assert out.splitlines()[0].startswith("draw ") and "T=64" in out and "vae " in out
+    assert [line.split()[0] for line in out.splitlines()] == drawzoo.available()
+    assert "T=64" in next(line for line in out.splitlines() if line.startswith("draw "))
 
 
 def test_help_explains_every_option(capsys):

@@ -207,7 +207,7 @@ def test_drawzoo_pretrained_lists_each_tag_with_its_figures_and_recipe(tiny, cap
     assert code == 0
     assert out.splitlines() == [
         "vae.tiny (default)", "    binarized_mnist: test -ELBO 500.00 nats (10 images)",
-        "    vae(image_shape=[1, 28, 28], hidden_dim=8, latent_dim=2)", "    trained by: drawzoo train --recipe r.toml"]
+        "    vae(image_shape=[1, 28, 28], hidden_dim=8, latent_dim=2, likelihood=bernoulli)", "    trained by: drawzoo train --recipe r.toml"]
     assert cli(capsys, "pretrained", "draw")[:2] == (0, "")
 
 
