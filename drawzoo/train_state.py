@@ -36,6 +36,7 @@ class Progress:
     images: int = 0  #: images seen this epoch so far
     history: list = dataclasses.field(default_factory=list)  #: one dict per completed epoch
     best_valid: float = math.inf  #: lowest validation loss so far (for `best`)
+    partial: dict | None = None  #: the record of the part-epoch `max_steps` ended, until the next step
 
 
 class RunCheckpoint:

@@ -43,7 +43,7 @@ from .files import check_outputs
 from .loss import ELBOLoss, StepLoss
 from .stopping import Interrupted, StopRequests, signal_name
 from .train_config import TrainConfig, accelerators, devices_here, parse_device
-from .train_log import Report, require_tensorboard
+from .train_log import Report, log, require_tensorboard
 from .train_state import Progress, RunCheckpoint
 from .validation import Validation
 
@@ -201,6 +201,12 @@ class _Run:
         state, config = self.state, self.config
         epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
         self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
+        if state.epoch >= epochs or (max_steps is not None and state.step >= max_steps):
+            # a finished run rerun: no step, no validation, no write (the weights and figures stay)
+            budget = f"epochs={epochs}" + ("" if max_steps is None else f", max_steps={max_steps}")
+            log.warning("the run is already complete (epoch %g, step %d; %s): nothing to train, nothing written",
+                        state.epoch + state.step_in_epoch / len(self._epoch_batches(dataset)), state.step, budget)
+            return self._history()
         while state.epoch < epochs:
             batches = self._epoch_batches(dataset)
             # dynamically binarized images: this epoch's draw, which only (seed, epoch) decides
@@ -219,8 +225,9 @@ class _Run:
                 if max_steps is not None and state.step >= max_steps and state.step_in_epoch < len(batches):
                     bar.close()
                     record = self._record(valid, started, state.epoch + state.step_in_epoch / len(batches))
+                    state.partial = {**record, "partial": True}  # kept, so that a rerun returns it too
                     self._save()
-                    return state.history + [{**record, "partial": True}]
+                    return self._history()
                 if stop:
                     bar.close()
                     return self._halt(started, len(batches))
@@ -235,7 +242,11 @@ class _Run:
                 break
             if state.epoch < epochs and self.stop.anywhere(self.group):  # asked during validation
                 return self._halt(started, len(batches))
-        return list(state.history)
+        return self._history()
+
+    def _history(self) -> list[dict]:
+        """The history (see `train`): the completed epochs, and the part-epoch `max_steps` ended."""
+        return list(self.state.history) + ([self.state.partial] if self.state.partial is not None else [])
 
     def _halt(self, started: float, batches: int) -> list[dict]:
         """Stop here, as a signal or the time limit asked (of any process): checkpoint, then
@@ -261,6 +272,7 @@ class _Run:
         whether any process is asked to stop (a signal, the time limit)."""
         state, model = self.state, self.model
         x = self.last_batch = model.check_images(x, name="train_data batch")
+        state.partial = None  # the part-epoch goes on
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.step_loss(x)
         mean_loss, stop = self._average_gradients(loss, self.stop.requested())  # every process skips, or none

@@ -264,6 +264,18 @@ def test_max_steps_and_a_cosine_learning_rate(capsys, npz, tmp_path):
     assert payload["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # the cosine's end
 
 
+def test_rerunning_a_finished_training_command_is_a_no_op(capsys, npz, tmp_path):
+    ckpt = tmp_path / "draw.pt"
+    args = ["train", "draw", *TINY, "--data", npz, "--epochs", 2, "--batch-size", 8, "--max-steps", 2,
+            "--checkpoint", ckpt, "--quiet"]
+    assert run(capsys, *args)[0] == 0
+    before = ckpt.read_bytes(), ckpt.with_name("draw.best.pt").read_bytes()
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "the run is already complete (epoch 0.4, step 2; epochs=2, max_steps=2)" in out + err
+    assert (ckpt.read_bytes(), ckpt.with_name("draw.best.pt").read_bytes()) == before
+
+
 def test_resuming_with_a_contradicting_config_names_the_fields(capsys, npz, tmp_path):
     ckpt = tmp_path / "draw.pt"
     assert run(capsys, "train", "draw", *TINY, "--data", npz, "--epochs", 1, "--checkpoint", ckpt, "--quiet")[0] == 0

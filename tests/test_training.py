@@ -108,6 +108,31 @@ def test_max_steps_stops_mid_epoch_and_resumes(data, tmp_path):
     assert drawzoo.evaluate(drawzoo.load(checkpoint=best), valid, seed=4)["neg_elbo"] == pytest.approx(best_valid)
 
 
+@pytest.mark.parametrize("budget", [dict(epochs=2), dict(epochs=3, max_steps=7)], ids=["epochs", "max_steps"])
+def test_rerunning_a_finished_run_changes_nothing_and_says_so(data, tmp_path, caplog, budget):
+    """A finished run (its epochs, or `max_steps` mid-epoch) rerun: the same history, not one more
+    step, the checkpoint and best weights byte for byte as they were (issue: a rerun took a step)."""
+    train, valid = data
+    path, best = tmp_path / "run.pt", tmp_path / "best.pt"
+    first = drawzoo.train(tiny_draw(), train, valid, seed=4, checkpoint=path, best=best, **budget, **FAST)
+    files = {p: p.read_bytes() for p in (path, best)}
+    caplog.clear()
+    again = drawzoo.train(tiny_draw(), train, valid, seed=4, checkpoint=path, best=best, **budget, **FAST)
+    assert _losses(again) == _losses(first) and again[-1].get("partial") == first[-1].get("partial")
+    assert {p: p.read_bytes() for p in files} == files
+    end = "max_steps=7" if "max_steps" in budget else "epochs=2"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"the run is already complete (epoch {first[-1]['epoch']:g}, step {first[-1]['step']}; epochs="
+        f"{budget['epochs']}{', ' + end if 'max_steps' in budget else ''}): nothing to train, nothing written"]
+    # a larger budget goes on from there, as an uninterrupted run would
+    if "max_steps" in budget:
+        straight = tiny_draw()
+        full = drawzoo.train(straight, train, valid, epochs=3, seed=4, **FAST)
+        resumed = tiny_draw()
+        assert _losses(drawzoo.train(resumed, train, valid, epochs=3, seed=4, checkpoint=path, **FAST)) == _losses(full)
+        assert _same_weights(_weights(resumed), _weights(straight))
+
+
 def test_max_minutes_stops_after_a_step_and_says_so(data, caplog):
     train, valid = data
     history = drawzoo.train(tiny_draw(), train, valid, epochs=2, max_minutes=1e-6, **FAST)
