@@ -46,6 +46,7 @@ import torch
 
 import drawzoo
 from drawzoo.batching import random_subset
+from drawzoo.checkpoints import read_checkpoint
 from drawzoo.cli import console_logging
 from drawzoo.config import as_dict, build_config, check_fields, check_positive, param
 from drawzoo import data as datasets
@@ -180,8 +181,9 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
     recipe, scoring = run.recipe, run.scoring
     print(f"\n== {run.label}: {recipe.model} {recipe.config} ==", flush=True)
     checkpoint, best = out / f"{slug(run.label)}.pt", out / f"{slug(run.label)}.best.pt"
+    scored_file = out / f"{slug(run.label)}.json"  # the row as last scored, with the run it scored
     if not resume:
-        for path in (checkpoint, best):
+        for path in (checkpoint, best, scored_file):
             path.unlink(missing_ok=True)
     config = recipe.train_config(best=str(best), device=device, **({} if seed is None else {"seed": seed}))
     torch.manual_seed(config.seed)  # the initial weights
@@ -190,6 +192,12 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
     started = time.perf_counter()
     history = drawzoo.train(model, data["train"], valid, config, checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
+    run_sha256 = read_checkpoint(checkpoint)["sha256"]
+    if scored_file.exists():
+        row = json.loads(scored_file.read_text())
+        if row.get("run_sha256") == run_sha256 and row.get("scoring") == dataclasses.asdict(scoring):
+            print(f"{run.label}: already trained and scored ({scored_file}), as before", flush=True)
+            return row
     scored = drawzoo.load(checkpoint=best).to(model.device)
     test = random_subset(data["test"], scoring.test_limit, seed=config.seed)
     started = time.perf_counter()
@@ -208,7 +216,9 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
         "test_images": result["num_images"], "reference": scoring.reference,
         "data": recipe.data.train, "protocol": protocol(recipe.data.train, data),
         "batch_size": config.batch_size, "lr": config.lr, "objective": config.objective, "particles": config.particles,
+        "scoring": dataclasses.asdict(scoring), "run_sha256": run_sha256,
     }
+    scored_file.write_text(json.dumps(row, indent=2) + "\n")
     print(f"{row['label']}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f}, conditional NLL "
           f"of the {MASK} half {row['test_cond_nll']:.2f} nats (K={row['num_samples']}, {row['test_images']} images)",
           flush=True)
@@ -252,7 +262,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, help="seed of every run, for training and scoring [each recipe's: 0]")
     parser.add_argument("--device", help="cpu, cuda, ... [cuda when available]")
     parser.add_argument("--resume", action="store_true", help="resume from the checkpoints in --out "
-                        "instead of starting afresh")
+                        "instead of starting afresh; a row already trained and scored keeps its figures "
+                        "(train time: of the last call that trained it)")
     args = parser.parse_args(argv)
     out = Path(args.out or f"bench_out/{args.preset}")
     try:
