@@ -116,7 +116,8 @@ def dataset_mask(mask, image_shape, num_images: int, seed: int = 0) -> torch.Ten
 @torch.no_grad()
 def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data.Dataset, *, num_samples: int = 1,
              batch_size: int | None = None, seed: int = 0, progress: bool = False,
-             compile: bool | None = None, per_step: bool = False, mask=None) -> dict:
+             compile: bool | None = None, per_step: bool = False, mask=None, nested_k=(),
+             per_image: bool = False) -> dict:
     """Per-image means in nats over `data` (tensor/array ``[N, C, H, W]`` in [0, 1], or a Dataset).
 
     Returns ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the
@@ -131,6 +132,12 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     (``nll - nll_observed``, the importance-sampled estimate of -log p(x_miss | x_obs): see the
     module's docstring for its bias) and ``"missing_fraction"`` (of the pixels scored); a mask that
     observes every pixel of every image is an error (the figure would be 0 by definition).
+    `nested_k`: smaller sample sizes K' (each dividing `num_samples`) whose NLL estimates come from
+    the same samples: ``"nll_k"``, ``{K': mean over images of the mean over the K/K' disjoint groups
+    of K' samples of -log mean_group w}``, an unbiased estimate of E[-log p^_K'] (the K-convergence of
+    the estimate at no extra cost; ``nll_k[K] == nll``). `per_image`: also ``"per_image"``,
+    ``{"neg_elbo": [N], "nll": [N], "nll_k": {K': [N]}}`` (float64, CPU, in the order of `data`), for
+    standard errors (the figures' spread over images) and for scoring a data set in parts.
     `compile`: run the model's step functions through ``torch.compile`` (``model.compile_steps()``,
     which stays), the fast path; None leaves the model as it is. `batch_size` images are scored per
     pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
@@ -147,6 +154,9 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (None: as many images as fit in {ROWS_PER_PASS} rows), "
                          f"got {batch_size}")
+    nested_k = sorted(set(nested_k))
+    if any(not isinstance(k, int) or k < 1 or num_samples % k for k in nested_k):
+        raise ValueError(f"nested_k must hold sample sizes that divide num_samples={num_samples}, got {nested_k}")
     dataset = as_dataset(data, model.image_shape)
     if mask is not None:
         mask_kwargs(model, mask)  # before any work: the model takes masks
@@ -166,6 +176,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     neg_elbo = nll = reconstruction = nll_observed = missing = 0.0
     kl_sums = kl_estimate = latent_sites = None
     n = 0
+    images = {"neg_elbo": [], "nll": [], **{k: [] for k in nested_k}}  # per image, this process's
     devices = [model.device] if model.device.type == "cuda" else []
     started = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
@@ -183,6 +194,10 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
             rows = num_samples * len(x)
             log_w = log_weights(guide_trace, model_trace, num_samples, len(x)).double()
             log_p = log_mean_exp(log_w)
+            images["neg_elbo"].append(-log_w.mean(0).cpu())
+            images["nll"].append(-log_p.cpu())
+            for k in nested_k:  # the K/k disjoint groups of k samples: log mean_group w, averaged over groups
+                images[k].append(-log_mean_exp(log_w.view(num_samples // k, k, -1).transpose(0, 1)).mean(0).cpu())
             neg_elbo -= log_w.mean(0).sum().item()
             nll -= log_p.sum().item()
             if mask is not None:
@@ -202,6 +217,15 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     result = {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n),
               "seconds": seconds, "images_per_s": n / seconds}
     result.update({f"{key}_bits_per_dim": bits_per_dim(result[key], model.image_shape) for key in ("neg_elbo", "nll")})
+    if nested_k or per_image:
+        figures = {key: torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+                   for key, parts in images.items()}
+        if group.active:  # process r scored images r, r + world, ...: interleave them back
+            figures = _interleave(group.gather(figures))
+        result["nll_k"] = {k: figures[k].sum().item() / n for k in nested_k}
+        if per_image:
+            result["per_image"] = {"neg_elbo": figures["neg_elbo"], "nll": figures["nll"],
+                                   "nll_k": {k: figures[k] for k in nested_k}}
     if per_step:
         shares = [share for share in group.gather((kl_sums, reconstruction, kl_estimate, latent_sites))
                   if share[0] is not None]  # a process may have had no images
@@ -211,3 +235,17 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     if mask is not None:
         result.update(nll_observed=nll_observed / n, cond_nll=(nll - nll_observed) / n, missing_fraction=missing / n)
     return result
+
+
+def _interleave(shares: list[dict]) -> dict:
+    """The per-image figures of every process back in the data's order: process r scored the images
+    r, r + world, r + 2 world, ... (`evaluate` under torchrun)."""
+    out = {}
+    for key in shares[0]:
+        parts = [s[key] for s in shares]
+        total = sum(len(p) for p in parts)
+        merged = torch.empty(total, dtype=torch.float64)
+        for rank, part in enumerate(parts):
+            merged[rank::len(parts)] = part
+        out[key] = merged
+    return out

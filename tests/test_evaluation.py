@@ -119,6 +119,30 @@ def test_figures_in_bits_per_dimension_are_the_nats_over_c_h_w_ln_2():
     assert drawzoo.evaluation.bits_per_dim(90 * math.log(2), (1, 9, 10)) == pytest.approx(1.0)
 
 
+def test_nested_k_and_per_image_figures_come_from_the_same_samples():
+    """nll_k[K'] averages -log mean w over the K/K' disjoint groups of the K log-weights that give nll:
+    K'=1 is the -ELBO estimate, K'=K the NLL; per-image figures average to the means; K' estimates
+    approach the exact NLL from above as K' grows."""
+    m = LinearGaussian()
+    x = torch.rand(30, 1, 2, 2)
+    with torch.no_grad():
+        r = drawzoo.evaluate(m, x, num_samples=1000, nested_k=(1, 10, 100, 1000), per_image=True, batch_size=7)
+        torch.manual_seed(0)  # evaluate's own seeding: its first pass (7 images) draws these log-weights
+        log_w = log_importance_weights(m, x[:7], 1000).double()
+        exact = -m.exact_log_px(x).mean().item()
+    assert r["nll_k"][1] == pytest.approx(r["neg_elbo"], rel=1e-12)
+    assert r["nll_k"][1000] == pytest.approx(r["nll"], rel=1e-12)
+    assert r["nll_k"][1] > r["nll_k"][10] > r["nll_k"][100] > r["nll_k"][1000] > exact - 0.01
+    images = r["per_image"]
+    assert images["nll"].dtype == torch.float64 and images["nll"].shape == (30,)
+    assert images["nll"].mean().item() == pytest.approx(r["nll"], rel=1e-12)
+    assert images["neg_elbo"].mean().item() == pytest.approx(r["neg_elbo"], rel=1e-12)
+    by_hand = -(torch.logsumexp(log_w.view(10, 100, 7), 1) - math.log(100)).mean(0)
+    assert torch.allclose(images["nll_k"][100][:7], by_hand, rtol=1e-9)
+    with pytest.raises(ValueError, match="nested_k must hold sample sizes that divide num_samples=10"):
+        drawzoo.evaluate(m, x, num_samples=10, nested_k=(3,))
+
+
 def test_evaluate_rejects_bad_input():
     m = drawzoo.load("vae", image_shape=(1, 8, 8), hidden_dim=16, latent_dim=3)
     with pytest.raises(drawzoo.InputError, match=r"values in \[0, 1\]"):
