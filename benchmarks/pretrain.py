@@ -104,10 +104,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_manifest(entries) -> None:
-    order = {tag: i for i, tag in enumerate(pretrained.manifest())}
+def write_manifest(entries, path=None) -> None:
+    """The manifest at `path` (the package's by default) as `entries`, in the order it had."""
+    path = pretrained.MANIFEST if path is None else Path(path)
+    order = {tag: i for i, tag in enumerate(pretrained.manifest(path))}
     entries = sorted(entries, key=lambda e: order.get(e.tag, len(order)))
-    pretrained.MANIFEST.write_text(json.dumps([dataclasses.asdict(e) for e in entries], indent=1) + "\n")
+    path.write_text(json.dumps([dataclasses.asdict(e) for e in entries], indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
     [data]                   # what to train and validate on: `Data`
     valid_limit = 2000
     [benchmark]              # read by benchmark scripts (benchmarks/nll_mnist.py); drawzoo ignores it
+    [campaign]               # read by benchmarks/campaign.py (the converged rows' plans); drawzoo ignores it
 
 Every table is optional; what a recipe leaves out keeps its default. `load_recipe` is the one
 reader: an unknown table or key, or a value of the wrong type, is a `RecipeError` naming the file
@@ -28,7 +29,7 @@ from .errors import DrawzooError, RecipeError, first_line
 from .registry import model_class
 from .train_config import TrainConfig
 
-TABLES = ("model", "config", "train", "data", "benchmark")
+TABLES = ("model", "config", "train", "data", "benchmark", "campaign")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +47,8 @@ class Data:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A checked recipe: the settings its file gives (``config``, ``train``: only those), the data
-    and the ``[benchmark]`` table as it is."""
+    """A checked recipe: the settings its file gives (``config``, ``train``: only those), the data,
+    and the ``[benchmark]`` and ``[campaign]`` tables as they are."""
 
     path: str | None = None
     model: str | None = None  #: a registered name
@@ -55,6 +56,7 @@ class Recipe:
     train: dict = dataclasses.field(default_factory=dict)  #: fields of TrainConfig
     data: Data = Data()
     benchmark: dict = dataclasses.field(default_factory=dict)
+    campaign: dict = dataclasses.field(default_factory=dict)
 
     def train_config(self, **overrides) -> TrainConfig:
         """The recipe's TrainConfig, `overrides` taking precedence."""
@@ -93,4 +95,4 @@ def load_recipe(path) -> Recipe:
     except DrawzooError as e:
         raise RecipeError(f"{path}: {e}") from None
     return Recipe(str(path), model, dict(doc.get("config", {})), dict(doc.get("train", {})), data,
-                  dict(doc.get("benchmark", {})))
+                  dict(doc.get("benchmark", {})), dict(doc.get("campaign", {})))

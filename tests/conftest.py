@@ -1,4 +1,7 @@
+import importlib.util
+import sys
 import textwrap
+from pathlib import Path
 
 import pyro
 import pytest
@@ -12,6 +15,15 @@ def _fresh_pyro():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+def load_script(name: str):
+    """benchmarks/`name`.py as a module (registered in sys.modules: dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def binary_images(n, shape=(1, 28, 28), seed=0):

@@ -1,24 +1,14 @@
 """`benchmarks/colour_mnist.py`: the colour demo data of README, from the real MNIST."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from drawzoo import data
+from tests.conftest import load_script
 from tests.test_data import real_data
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "colour_mnist.py"
-
-
 def _script():
-    spec = importlib.util.spec_from_file_location("colour_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("colour_mnist")
 
 
 def test_digits_are_painted_in_two_distinct_colours():

@@ -1,0 +1,916 @@
+"""The converged results: train the paper preset's long rows to their plans across sittings, score
+them, ship them as pretrained tags, and regenerate the converged table from their records.
+
+    python benchmarks/campaign.py --max-minutes 150      # rerun every sitting until the table is complete
+    python benchmarks/campaign.py --status               # one line a row, in seconds; trains nothing
+    python benchmarks/campaign.py --table                # the tables and curves from the records; trains nothing
+
+The rows are the recipes of benchmarks/recipes/paper/ with a ``[campaign]`` table (`Plan`): the
+recipe says what is trained (model, config, objective, data, planned epochs, learning-rate
+schedule), its ``[benchmark]`` table how it is scored (`nll_mnist.Scoring`: K importance samples,
+a seeded test subset), its ``[campaign]`` table where it stands in the queue (``priority``), the
+published figure it is held against, the epochs at which it is scored before its plan
+(``score_at``), how often a milestone checkpoint is committed and its pretrained tag.
+
+Each row trains as ``drawzoo train --recipe RECIPE --checkpoint RUN`` (the command a person
+reruns), in its own process on ``--threads`` threads, ``--jobs`` rows at a time in priority
+order, each row one job at a time (scoring before training). A job stops with a checkpoint at the
+time limit, on SIGTERM/SIGINT (forwarded to it), and when the campaign dies (Linux: a parent-death
+signal); a SIGKILL loses at most the steps since its last save (every epoch, or ``every_steps``).
+When a row reaches a scoring epoch (``score_at``, its plan), its best-validation weights are stored
+as its tag's weight file (`Plan.dtype`) and scored from that file, in resumable parts:
+
+- the test -ELBO, K=1, on every test image (``drawzoo eval -k 1``);
+- the importance-sampled NLL with the row's K on a seeded random order of the test images: the
+  first ``test_limit`` of them (all when it has none), then, once the row's plan is done, on to
+  all 10,000; the -ELBO and NLL at K' = 1, 10, 100, ... from the same samples (the K-convergence);
+- a standard error beside each figure: the spread of the per-image figures over sqrt(images);
+- the pretrained manifest's check figure (`pretrain.check_figure`).
+
+A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve into
+docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
+from the records (benchmarks/campaign/NAME.json, one per row: the recipe it began with, each job's
+code, settings, epochs and wall time, the history, the scores). Runs live in ``--runs`` (a cache
+folder that survives between sittings); a milestone checkpoint of each unfinished row is copied
+to benchmarks/campaign/ every ``milestone_every`` epochs, and a fresh machine resumes from it.
+A row whose recipe changed after its run began is refused (exit 2, the changed fields named).
+
+Exit status: 0 everything done (or --status/--table), 2 an error, 75 time limit with work left,
+128 + N stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import drawzoo  # noqa: E402
+import nll_mnist  # noqa: E402
+import pretrain  # noqa: E402
+from drawzoo import data as datasets  # noqa: E402
+from drawzoo import pretrained  # noqa: E402
+from drawzoo.checkpoints import CheckpointLock, read_checkpoint  # noqa: E402
+from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E402
+from drawzoo.data import cache_dir  # noqa: E402
+from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
+from drawzoo.files import atomic_write  # noqa: E402
+from drawzoo.plots import curve_plot  # noqa: E402
+from drawzoo.registry import model_class  # noqa: E402
+from drawzoo.train_config import TRAJECTORY, TrainConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]  #: the code's repository (its commit is recorded)
+PRESET = "paper"
+EXIT_TIME_LIMIT = 75  #: as `drawzoo train`: stopped by the time limit, rerun to continue
+SPARE_MINUTES = 2.0  #: no job starts with less time than this left (or a tenth of the budget, if less)
+K_LADDER = (1, 10, 100, 1000)  #: the K' of the K-convergence, each that divides the row's K
+
+
+class CampaignError(DrawzooError):
+    """A campaign mistake: one line, exit status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A row's place in the campaign: its recipe's ``[campaign]`` table."""
+
+    tag: str = param("", "the pretrained tag MODEL.NAME its scored weights ship as")
+    priority: int = param(100, "rows get jobs in this order, lowest first")
+    published: float | None = param(None, "the published test figure it is held against (nats, of `compare`)")
+    compare: str = param("nll", "which test figure `published` and `target` are: nll or neg_elbo",
+                         choices=("nll", "neg_elbo"))
+    target: float | None = param(None, "the figure this campaign aims for (nats, of `compare`)")
+    score_at: list[int] = param((), "epochs before the plan at which it is scored and its tag replaced "
+                                "(a constant learning rate only: the plan's epochs fix a cosine)")
+    milestone_every: int = param(20, "epochs between the milestone checkpoints committed to benchmarks/campaign/")
+    dtype: str = param("float16", "how the tag stores the weights", choices=("float16", "float32"))
+
+    def __post_init__(self):
+        check_fields(self, "campaign")
+        object.__setattr__(self, "score_at", sorted(set(self.score_at)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A campaign row: its recipe file's name, the recipe and scoring (`nll_mnist.Row`) and the plan."""
+
+    name: str
+    bench: nll_mnist.Row
+    plan: Plan
+
+    @property
+    def recipe(self):
+        return self.bench.recipe
+
+    @property
+    def scoring(self) -> nll_mnist.Scoring:
+        return self.bench.scoring
+
+    @property
+    def label(self) -> str:
+        return self.bench.label
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.bench.train
+
+    @property
+    def stops(self) -> list[int]:
+        """The epochs at which the row is scored: `Plan.score_at` and its plan."""
+        return [e for e in self.plan.score_at if e < self.train.epochs] + [self.train.epochs]
+
+    def next_stop(self, epoch: float) -> int | None:
+        return next((e for e in self.stops if e > epoch), None)
+
+
+def read_rows(folder: Path = nll_mnist.RECIPES / PRESET, names: list[str] | None = None) -> list[Row]:
+    """The recipes in `folder` with a ``[campaign]`` table, in priority order (those of `names` only)."""
+    rows = []
+    if not folder.is_dir():
+        raise CampaignError(f"{folder}: no such folder of recipes")
+    for path in sorted(folder.glob("*.toml")):
+        recipe = drawzoo.load_recipe(path)
+        if not recipe.campaign:
+            continue
+        bench = nll_mnist.read_row(path)
+        try:
+            plan = build_config(Plan, recipe.campaign, kind="campaign")
+        except DrawzooError as e:
+            raise RecipeError(f"{path}: {e}") from None
+        if plan.tag.partition(".")[0] != recipe.model or not plan.tag.partition(".")[2]:
+            raise RecipeError(f"{path}: [campaign] tag must be {recipe.model}.NAME, got {plan.tag!r}")
+        epochs = TrainConfig.from_dict(recipe.train).epochs
+        if plan.score_at and recipe.train.get("lr_min") is not None:
+            raise RecipeError(f"{path}: [campaign] score_at stops a run whose cosine learning rate the plan's "
+                              f"{epochs} epochs fix: score it at its plan only")
+        rows.append(Row(path.stem, bench, plan))
+    if names is not None:
+        unknown = sorted(set(names) - {r.name for r in rows})
+        if unknown:
+            raise CampaignError(f"no campaign row {', '.join(unknown)}; rows: {', '.join(r.name for r in rows)}")
+        rows = [r for r in rows if r.name in names]
+    return sorted(rows, key=lambda r: (r.plan.priority, r.name))
+
+
+# ---------------------------------------------------------------------------------------- places and records
+
+
+@dataclasses.dataclass(frozen=True)
+class Places:
+    """Where a campaign's files are: runs (`runs`, outside the work tree) and what is committed (under `repo`)."""
+
+    runs: Path
+    repo: Path
+
+    def run(self, row: Row) -> Path:
+        return self.runs / f"{row.name}.pt"
+
+    def best(self, row: Row) -> Path:
+        return self.runs / f"{row.name}.best.pt"
+
+    def log(self, row: Row) -> Path:
+        return self.runs / f"{row.name}.log"
+
+    def weights(self, row: Row, stop: int) -> Path:
+        """The weights scored at `stop`, the tag's file to be (committed while it is scored: the
+        tag's file is the same blob)."""
+        return self.committed / f"{row.name}.e{stop}.weights.pt"
+
+    @property
+    def running(self) -> Path:
+        """The jobs running now (pid, row, kind, stop, start), for --status."""
+        return self.runs / "running.json"
+
+    @property
+    def committed(self) -> Path:
+        return self.repo / "benchmarks" / "campaign"
+
+    def record(self, row: Row) -> Path:
+        return self.committed / f"{row.name}.json"
+
+    def milestone(self, row: Row) -> Path:
+        return self.committed / f"{row.name}.pt"
+
+    def milestone_best(self, row: Row) -> Path:
+        return self.committed / f"{row.name}.best.pt"
+
+    def scores(self, row: Row, stop: int) -> Path:
+        """The scoring in progress at `stop`: per-image figures (small; committed, so it resumes anywhere)."""
+        return self.committed / f"{row.name}.e{stop}.scores.pt"
+
+    def curve(self, row: Row) -> Path:
+        return self.repo / "docs" / "campaign" / f"{row.name}.png"
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(text.encode())
+
+
+def load_record(places: Places, row: Row) -> dict:
+    path = places.record(row)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_record(places: Places, row: Row, record: dict) -> None:
+    write_text(places.record(row), json.dumps(record, indent=1) + "\n")
+
+
+def recipe_snapshot(row: Row) -> dict:
+    """What a row's run is: model, its full config, the train settings that fix its trajectory
+    and plan, the data. A run's record keeps the one it began with."""
+    config = as_dict(build_config(model_class(row.recipe.model).Config, row.recipe.config, model_name=row.recipe.model))
+    train = {k: v for k, v in as_dict(row.train).items() if k in TRAJECTORY or k == "epochs"}
+    return {"model": row.recipe.model, "config": config, "train": train, "data": as_dict(row.recipe.data)}
+
+
+def changed_fields(began: dict, now: dict, prefix: str = "") -> list[str]:
+    """``key: before -> now`` for each (dotted) field that differs."""
+    out = []
+    for key in sorted(set(began) | set(now)):
+        a, b = began.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def progress_of(path: Path) -> dict:
+    """A run checkpoint's progress (epoch, step, history, ...); epoch 0 if there is none."""
+    if not path.exists():
+        return {"epoch": 0, "step": 0, "step_in_epoch": 0, "history": [], "best_valid": math.inf}
+    return read_checkpoint(path)["progress"]
+
+
+def epoch_of(progress: dict, row: Row) -> float:
+    """Epochs done, the part-epoch included."""
+    return progress["epoch"] + progress["step_in_epoch"] / steps_per_epoch(row)
+
+
+def steps_per_epoch(row: Row) -> int:
+    return math.ceil(50_000 / row.train.batch_size)  # binarized MNIST's train split
+
+
+def code_version() -> str:
+    """The commit of the code that runs (``+dirty`` with changes to drawzoo/ or benchmarks/)."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "drawzoo", "benchmarks") else "")
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"{os.cpu_count()} CPU cores ({platform.machine()})"
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ------------------------------------------------------------------------------------------- preparation
+
+
+def prepare(row: Row, places: Places) -> dict:
+    """Check that `row`'s recipe is the one its run began with, put its furthest checkpoint
+    (the cache's or the committed milestone's) in `places.runs`, and return its record."""
+    record = load_record(places, row)
+    snapshot = recipe_snapshot(row)
+    if "began" in record:
+        changes = changed_fields(record["began"]["recipe"], snapshot)
+        if changes:
+            raise CampaignError(
+                f"row {row.name}: its recipe {row.recipe.path} changed after its run began ({'; '.join(changes)}): "
+                f"restore it, or remove {places.run(row)} and {places.committed / row.name}.* to start the row again")
+    run, milestone = places.run(row), places.milestone(row)
+    if milestone.exists() and progress_of(milestone)["step"] > progress_of(run)["step"]:
+        places.runs.mkdir(parents=True, exist_ok=True)
+        for source, dest in ((milestone, run), (places.milestone_best(row), places.best(row))):
+            if source.exists():
+                with atomic_write(dest) as f:
+                    f.write(source.read_bytes())
+        print(f"{row.name}: resuming from the milestone {milestone} (epoch {epoch_of(progress_of(run), row):g})")
+    if "milestone_epoch" not in record and milestone.exists():
+        record["milestone_epoch"] = progress_of(milestone)["epoch"]
+    record.setdefault("row", row.name)
+    record.setdefault("began", {"date": now_iso(), "recipe": snapshot})
+    record.setdefault("jobs", [])
+    record.setdefault("scores", {})
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+
+
+@dataclasses.dataclass
+class Job:
+    """One process working on one row: training to its next stop, or scoring one stop."""
+
+    row: Row
+    kind: str  #: "train" or "score"
+    stop: int  #: the epoch trained to, or scored
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    started_at: str = ""
+    epoch_before: float = 0.0
+    signalled: bool = False  #: SIGTERM sent
+
+
+def pending_score(row: Row, record: dict, epoch: float, extend: bool) -> int | None:
+    """The first stop reached and not scored as far as it goes now (`extend`: on to every test
+    image, once the plan is done); None if none."""
+    for stop in row.stops:
+        if stop > epoch:
+            return None
+        score = record.get("scores", {}).get(str(stop), {})
+        if not score.get("nll"):
+            return stop
+        if extend and stop == row.train.epochs and score["nll"]["images"] < score["neg_elbo"]["images"]:
+            return stop
+    return None
+
+
+def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], failed: set[str]) -> Job | None:
+    """The job of the first row in priority order that has one and no job running: scoring a
+    stop it reached, else training to its next stop; then the final rows' NLL on to every image."""
+    for extend in (False, True):
+        for row in rows:
+            if row.name in busy or row.name in failed:
+                continue
+            epoch = epoch_of(progress_of(places.run(row)), row)
+            stop = pending_score(row, records[row.name], epoch, extend)
+            if stop is not None:
+                if not places.weights(row, stop).exists():  # the run stopped before its snapshot was taken
+                    if epoch != stop:
+                        raise CampaignError(f"row {row.name}: the weights of epoch {stop} to score are missing "
+                                            f"({places.weights(row, stop)}) and the run went on to epoch {epoch:g}")
+                    snapshot(row, stop, places, records[row.name])
+                    save_record(places, row, records[row.name])
+                return Job(row, "score", stop)
+            if not extend and (stop := row.next_stop(epoch)) is not None:
+                return Job(row, "train", stop, epoch_before=epoch)
+    return None
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the campaign dies (Linux), so that it checkpoints."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start(job: Job, places: Places, args, deadline: float) -> None:
+    """Start `job`'s process on `args.threads` threads, its output appended to the row's log."""
+    row, minutes = job.row, max((deadline - time.time()) / 60, 0.1)
+    limit = ["--max-minutes", f"{minutes:.2f}"] if math.isfinite(minutes) else []
+    if job.kind == "train":
+        command = [sys.executable, "-m", "drawzoo", "train", "--recipe", row.recipe.path, "--checkpoint",
+                   str(places.run(row)), "--best", str(places.best(row)), "--epochs", str(job.stop), *limit,
+                   "--quiet"]
+        if args.data_root:
+            command += ["--data-root", args.data_root]
+    else:
+        command = [sys.executable, __file__, "--score-job", f"{row.name}:{job.stop}", *limit, "--runs",
+                   str(places.runs), "--repo", str(places.repo), "--recipes", str(Path(row.recipe.path).parent)]
+        if args.data_root:
+            command += ["--data-root", args.data_root]
+    threads = str(args.threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    places.runs.mkdir(parents=True, exist_ok=True)
+    places.committed.mkdir(parents=True, exist_ok=True)
+    log = open(places.log(row), "a")
+    log.write(f"\n== {now_iso()} {job.kind} to epoch {job.stop}: {' '.join(command)}\n")
+    log.flush()
+    job.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=_die_with_parent, cwd=REPO)
+    log.close()
+    job.started, job.started_at = time.time(), now_iso()
+    say(f"{row.name}: {job.kind} to epoch {job.stop} (pid {job.process.pid}, {threads} thread(s), "
+        f"{minutes:.0f} min left; log {places.log(row)})" if limit else f"no time limit; log {places.log(row)})")
+
+
+def say(message: str) -> None:
+    print(f"[{datetime.datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def last_error(places: Places, row: Row) -> str:
+    lines = [line for line in places.log(row).read_text().splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "no output")
+
+
+def finish(job: Job, places: Places, record: dict, args) -> bool:
+    """Note what `job` did in the row's record; after training to a stop, store the best weights
+    to score. Whether it failed (exit 2 or a crash: its row gets no more jobs in this call)."""
+    row, code = job.row, job.process.returncode
+    progress = progress_of(places.run(row))
+    entry = {"job": job.kind, "to": job.stop, "started": job.started_at,
+             "minutes": round((time.time() - job.started) / 60, 2), "exit": code, "code": code_version(),
+             "torch": torch.__version__, "threads": args.threads, "machine": machine()}
+    if job.kind == "train":
+        entry.update(epochs=[round(job.epoch_before, 3), round(epoch_of(progress, row), 3)],
+                     compile=bool(row.train.compile))
+        record["history"] = [{"epoch": h["epoch"], "train": round(h["train_loss"], 3),
+                              "valid": None if h["valid_loss"] is None else round(h["valid_loss"], 3),
+                              "seconds": round(h["seconds"], 1)} for h in progress["history"]]
+        record["epochs"], record["steps"] = epoch_of(progress, row), progress["step"]
+        if code == 0 and progress["epoch"] >= job.stop:
+            snapshot(row, job.stop, places, record)
+        milestone(row, places, record, progress)
+    record["jobs"].append(entry)
+    save_record(places, row, record)
+    if code in (0, EXIT_TIME_LIMIT) or code < 0 or code > 128:
+        return False
+    say(f"{row.name}: {job.kind} failed (exit {code}): {last_error(places, row)}")
+    return True
+
+
+def snapshot(row: Row, stop: int, places: Places, record: dict) -> None:
+    """At a stop: the best-validation weights so far, stored as the tag will store them, to be scored."""
+    best = read_checkpoint(places.best(row))
+    model = drawzoo.load(checkpoint=places.best(row))
+    pretrained.save_weights(model, places.weights(row, stop), getattr(torch, row.plan.dtype))
+    record["scores"][str(stop)] = {"best_epoch": best.get("epoch"), "best_valid": round(best["valid_loss"], 3),
+                                   "weights_sha256": pretrained.file_sha256(places.weights(row, stop))}
+    say(f"{row.name}: epoch {stop} reached; its best weights (epoch {best.get('epoch'):g}, valid "
+        f"{best['valid_loss']:.2f}) are scored next")
+
+
+def milestone(row: Row, places: Places, record: dict, progress: dict) -> None:
+    """Copy the run (and its best weights) to benchmarks/campaign/ if `milestone_every` epochs
+    passed since the last copy; a finished row keeps none (its tag and record stand for it)."""
+    if progress["epoch"] >= row.train.epochs:
+        for path in (places.milestone(row), places.milestone_best(row)):
+            path.unlink(missing_ok=True)
+        return
+    last = record.get("milestone_epoch", 0)
+    if progress["epoch"] < last + row.plan.milestone_every:
+        return
+    places.committed.mkdir(parents=True, exist_ok=True)
+    for source, dest in ((places.run(row), places.milestone(row)), (places.best(row), places.milestone_best(row))):
+        if source.exists():
+            with atomic_write(dest) as f:
+                f.write(source.read_bytes())
+    record["milestone_epoch"] = progress["epoch"]
+    say(f"{row.name}: milestone at epoch {progress['epoch']} -> {places.milestone(row)} (commit it)")
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+class Stopped(Exception):
+    """SIGTERM/SIGINT in a scoring job: the part in progress is dropped, those done are saved."""
+
+
+def _stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def score_job(row: Row, stop: int, places: Places, deadline: float, data_root) -> int:
+    """Score `row`'s weights of `stop` in parts, each part saved (resumes where it stopped); then
+    its record and tag. 0 when done as far as it goes now, 75 at the time limit, 128 + N on signal N
+    (the parts done kept)."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, _stopped)
+    try:
+        return _score(row, stop, places, deadline, data_root)
+    except Stopped as e:
+        return 128 + e.args[0]
+
+
+def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> int:
+    weights = places.weights(row, stop)
+    model = drawzoo.load(checkpoint=weights)  # the stored weights, as the tag will ship them
+    sha = pretrained.file_sha256(weights)
+    test = datasets.load(row.recipe.data.train, "test", data_root)
+    seed, K = row.train.seed, row.scoring.num_samples
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
+    path = places.scores(row, stop)
+    state = torch.load(path, weights_only=True) if path.exists() else None
+    if state is None or state["weights_sha256"] != sha or state["K"] != K:
+        state = {"weights_sha256": sha, "K": K, "elbo": {}, "nll": {}}
+    record = load_record(places, row)
+    first_target = min(row.scoring.test_limit or len(test), len(test))
+    target = len(test) if (stop == row.train.epochs and "nll" in record["scores"].get(str(stop), {})) else first_target
+    ladder = [k for k in K_LADDER if K % k == 0 and k < K] + [K]
+    compile = bool(row.train.compile)
+    parts = [("elbo", 1, len(test), [1], 2000), ("nll", K, target, ladder, max(1, min(200, 20_000 // K)))]
+    for stage, k, total, nested, size in parts:
+        done = state[stage]
+        while len(done.get("neg_elbo", [])) < total:
+            n = len(done.get("neg_elbo", []))
+            chunk = order[n:min(n + size, total)].sort().values
+            if time.time() + state.get(f"{stage}_seconds_per_image", 0) * len(chunk) > deadline:
+                save_scores(path, state)
+                return EXIT_TIME_LIMIT
+            started = time.perf_counter()
+            r = drawzoo.evaluate(model, test.subset(chunk), num_samples=k, seed=seed + 1 + n // size,
+                                 nested_k=nested, per_image=True, compile=compile)
+            state[f"{stage}_seconds_per_image"] = (time.perf_counter() - started) / len(chunk)
+            figures = r["per_image"]
+            for key, value in (("neg_elbo", figures["neg_elbo"]), ("nll", figures["nll"]),
+                               *((f"k{kk}", v) for kk, v in figures["nll_k"].items())):
+                done[key] = torch.cat([done.get(key, torch.zeros(0, dtype=torch.float64)), value])
+            save_scores(path, state)
+    check = pretrain.check_figure(model, test)
+    publish(row, stop, places, state, check, record)
+    if target == len(test) or stop < row.train.epochs:  # scored as far as it ever goes: the tag holds the weights
+        weights.unlink()
+    return 0
+
+
+def save_scores(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        torch.save(state, f)
+
+
+def mean_se(values: torch.Tensor) -> dict:
+    n = len(values)
+    se = values.std().item() / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": round(values.mean().item(), 3), "se": round(se, 3), "images": n}
+
+
+def publish(row: Row, stop: int, places: Places, state: dict, check: float, record: dict) -> None:
+    """A stop scored: its figures into the record, its weights and figures as the row's tag, its
+    curve, and the tables."""
+    elbo, nll, K = state["elbo"], state["nll"], state["K"]
+    score = record["scores"][str(stop)]
+    score.update(neg_elbo={**mean_se(elbo["neg_elbo"]), "K": 1}, nll={**mean_se(nll["nll"]), "K": K},
+                 nll_k={str(k[1:]): round(v.mean().item(), 3) for k, v in sorted(nll.items(), key=_k_order)
+                        if k.startswith("k")},
+                 neg_elbo_k_samples=round(nll["neg_elbo"].mean().item(), 3), check=round(check, 3),
+                 scored=now_iso(), tag=row.plan.tag)
+    history = record.get("history", [])
+    weights = places.weights(row, stop)
+    dest = places.repo / "drawzoo" / "weights" / f"{row.plan.tag}.pt"
+    with atomic_write(dest) as f:
+        f.write(weights.read_bytes())
+    manifest_path = dest.with_name("manifest.json")
+    entries = pretrained.manifest(manifest_path)
+    old = entries.get(row.plan.tag)
+    minutes = sum(j["minutes"] for j in record["jobs"] if j["job"] == "train")
+    entry = pretrained.Pretrained(
+        tag=row.plan.tag, model=row.recipe.model, config=record["began"]["recipe"]["config"],
+        data=row.recipe.data.train, recipe=os.path.relpath(row.recipe.path, REPO), file=dest.name,
+        sha256=pretrained.file_sha256(dest), size=dest.stat().st_size, dtype=row.plan.dtype,
+        test={"neg_elbo": score["neg_elbo"]["mean"], "neg_elbo_se": score["neg_elbo"]["se"],
+              "images": score["neg_elbo"]["images"], "nll": score["nll"]["mean"], "nll_se": score["nll"]["se"],
+              "nll_samples": K, "nll_images": score["nll"]["images"], "nll_neg_elbo": score["neg_elbo_k_samples"]},
+        check={"neg_elbo": score["check"], "images": pretrain.CHECK_IMAGES, "seed": pretrain.CHECK_SEED},
+        trained={"epochs": stop, "best_epoch": score["best_epoch"], "steps": stop * steps_per_epoch(row),
+                 "minutes": round(minutes, 1), "machine": machine(), "date": datetime.date.today().isoformat(),
+                 "valid_neg_elbo": [h["valid"] for h in history if h["valid"] is not None][:stop],
+                 "campaign": f"python benchmarks/campaign.py (row {row.name})"},
+        url=None, default=old.default if old else False, note=old.note if old else "")
+    pretrain.write_manifest([*(e for t, e in entries.items() if t != row.plan.tag), entry], manifest_path)
+    save_record(places, row, record)
+    say(f"{row.name} at epoch {stop}: test -ELBO {score['neg_elbo']['mean']:.2f} ± {score['neg_elbo']['se']:.2f}, "
+        f"NLL {score['nll']['mean']:.2f} ± {score['nll']['se']:.2f} (K={K}, {score['nll']['images']:,} images); "
+        f"tag {row.plan.tag}")
+
+
+def _k_order(item) -> int:
+    key = item[0]
+    return int(key[1:]) if key.startswith("k") else -1
+
+
+# ------------------------------------------------------------------------------------ status and tables
+
+
+def row_state(row: Row, places: Places, record: dict) -> dict:
+    """Where a row stands, from its run checkpoint and record (reads no data, trains nothing)."""
+    progress = progress_of(places.run(row))
+    epoch = epoch_of(progress, row)
+    history = progress["history"]
+    recent = [h["seconds"] for h in history[-10:] if h.get("seconds")]
+    seconds = sorted(recent)[len(recent) // 2] if recent else None
+    running = False
+    if places.run(row).exists():
+        try:
+            with CheckpointLock(places.run(row)):
+                pass
+        except CheckpointError:  # a training process holds it
+            running = True
+    scored = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
+    return {"epoch": epoch, "progress": progress, "seconds": seconds, "running": running, "scored": scored,
+            "best_valid": progress.get("best_valid", math.inf)}
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def status_line(row: Row, places: Places, record: dict) -> str:
+    s = row_state(row, places, record)
+    job = running_jobs(places).get(row.name)
+    epoch, plan = s["epoch"], row.train.epochs
+    stop = row.next_stop(epoch)
+    pending = pending_score(row, record, epoch, extend=True) if record else None
+    if job is not None:
+        state = f"running: {job['kind']} to {job['stop']}, pid {job['pid']}, since {job['started']}"
+    else:
+        state = "waiting" + (f" to score epoch {pending}" if pending is not None else f" to train to {stop}"
+                             if stop else ": done")
+    best = "-" if not math.isfinite(s["best_valid"]) else f"{s['best_valid']:.2f}"
+    line = f"{row.name:24s} epoch {epoch:6.1f}/{plan:<4d} best valid -ELBO {best:>7s}"
+    if s["seconds"]:
+        left = (plan - epoch) * s["seconds"]
+        to_stop = "" if stop in (None, plan) else f", {hours((stop - epoch) * s['seconds'])} to {stop}"
+        line += f"  {s['seconds']:5.0f} s/epoch  ~{hours(left)} left{to_stop}"
+    line += f"  [{state}]"
+    if s["scored"]:
+        last = record["scores"][str(max(s["scored"]))]
+        line += (f"  scored at {max(s['scored'])}: -ELBO {last['neg_elbo']['mean']:.2f}, NLL {last['nll']['mean']:.2f}"
+                 f" (K={last['nll']['K']}, {last['nll']['images']:,} images)")
+    if job is not None:
+        from tqdm import tqdm
+
+        elapsed = time.time() - job["since"]
+        if job["kind"] == "train":
+            done, total, what = s["progress"]["step_in_epoch"], steps_per_epoch(row), f"epoch {s['progress']['epoch'] + 1}"
+        else:
+            done, total = scored_images(places, row, job["stop"])
+            what = f"scoring epoch {job['stop']}"
+        line += "\n    " + tqdm.format_meter(done, total, elapsed, ncols=80, prefix=what)
+    return line
+
+
+def scored_images(places: Places, row: Row, stop: int) -> tuple[int, int]:
+    """Test images scored so far at `stop` (-ELBO pass, then NLL pass) and how many there are to score."""
+    path = places.scores(row, stop)
+    state = torch.load(path, weights_only=True) if path.exists() else {"elbo": {}, "nll": {}}
+    done = [len(state[stage].get("neg_elbo", [])) for stage in ("elbo", "nll")]
+    limit = row.scoring.test_limit or 10_000
+    return sum(done), 10_000 + max(limit, done[1])
+
+
+def running_jobs(places: Places) -> dict:
+    """The jobs of a campaign running now, by row (those whose process is alive)."""
+    if not places.running.exists():
+        return {}
+    jobs = json.loads(places.running.read_text())
+    alive = {}
+    for name, job in jobs.items():
+        try:
+            os.kill(job["pid"], 0)
+            alive[name] = job
+        except (ProcessLookupError, PermissionError):
+            pass
+    return alive
+
+
+def note_running(places: Places, running: list) -> None:
+    write_text(places.running, json.dumps({j.row.name: {"pid": j.process.pid, "kind": j.kind, "stop": j.stop,
+                                                        "started": j.started_at, "since": j.started}
+                                           for j in running}) + "\n")
+
+
+def figure(score: dict | None, key: str) -> str:
+    if not score or key not in score:
+        return "-"
+    f = score[key]
+    return f"{f['mean']:.2f} ± {f['se']:.2f}"
+
+
+def table(rows: list[Row], places: Places) -> str:
+    """The converged table, from the rows' records: each row's latest scored stop."""
+    lines = ["| model | parameters | epochs | train time | test -ELBO ± s.e. | test NLL ± s.e. (K, images) "
+             "| published (same protocol) | target | pretrained tag | status |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---|---|"]
+    for row in rows:
+        record = load_record(places, row)
+        scored = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
+        score = record["scores"][str(scored[0])] if scored else None
+        epochs = record.get("epochs", 0)
+        minutes = sum(j["minutes"] for j in record.get("jobs", []) if j["job"] == "train")
+        nll = figure(score, "nll")
+        if score:
+            nll += f" ({score['nll']['K']}, {score['nll']['images']:,})"
+        status = ("final" if epochs >= row.train.epochs and score and scored[0] == row.train.epochs
+                  else f"training: epoch {epochs:.1f} of {row.train.epochs}" if epochs < row.train.epochs
+                  else "scoring")
+        if score and scored[0] < row.train.epochs:
+            status += f"; figures at epoch {scored[0]}"
+        plateau = record.get("plateau")
+        if plateau is not None and epochs >= row.train.epochs:
+            status += (f"; plateau (valid improved {plateau:.3f} nats over the last 10% of epochs)" if plateau < 0.05
+                       else f"; no plateau yet (valid improved {plateau:.2f} nats over the last 10% of epochs)")
+        published = row.scoring.reference or ("-" if row.plan.published is None else f"{row.plan.published:.2f}")
+        target = "-" if row.plan.target is None else f"{'NLL' if row.plan.compare == 'nll' else '-ELBO'} <= {row.plan.target:g}"
+        params = record.get("parameters")
+        lines.append(f"| {row.label} | {params:,} | {epochs:.3g} | {hours(minutes * 60)} | {figure(score, 'neg_elbo')} | "
+                     f"{nll} | {published} | {target} | {row.plan.tag if score else '-'} | {status} |"
+                     if params else
+                     f"| {row.label} | - | {epochs:.3g} | {hours(minutes * 60)} | - | - | {published} | {target} | - | "
+                     f"{status} |")
+    return "\n".join(lines)
+
+
+def plateau_improvement(history: list[dict]) -> float | None:
+    """How much the best validation -ELBO improved over the last 10% of the epochs (nats)."""
+    valid = [h["valid"] for h in history if h.get("valid") is not None and float(h["epoch"]).is_integer()]
+    if len(valid) < 10:
+        return None
+    tail = max(1, math.ceil(len(valid) / 10))
+    return min(valid[:-tail]) - min(valid)
+
+
+def curves_section(rows: list[Row], places: Places) -> str:
+    """benchmarks/README.md's learning curves: a plot and a table by epoch of each row."""
+    out = []
+    for row in rows:
+        record = load_record(places, row)
+        history = [h for h in record.get("history", []) if h.get("valid") is not None]
+        if not history:
+            continue
+        curve = places.curve(row)
+        refs = {} if row.plan.published is None else {f"published ({row.plan.compare}, test)": row.plan.published}
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
+                    "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]}, references=refs,
+                   title=f"{row.label}: -ELBO per epoch (nats)").save(curve)
+        last = int(history[-1]["epoch"])
+        marks = sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000) if e <= last}
+                       | {last})
+        by_epoch = {int(h["epoch"]): h for h in history if float(h["epoch"]).is_integer()}
+        marks = [e for e in marks if e in by_epoch]
+        rel = os.path.relpath(curve, places.repo / "benchmarks")
+        out += [f"#### {row.label}", "",
+                f"`python benchmarks/campaign.py --rows {row.name}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`)",
+                "", f"![{row.label}: -ELBO per epoch]({rel})", "",
+                "| epoch | " + " | ".join(str(e) for e in marks) + " |", "|---|" + "---:|" * len(marks),
+                "| valid -ELBO | " + " | ".join(f"{by_epoch[e]['valid']:.2f}" for e in marks) + " |",
+                "| train -ELBO | " + " | ".join(f"{by_epoch[e]['train']:.2f}" for e in marks) + " |", ""]
+        k_rows = [(e, s) for e, s in record.get("scores", {}).items() if s.get("nll_k")]
+        for e, s in k_rows:
+            ks = s["nll_k"]
+            out += [f"K-convergence at epoch {e} ({s['nll']['images']:,} test images, the same samples): "
+                    + ", ".join(f"K={k}: {v:.2f}" for k, v in ks.items()) + f", K={s['nll']['K']}: {s['nll']['mean']:.2f}",
+                    ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def replace_between(path: Path, name: str, text: str) -> bool:
+    """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in `path`; False if it has no such markers."""
+    if not path.exists():
+        return False
+    content = path.read_text()
+    start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    write_text(path, f"{head}{start}{text.rstrip()}\n{end}{tail}")
+    return True
+
+
+def regenerate(rows: list[Row], places: Places) -> str:
+    """The converged table into README.md and benchmarks/README.md, the curves into benchmarks/README.md."""
+    text = table(rows, places)
+    for path in (places.repo / "README.md", places.repo / "benchmarks" / "README.md"):
+        replace_between(path, "campaign-table", text)
+    replace_between(places.repo / "benchmarks" / "README.md", "campaign-curves", curves_section(rows, places))
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+class Stop:
+    """SIGTERM/SIGINT: the number of the first one asked (forwarded to the running jobs)."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def campaign(rows: list[Row], places: Places, args) -> int:
+    """Run jobs until every row is done, the time limit, or a signal; then the tables."""
+    budget = args.max_minutes * 60 if args.max_minutes else math.inf
+    deadline, spare = time.time() + budget, min(SPARE_MINUTES * 60, budget / 10)
+    records = {row.name: prepare(row, places) for row in rows}
+    for row in rows:
+        if "parameters" not in records[row.name]:
+            records[row.name]["parameters"] = drawzoo.load(row.recipe.model, **row.recipe.config).num_parameters()
+        save_record(places, row, records[row.name])
+    running: list[Job] = []
+    failed: set[str] = set()
+    with Stop() as stop:
+        while True:
+            while (len(running) < args.jobs and stop.signum is None
+                   and time.time() < deadline - spare):
+                job = next_job(rows, records, places, {j.row.name for j in running}, failed)
+                if job is None:
+                    break
+                start(job, places, args, deadline)
+                running.append(job)
+                note_running(places, running)
+            if not running:
+                break
+            time.sleep(0.5)
+            if stop.signum is not None:
+                for job in running:
+                    if not job.signalled:  # once: a second signal would stop it before its checkpoint
+                        job.signalled = True
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(job.process.pid, signal.SIGTERM)
+            for job in [j for j in running if j.process.poll() is not None]:
+                running.remove(job)
+                note_running(places, running)
+                records[job.row.name] = load_record(places, job.row)  # a scoring job wrote its scores
+                for key in ("began", "jobs", "scores"):
+                    records[job.row.name].setdefault(key, {} if key == "scores" else [])
+                if finish(job, places, records[job.row.name], args):
+                    failed.add(job.row.name)
+                plateau = plateau_improvement(records[job.row.name].get("history", []))
+                if plateau is not None:
+                    records[job.row.name]["plateau"] = round(plateau, 4)
+                    save_record(places, job.row, records[job.row.name])
+                say(f"{job.row.name}: {job.kind} ended (exit {job.process.returncode}); "
+                    f"epoch {epoch_of(progress_of(places.run(job.row)), job.row):g}")
+    print("\n" + regenerate(rows, places) + "\n")
+    if stop.signum is not None:
+        say(f"stopped by {signal.Signals(stop.signum).name}: every job checkpointed; rerun to continue")
+        return 128 + stop.signum
+    left = [r.name for r in rows if next_job([r], records, places, set(), set()) is not None]
+    if failed:
+        say(f"failed: {', '.join(sorted(failed))} (see their logs); rerun to retry")
+        return 2
+    if left:
+        say(f"time limit: {', '.join(left)} not done; rerun to continue")
+        return EXIT_TIME_LIMIT
+    say("every row is done")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-minutes", type=float, help="stop every job with a checkpoint after this many minutes [none]")
+    p.add_argument("--jobs", type=int, default=2, help="rows trained or scored at once [2]")
+    p.add_argument("--threads", type=int, default=1, help="threads of each job [1]")
+    p.add_argument("--rows", help="comma-separated row names (recipe file names) [every row]")
+    p.add_argument("--status", action="store_true", help="one line a row: epochs, best valid -ELBO, s/epoch, time left")
+    p.add_argument("--table", action="store_true", help="regenerate the tables and curves from the records; no training")
+    p.add_argument("--runs", default=None, help="folder of the runs [$DRAWZOO_CACHE/campaign, else ~/.cache/drawzoo/campaign]")
+    p.add_argument("--repo", default=str(REPO), help="where the committed files go: milestones, records, tags, "
+                   "curves, tables [this repository]")
+    p.add_argument("--data-root", help="folder holding binarized_mnist/ [$DRAWZOO_DATA, else a per-user cache]")
+    p.add_argument("--recipes", default=str(nll_mnist.RECIPES / PRESET), help="the rows: the recipes of this "
+                   "folder with a [campaign] table [benchmarks/recipes/paper]")
+    p.add_argument("--score-job", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    places = Places(Path(args.runs) if args.runs else cache_dir() / "campaign", Path(args.repo).resolve())
+    try:
+        if args.jobs < 1 or args.threads < 1:
+            raise CampaignError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+        if args.max_minutes is not None and not args.max_minutes > 0:
+            raise CampaignError(f"--max-minutes must be > 0, got {args.max_minutes}")
+        rows = read_rows(Path(args.recipes), names=args.rows.split(",") if args.rows else None)
+        if args.score_job:
+            name, _, stop = args.score_job.rpartition(":")
+            row = next(r for r in rows if r.name == name)
+            deadline = time.time() + (args.max_minutes * 60 if args.max_minutes else math.inf)
+            return score_job(row, int(stop), places, deadline, args.data_root)
+        if args.status:
+            for row in rows:
+                print(status_line(row, places, load_record(places, row)))
+            return 0
+        if args.table:
+            print(regenerate(rows, places))
+            return 0
+        return campaign(rows, places, args)
+    except DrawzooError as e:
+        print(f"campaign: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

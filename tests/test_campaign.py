@@ -1,0 +1,217 @@
+"""`benchmarks/campaign.py` end to end on the real data, with tiny rows: trains each row to its plan in
+its own process, scores it in parts, ships its tag, regenerates the tables; then a rerun changes nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import drawzoo
+from drawzoo.checkpoints import read_checkpoint
+from drawzoo.pretrained import file_sha256, manifest
+from tests.conftest import load_script
+from tests.test_data import real_data  # noqa: F401 - a fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "campaign.py"
+
+ROWS = {
+    # a cosine learning rate over its plan: scored at its plan only
+    "tiny_vae": '''model = "hvae"
+[config]
+latent_dims = [2]
+hidden_dims = [8]
+[train]
+epochs = 2
+batch_size = 500
+lr = 3e-3
+lr_min = 1e-4
+[data]
+valid_limit = 300
+[benchmark]
+label = "tiny VAE"
+reference = "99.00 (a made-up figure)"
+num_samples = 10
+test_limit = 60
+[campaign]
+tag = "hvae.tiny_test"
+priority = 2
+published = 99.0
+target = 150.0
+''',
+    # a constant learning rate: scored at epoch 1 too; a milestone every epoch
+    "tiny_draw": '''model = "draw"
+[config]
+T = 2
+hidden_dim = 8
+latent_dim = 2
+read_size = 2
+write_size = 3
+[train]
+epochs = 2
+batch_size = 500
+lr = 3e-3
+[data]
+valid_limit = 300
+[benchmark]
+label = "tiny DRAW"
+num_samples = 4
+test_limit = 40
+[campaign]
+tag = "draw.tiny_test"
+priority = 1
+compare = "neg_elbo"
+score_at = [1]
+milestone_every = 1
+''',
+}
+
+
+def _script():
+    return load_script("campaign")
+
+
+@pytest.fixture
+def setup(tmp_path, real_data):
+    recipes, repo, runs = tmp_path / "recipes", tmp_path / "repo", tmp_path / "runs"
+    recipes.mkdir()
+    for name, text in ROWS.items():
+        (recipes / f"{name}.toml").write_text(text)
+    (recipes / "plain.toml").write_text('model = "vae"\n[benchmark]\nlabel = "not a campaign row"\n')
+    (repo / "benchmarks").mkdir(parents=True)
+    (repo / "drawzoo" / "weights").mkdir(parents=True)
+    (repo / "drawzoo" / "weights" / "manifest.json").write_text("[]\n")
+    for path in (repo / "README.md", repo / "benchmarks" / "README.md"):
+        path.write_text("before\n<!-- campaign-table -->\nold\n<!-- /campaign-table -->\n"
+                        "<!-- campaign-curves -->\n<!-- /campaign-curves -->\nafter\n")
+    args = ["--recipes", str(recipes), "--repo", str(repo), "--runs", str(runs)]
+    return recipes, repo, runs, args
+
+
+def _files(*folders):
+    return {p: p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.suffix != ".log" and p.name != "running.json" and not p.name.endswith(".lock")}
+
+
+def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothing(setup, capsys):
+    recipes, repo, runs, args = setup
+    script = _script()
+    assert script.main([*args, "--status"]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in status] == ["tiny_draw", "tiny_vae"]  # priority order; no plain row
+    assert "epoch    0.0/2" in status[0] and "waiting to train to 1" in status[0]
+
+    assert script.main([*args, "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "every row is done" in out
+    committed = repo / "benchmarks" / "campaign"
+    entries = manifest(repo / "drawzoo" / "weights" / "manifest.json")
+    assert sorted(entries) == ["draw.tiny_test", "hvae.tiny_test"]
+    for name, tag in (("tiny_draw", "draw.tiny_test"), ("tiny_vae", "hvae.tiny_test")):
+        record = json.loads((committed / f"{name}.json").read_text())
+        assert record["epochs"] == 2 and len(record["history"]) == 2
+        # the final stop is scored on its test_limit first, then (after every row's other jobs) on all images
+        assert [j["job"] for j in record["jobs"]] == (["train", "score", "train", "score", "score"]
+                                                       if name == "tiny_draw" else ["train", "score", "score"])
+        assert all(j["exit"] == 0 and j["threads"] == 1 and j["code"] for j in record["jobs"])
+        final = record["scores"]["2"]
+        limit = 40 if name == "tiny_draw" else 60
+        assert final["neg_elbo"]["images"] == 10_000 and final["nll"]["images"] == 10_000  # grown to all at the end
+        assert final["nll"]["mean"] <= final["neg_elbo_k_samples"] and final["nll"]["se"] > 0
+        ks = final["nll_k"]
+        assert list(ks) == (["1", "4"] if name == "tiny_draw" else ["1", "10"])  # K' = 1, 10, ..., K
+        assert ks["1"] == pytest.approx(final["neg_elbo_k_samples"], abs=2e-3) and ks[list(ks)[-1]] == final["nll"]["mean"]
+        # the tag: the scored weights, with the record's figures, measured on the stored file
+        entry = entries[tag]
+        weights = repo / "drawzoo" / "weights" / entry.file
+        assert entry.sha256 == file_sha256(weights) and entry.test["nll"] == final["nll"]["mean"]
+        assert entry.test["nll_images"] == 10_000 and entry.test["nll_samples"] == (4 if name == "tiny_draw" else 10)
+        assert entry.trained["epochs"] == 2 and entry.trained["best_epoch"] == final["best_epoch"]
+        model = drawzoo.load(checkpoint=weights)
+        test = drawzoo.data.load("binarized_mnist", "test")
+        assert drawzoo.evaluate(model, drawzoo.batching.random_subset(test, 500, seed=0))["neg_elbo"] == \
+            pytest.approx(entry.check["neg_elbo"], abs=1e-3)
+        assert not (committed / f"{name}.pt").exists()  # a finished row keeps no milestone
+        assert (repo / "docs" / "campaign" / f"{name}.png").exists()
+        assert limit < 10_000
+    draw = json.loads((committed / "tiny_draw.json").read_text())
+    assert draw["scores"]["1"]["nll"]["images"] == 40  # an intermediate stop: its test_limit only
+    for readme in (repo / "README.md", repo / "benchmarks" / "README.md"):
+        text = readme.read_text()
+        assert text.startswith("before\n<!-- campaign-table -->\n| model | parameters |") and text.endswith("after\n")
+        assert "| tiny DRAW |" in text and "| final" in text and "old" not in text
+    assert "![tiny VAE: -ELBO per epoch](../docs/campaign/tiny_vae.png)" in (repo / "benchmarks" / "README.md").read_text()
+
+    before = _files(repo, runs)
+    assert script.main([*args, "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "every row is done" in out and "| tiny VAE |" in out and "train to" not in out
+    assert _files(repo, runs) == before  # not a weight, not a figure moved
+    assert script.main([*args, "--status"]) == 0
+    assert all("done" in line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny"))
+
+
+def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
+    recipes, repo, runs, args = setup
+    script = _script()
+    assert script.main([*args, "--rows", "tiny_vae", "--max-minutes", "0.01"]) == 75  # begins, no time for a job
+    recipe = recipes / "tiny_vae.toml"
+    recipe.write_text(recipe.read_text().replace("lr = 3e-3", "lr = 1e-3").replace("latent_dims = [2]",
+                                                                                     "latent_dims = [3]"))
+    assert script.main([*args, "--rows", "tiny_vae"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"campaign: error: row tiny_vae: its recipe {recipe} changed "
+                                                   "after its run began (config.latent_dims: [2] -> [3]; train.lr: "
+                                                   "0.003 -> 0.001)")
+    assert script.main([*args, "--rows", "nope"]) == 2
+    assert "no campaign row nope; rows: tiny_draw, tiny_vae" in capsys.readouterr().err
+
+
+def test_sigterm_stops_every_job_with_a_checkpoint_and_the_next_call_resumes(setup, tmp_path):
+    recipes, repo, runs, args = setup
+    recipe = recipes / "tiny_draw.toml"
+    recipe.write_text(recipe.read_text().replace("epochs = 2", "epochs = 50").replace("score_at = [1]",
+                                                                                       "score_at = [40]"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--rows", "tiny_draw"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = runs / "tiny_draw.pt"
+    deadline = time.time() + 120
+    while not (run.exists() and read_checkpoint(run)["progress"]["epoch"] >= 2) and time.time() < deadline:
+        time.sleep(0.5)  # past epoch 1, whose milestone is committed
+    assert run.exists(), process.stdout.read() if process.poll() is not None else "no checkpoint after 120 s"
+    process.send_signal(signal.SIGTERM)
+    out = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, out
+    assert "stopped by SIGTERM: every job checkpointed; rerun to continue" in out
+    progress = read_checkpoint(run)["progress"]
+    assert 0 < progress["epoch"] + progress["step_in_epoch"] < 50  # stopped mid-way, at the step reached
+    record = json.loads((repo / "benchmarks" / "campaign" / "tiny_draw.json").read_text())
+    assert [(j["job"], j["exit"]) for j in record["jobs"]] == [("train", 128 + signal.SIGTERM)]
+    milestone = read_checkpoint(repo / "benchmarks" / "campaign" / "tiny_draw.pt")["progress"]
+    assert milestone["step"] == progress["step"] and record["milestone_epoch"] == progress["epoch"]
+    # the next call goes on from there
+    assert _script().main([*args, "--rows", "tiny_draw", "--max-minutes", "0.3"]) == 75
+    assert read_checkpoint(run)["progress"]["step"] > progress["step"]
+
+
+def test_a_fresh_machine_resumes_from_the_committed_milestone(setup, capsys):
+    recipes, repo, runs, args = setup
+    script = _script()
+    row = next(r for r in script.read_rows(recipes) if r.name == "tiny_vae")
+    places = script.Places(runs, repo)
+    milestone = places.milestone(row)
+    milestone.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = drawzoo.load("hvae", latent_dims=[2], hidden_dims=[8])
+    images = drawzoo.data.load("binarized_mnist", "valid")[:1000]
+    drawzoo.train(model, images, None, row.train, checkpoint=milestone, max_steps=1, progress=False)
+    record = script.prepare(row, places)
+    assert read_checkpoint(places.run(row))["progress"]["step"] == 1 and record["milestone_epoch"] == 0
+    assert "resuming from the milestone" in capsys.readouterr().out
