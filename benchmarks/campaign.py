@@ -310,7 +310,14 @@ def prepare(row: Row, places: Places) -> dict:
         record["milestone_epoch"] = progress_of(milestone)["epoch"]
     record.setdefault("row", row.name)
     record.setdefault("began", {"date": now_iso(), "recipe": snapshot})
-    record.setdefault("jobs", [])
+    if "jobs" not in record:
+        progress = progress_of(run)
+        record["jobs"] = [] if not progress["history"] else [{  # a run begun before the campaign: adopted
+            "job": "train", "to": progress["epoch"], "started": None, "exit": None,
+            "minutes": round(sum(h["seconds"] or 0 for h in progress["history"]) / 60, 2),
+            "epochs": [0, round(epoch_of(progress, row), 3)],
+            "note": "trained before the campaign by drawzoo train --recipe; minutes: its epochs' training time "
+                    "from the run's history (validation not counted)"}]
     record.setdefault("scores", {})
     return record
 
@@ -596,8 +603,9 @@ def _k_order(item) -> int:
 
 
 def row_state(row: Row, places: Places, record: dict) -> dict:
-    """Where a row stands, from its run checkpoint and record (reads no data, trains nothing)."""
-    progress = progress_of(places.run(row))
+    """Where a row stands, from its run checkpoint (or its committed milestone, if that is further
+    along: a fresh machine) and its record; reads no data, trains nothing."""
+    progress = max(progress_of(places.run(row)), progress_of(places.milestone(row)), key=lambda p: p["step"])
     epoch = epoch_of(progress, row)
     history = progress["history"]
     recent = [h["seconds"] for h in history[-10:] if h.get("seconds")]
@@ -699,7 +707,7 @@ def table(rows: list[Row], places: Places) -> str:
         record = load_record(places, row)
         scored = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
         score = record["scores"][str(scored[0])] if scored else None
-        epochs = record.get("epochs", 0)
+        epochs = record.get("epochs", row_state(row, places, record)["epoch"])
         minutes = sum(j["minutes"] for j in record.get("jobs", []) if j["job"] == "train")
         nll = figure(score, "nll")
         if score:

@@ -87,8 +87,17 @@ def test_the_readme_tables_are_the_latest_benchmark_tables():
     for name in ("quick", "literature"):
         table = bench.split(f"<!-- {name}-table: README.md shows this table too -->\n", 1)[1].split(f"<!-- /{name}-table -->")[0]
         rows += [line for line in table.splitlines() if line.startswith("|")]
-    readme = README.read_text().split("## Benchmark: binarized MNIST", 1)[1].split("\n## ", 1)[0]
+    readme = README.read_text().split("## The quick benchmark: a 15-minute demo", 1)[1].split("\n## ", 1)[0]
     assert [line for line in readme.splitlines() if line.startswith("|")] == rows
+
+
+def test_the_readme_headline_is_the_campaign_table_of_benchmarks_readme():
+    def campaign_table(path):
+        return path.read_text().split("<!-- campaign-table -->\n", 1)[1].split("<!-- /campaign-table -->")[0]
+
+    text = README.read_text()
+    assert text.index("<!-- campaign-table -->") < text.index("## Python") < text.index("## The quick benchmark")
+    assert campaign_table(README) == campaign_table(ROOT / "benchmarks" / "README.md")
 
 
 def test_the_docs_build_strictly(tmp_path):
