@@ -52,7 +52,7 @@ class Pretrained:
     sha256: str  #: of the whole file
     size: int  #: the file's bytes
     dtype: str  #: how the weights are stored ("float16", "float32")
-    test: dict  #: measured on the test split: neg_elbo (all images), nll, nll_samples, nll_images
+    test: dict  #: measured on the test split: neg_elbo (all images), nll, nll_samples, nll_images; *_se: standard errors
     check: dict  #: neg_elbo on `images` test images drawn by `batching.random_subset(..., seed)`, evaluate seed 0
     trained: dict  #: the run: epochs, steps, minutes, machine, date
     url: str | None = None  #: where the file is downloaded from when it does not ship
@@ -69,10 +69,13 @@ class Pretrained:
         return f"drawzoo train --recipe {self.recipe}"
 
     def describe(self) -> str:
-        """One line: the data set and the test figures."""
+        """One line: the data set and the test figures (with their standard errors where measured)."""
         t = self.test
-        nll = f", NLL {t['nll']:.2f} (K={t['nll_samples']}, {t['nll_images']:,} images)" if "nll" in t else ""
-        return f"{self.data}: test -ELBO {t['neg_elbo']:.2f} nats ({t['images']:,} images){nll}"
+
+        def se(key):
+            return f" ± {t[key + '_se']:.2f}" if key + "_se" in t else ""
+        nll = f", NLL {t['nll']:.2f}{se('nll')} (K={t['nll_samples']}, {t['nll_images']:,} images)" if "nll" in t else ""
+        return f"{self.data}: test -ELBO {t['neg_elbo']:.2f}{se('neg_elbo')} nats ({t['images']:,} images){nll}"
 
 
 @cache

@@ -16,7 +16,7 @@ import drawzoo
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.pretrained import file_sha256, manifest
 from tests.conftest import load_script
-from tests.test_data import real_data  # noqa: F401 - a fixture
+from tests.test_data import real_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "campaign.py"
@@ -78,7 +78,8 @@ def _script():
 
 
 @pytest.fixture
-def setup(tmp_path, real_data):
+def setup(tmp_path):
+    real_data()  # skipped without it (failed under CI)
     recipes, repo, runs = tmp_path / "recipes", tmp_path / "repo", tmp_path / "runs"
     recipes.mkdir()
     for name, text in ROWS.items():
@@ -133,6 +134,9 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         assert entry.sha256 == file_sha256(weights) and entry.test["nll"] == final["nll"]["mean"]
         assert entry.test["nll_images"] == 10_000 and entry.test["nll_samples"] == (4 if name == "tiny_draw" else 10)
         assert entry.trained["epochs"] == 2 and entry.trained["best_epoch"] == final["best_epoch"]
+        assert entry.describe() == (f"binarized_mnist: test -ELBO {final['neg_elbo']['mean']:.2f} ± "
+                                    f"{final['neg_elbo']['se']:.2f} nats (10,000 images), NLL {final['nll']['mean']:.2f} ± "
+                                    f"{final['nll']['se']:.2f} (K={entry.test['nll_samples']}, 10,000 images)")
         model = drawzoo.load(checkpoint=weights)
         test = drawzoo.data.load("binarized_mnist", "test")
         assert drawzoo.evaluate(model, drawzoo.batching.random_subset(test, 500, seed=0))["neg_elbo"] == \
@@ -215,3 +219,23 @@ def test_a_fresh_machine_resumes_from_the_committed_milestone(setup, capsys):
     record = script.prepare(row, places)
     assert read_checkpoint(places.run(row))["progress"]["step"] == 1 and record["milestone_epoch"] == 0
     assert "resuming from the milestone" in capsys.readouterr().out
+
+
+def test_a_diverging_row_fails_alone_and_keeps_its_last_checkpoint(setup, capsys):
+    recipes, repo, runs, args = setup
+    recipe = recipes / "tiny_draw.toml"
+    recipe.write_text(recipe.read_text().replace("score_at = [1]\n", ""))
+    script = _script()
+    row = script.read_rows(recipes, ["tiny_draw"])[0]
+    train = drawzoo.data.load("binarized_mnist", "train")
+    model = drawzoo.load("draw", **row.recipe.config, seed=0)
+    runs.mkdir()
+    drawzoo.train(model, train, None, row.train, checkpoint=runs / "tiny_draw.pt", epochs=1, progress=False)
+    before = (runs / "tiny_draw.pt").read_bytes()
+    # the run diverges (here: any loss above 1 nat): the job fails, the checkpoint stays as it was
+    recipe.write_text(recipe.read_text().replace("lr = 3e-3", "lr = 3e-3\ndivergence_threshold = 1.0"))
+    assert script.main([*args, "--rows", "tiny_draw"]) == 2
+    out = capsys.readouterr().out
+    assert "tiny_draw: train failed (exit 2): drawzoo: error:" in out and "diverg" in out.lower()
+    assert "failed: tiny_draw (see their logs); rerun to retry" in out
+    assert (runs / "tiny_draw.pt").read_bytes() == before
