@@ -651,13 +651,13 @@ def status_line(row: Row, places: Places, record: dict) -> str:
     if job is not None:
         from tqdm import tqdm
 
-        elapsed = time.time() - job["since"]
         if job["kind"] == "train":
             done, total, what = s["progress"]["step_in_epoch"], steps_per_epoch(row), f"epoch {s['progress']['epoch'] + 1}"
         else:
             done, total = scored_images(places, row, job["stop"])
             what = f"scoring epoch {job['stop']}"
-        line += "\n    " + tqdm.format_meter(done, total, elapsed, ncols=80, prefix=what)
+        line += "\n    " + tqdm.format_meter(done, total, 0, ncols=80, prefix=what,
+                                           bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} (at its last save)")
     return line
 
 
