@@ -343,3 +343,19 @@ def test_a_recording_compiled_by_inductor_draws_the_plain_steps_random_numbers()
                      rtol=1e-4, atol=1e-5)
     (graph,) = capture.graphs.values()
     assert capture.replays == 2 and graph.compiled is not None and graph.failed is None
+
+
+@pytest.mark.parametrize("saved_fused,fused", [(None, True), (True, None)])
+def test_a_resumed_run_steps_with_its_own_adam_implementation(saved_fused, fused):
+    """A checkpoint written by a plain run resumes on the fast path with fused Adam, and back:
+    the optimizer's state is the checkpoint's, its implementation the resuming run's."""
+    from drawzoo.train_state import _implementation_of
+
+    p = torch.nn.Parameter(torch.randn(3))
+    writer = torch.optim.Adam([p], lr=1e-3, fused=saved_fused)
+    p.grad = torch.randn(3)
+    writer.step()
+    reader = torch.optim.Adam([p], lr=1e-3, fused=fused)
+    reader.load_state_dict(_implementation_of(reader, writer.state_dict()))
+    assert reader.param_groups[0]["fused"] == fused and reader.state[p]["step"] == 1
+    reader.step()
