@@ -4,11 +4,14 @@ and replayed from then on, with none of Pyro's per-step bookkeeping.
 
 What is recorded is the plain path's own step -- Pyro's ELBO running the model and the guide, and
 the backward pass (`drawzoo.loss.ELBOLoss`) -- as the tensor operations it dispatches, on fake
-tensors (shapes, no values: ``make_fx(tracing_mode="fake")``). A replay runs those operations on
-the parameters and the batch, gradients included, outside autograd; its random draws are the
-plain path's, from the same generator in the same order, so a replay gives the plain path's loss
-and gradients (bit for bit on the CPU so far; float rounding at most). Model and guide stay plain
-Pyro code.
+tensors (shapes, no values: ``make_fx(tracing_mode="fake")``): one graph ``(parameters, buffers,
+images, keyword tensors) -> (loss, gradients)``. A replay runs it outside autograd, compiled with
+the model's ``compile_options`` (`ZooModel.compile_steps <drawzoo.models.ZooModel.compile_steps>`;
+inductor, drawing its random numbers through the eager kernels: `replay_options`) or eagerly where
+the model is not compiled or compiling fails (one warning: `drawzoo.models.fast_path.StepFunction`).
+Its random draws are the plain path's, from the same generator in the same order, so a replay
+gives the plain path's loss and gradients: bit for bit when replayed eagerly, up to float rounding
+compiled. Model and guide stay plain Pyro code.
 
 A branch on a tensor's value cannot be recorded on fake tensors: recording fails, and that step's
 model runs the plain path (one warning). A number Pyro takes out of a tensor (``.item()``: the
@@ -40,7 +43,7 @@ from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
-from .errors import DrawzooError, first_line
+from .errors import first_line
 from .models.fast_path import StepFunction, capture_mode, has_hooks
 from .objectives import AnalyticKL_ELBO
 
@@ -96,10 +99,7 @@ class StepCapture:
                type(self.elbo), self._elbo_state())
         graph = self.graphs.get(key)
         if graph is None:
-            graph = self._record(inputs, len(params), len(buffers), kwargs)
-            if graph is None:  # the inputs are wrong: the plain path says how
-                return None
-            self.graphs[key] = graph
+            graph = self.graphs[key] = self._record(inputs, len(params), len(buffers), kwargs)
         if isinstance(graph, str):
             self.warn_once(graph)
             return None
@@ -152,9 +152,8 @@ class StepCapture:
 
     def _record(self, inputs: list[Tensor], n_params: int, n_buffers: int, kwargs: dict):
         """The step recorded on fake tensors like `inputs` (parameters, buffers, images, the tensors
-        of `kwargs` by name): a graph ``inputs -> (loss, gradients of the parameters)``; or why that
-        failed (a sentence); or None if the inputs are wrong (a `DrawzooError`: the plain path
-        raises it)."""
+        of `kwargs` by name): a graph ``inputs -> (loss, gradients of the parameters)`` to run as a
+        step function, or why that failed (a sentence)."""
         model = self.model
         model.register()  # the param store up to date now: while recording, register leaves it alone
         keys = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
@@ -173,8 +172,6 @@ class StepCapture:
         try:
             with _Recording():
                 graph = make_fx(recorded, tracing_mode="fake")(*leaves)
-        except DrawzooError:
-            return None
         except Exception as e:  # noqa: BLE001 - any failure to record is a reason to run the plain path
             return f"recording the step failed ({type(e).__name__}: {first_line(e)})"
         for node in graph.graph.find_nodes(op="call_function", target=torch.ops.aten.alias.default):
@@ -185,7 +182,8 @@ class StepCapture:
             return (f"the step reads tensors other than the model's parameters, buffers and inputs "
                     f"({', '.join(constants)}), which a recording would keep as they are now")
         graph.recompile()
-        return StepFunction(graph, replay_options(model.compile_options), model)
+        # the model weakly: _RECORDINGS holds this as long as the model lives, and no longer
+        return StepFunction(graph, replay_options(model.compile_options), weakref.proxy(model))
 
     def warn_once(self, reason: str) -> None:
         """Log that the plain path runs because of `reason`, once per reason."""

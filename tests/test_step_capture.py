@@ -359,3 +359,15 @@ def test_a_resumed_run_steps_with_its_own_adam_implementation(saved_fused, fused
     reader.load_state_dict(_implementation_of(reader, writer.state_dict()))
     assert reader.param_groups[0]["fused"] == fused and reader.state[p]["step"] == 1
     reader.step()
+
+
+def test_a_model_with_recordings_is_freed_with_them():
+    import gc
+    import weakref
+
+    m = tiny_models()["vae"]()
+    _compare(m, make_elbo(), [binary_images(4)])
+    alive = weakref.ref(m)
+    del m
+    gc.collect()
+    assert alive() is None
