@@ -23,7 +23,7 @@ keep state between steps), keyword arguments other than tensors and plain values
 anomaly detection. A recording is reused only while everything it depends on is unchanged: the
 shapes, dtypes, devices and strides of the batch, the parameters and buffers, and the keyword
 tensors; which parameters require gradients; the keyword values; the objective's settings; grad
-mode; the default dtype; train/eval mode.
+mode; the default dtype; train/eval mode; the model's compile options.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class StepCapture:
         key = (tuple(_layout(t) + (t.requires_grad,) for t in inputs),
                tuple((k, None if isinstance(kwargs[k], Tensor) else (type(kwargs[k]), kwargs[k])) for k in names),
                len(params), torch.is_grad_enabled(), torch.get_default_dtype(), model.training,
-               type(self.elbo), self._elbo_state())
+               type(self.elbo), self._elbo_state(), repr(model.compile_options))
         graph = self.graphs.get(key)
         if graph is None:
             graph = self.graphs[key] = self._record(inputs, len(params), len(buffers), kwargs)
