@@ -376,8 +376,12 @@ def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], fai
 
 
 def _die_with_parent() -> None:
-    """In the child: SIGTERM when the campaign dies (Linux), so that it checkpoints."""
+    """In the child: a session of its own (the campaign forwards signals itself), whose scheduler
+    group keeps the campaign's niceness (Linux's autogroups would give it nice 0: a `nice`d campaign
+    would get no more than any other session), and SIGTERM when the campaign dies, so that it checkpoints."""
     os.setsid()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(os.nice(0)))
     with contextlib.suppress(Exception):
         import ctypes
 
