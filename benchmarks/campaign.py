@@ -67,7 +67,7 @@ from drawzoo.checkpoints import CheckpointLock, read_checkpoint  # noqa: E402
 from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E402
 from drawzoo.data import cache_dir  # noqa: E402
 from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
-from drawzoo.files import atomic_write  # noqa: E402
+from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.plots import curve_plot  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
 from drawzoo.train_config import TRAJECTORY, TrainConfig  # noqa: E402
@@ -216,9 +216,10 @@ class Places:
 
 
 def write_text(path: Path, text: str) -> None:
+    """An output (records, tables): through `drawzoo.files.write_output`, which never replaces weights.
+    Checkpoints, weights and scoring state are written by `atomic_write` alone, as training writes its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(text.encode())
+    write_output(path, text)
 
 
 def load_record(places: Places, row: Row) -> dict:

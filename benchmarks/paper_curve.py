@@ -19,7 +19,9 @@ import sys
 import numpy as np
 
 from drawzoo.checkpoints import read_checkpoint
-from drawzoo.plots import curve_plot
+from drawzoo.cli import run_program
+from drawzoo.files import check_outputs
+from drawzoo.plots import curve_plot, save_picture
 
 #: Test -ELBO of DRAW (with attention unless said), T=64, on binarized MNIST (../shared/reference/README.md)
 PUBLISHED = {"DRAW paper, test": 80.97, "best reproduction, ~300 epochs, test": 81.9,
@@ -67,7 +69,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="docs/paper_curve.png")
     p.add_argument("--epochs", type=int, default=300, help="the epoch to project to [300]")
     p.add_argument("--title", default="DRAW, the paper's MNIST configuration (T=64), on 2 CPU cores")
-    args = p.parse_args(argv)
+    return run_program("paper_curve", plot_curves, p.parse_args(argv))
+
+
+def plot_curves(args) -> int:
+    check_outputs({"--out": args.out}, {spec: spec.rpartition("=")[2] for spec in args.runs})
     curves = {}
     for spec in args.runs:
         label, _, path = spec.rpartition("=")
@@ -80,7 +86,8 @@ def main(argv=None) -> int:
         for r in records:
             print(f"  {r['epoch']:5g}  {r['train_loss']:11.2f}  {r['valid_loss']:11.2f}  {r['seconds']:7.0f}")
         print(f"  projection: {projection(records, args.epochs)}")
-    curve_plot(curves, references=PUBLISHED, title=args.title).save(args.out)
+    image = curve_plot(curves, references=PUBLISHED, title=args.title)
+    save_picture(lambda f, format: image.save(f, format=format), args.out)
     print(f"wrote {args.out}")
     return 0
 

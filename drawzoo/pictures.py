@@ -14,6 +14,7 @@ of `attention_boxes` are 0-based, with pixel a covering [a - 0.5, a + 0.5).
 
 from __future__ import annotations
 
+import io
 import math
 from os import PathLike
 
@@ -25,7 +26,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 from .attention import Glimpse
 from .errors import InputError
 from .masks import check_mask
-from .plots import RED, kl_plot, save_kl_plot  # noqa: F401  (RED: the write windows; the plots importable from here)
+from .plots import RED, kl_plot, save_kl_plot, save_picture  # noqa: F401  (RED: the write windows; the plots importable from here)
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
@@ -82,7 +83,12 @@ def save_grid(
     _check_positive(nrow=nrow)
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise InputError(f"padding must be a non-negative integer, got {padding!r}")
-    save_image(images, path, nrow=nrow, padding=padding)
+    _save_grid_image(images, path, nrow=nrow, padding=padding)
+
+
+def _save_grid_image(images: Tensor, path, **grid) -> None:
+    """torchvision's ``save_image`` of `images`, written through `drawzoo.plots.save_picture`."""
+    save_picture(lambda f, format: save_image(images, f, format=format, **grid), path)
 
 
 def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | PathLike,
@@ -107,7 +113,7 @@ def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | 
             original.expand(-1, 3, -1, -1)]
     blank = torch.zeros(-n % nrow, *rows[0].shape[1:])  # the last run's empty places
     runs = [torch.cat([row, blank]).split(nrow) for row in rows]
-    save_image(torch.cat([image for run in zip(*runs) for image in run]), path, nrow=nrow, padding=PADDING)
+    _save_grid_image(torch.cat([image for run in zip(*runs) for image in run]), path, nrow=nrow, padding=PADDING)
 
 
 def attention_boxes(writes: Glimpse, N: int) -> Tensor:
@@ -204,9 +210,10 @@ def _save_gif(frames: list[Image.Image], path, duration_ms: int, final_pause_ms:
     """Write `frames` as a GIF, each shown for `duration_ms`, the last for `final_pause_ms`; the
     number of frames in the file."""
     durations = [duration_ms] * (len(frames) - 1) + [final_pause_ms]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop)
-    with Image.open(path) as gif:
-        return gif.n_frames
+    data = save_picture(lambda f, format: frames[0].save(f, format=format, save_all=True, append_images=frames[1:],
+                                                         duration=durations, loop=loop), path, "animation")
+    with Image.open(io.BytesIO(data)) as gif:
+        return getattr(gif, "n_frames", 1)
 
 
 def _frame_layout(n: int, H: int, nrow: int | None, scale: int | None, duration_ms: int,

@@ -7,16 +7,40 @@ training's ``kl_per_step`` summary draw it); and learning curves against publish
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 from os import PathLike
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
+from .files import check_output, write_output
 
 RED = (255, 0, 0)  #: the negative ELBO in the plots, and the write attention windows in `drawzoo.pictures`
 BLUE, GREY, INK = (31, 119, 180), (150, 150, 150), (30, 30, 30)  #: the plots' other colours
+
+
+def picture_format(path: str | PathLike) -> str:
+    """The Pillow format that `path`'s suffix names (``.png``: PNG); `InputError` if none does."""
+    suffix = Path(path).suffix.lower()
+    found = Image.registered_extensions().get(suffix)
+    if found is None:
+        raise InputError(f"{path}: {suffix or 'no suffix'} is not a picture format; name the file .png (or .gif, "
+                         ".jpg...)")
+    return found
+
+
+def save_picture(save, path: str | PathLike, what: str = "picture", format: str | None = None) -> bytes:
+    """Write the picture that ``save(file, format)`` encodes (in `format`, else the one `path`'s
+    suffix names) to `path`, as every picture drawzoo writes is written: through
+    `drawzoo.files.write_output` (never over model weights or a file the run reads). Returns its bytes."""
+    check_output(path, what)  # before the suffix: a checkpoint named .pt is said to be one
+    buffer = io.BytesIO()
+    save(buffer, format or picture_format(path))
+    write_output(path, buffer.getvalue(), what)
+    return buffer.getvalue()
 
 
 def _nice_step(top: float, ticks: int = 5) -> float:
@@ -123,7 +147,8 @@ def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | Non
 def save_kl_plot(kl_per_step: list[float], reconstruction: float, path: str | PathLike, *,
                  title: str | None = None) -> None:
     """Save `kl_plot` as a PNG."""
-    kl_plot(kl_per_step, reconstruction, title=title).save(path, format="PNG")
+    image = kl_plot(kl_per_step, reconstruction, title=title)
+    save_picture(lambda f, format: image.save(f, format=format), path, "plot", format="PNG")
 
 
 CURVE_COLOURS = (BLUE, RED, (44, 160, 44), (148, 103, 189), (255, 127, 14))

@@ -133,7 +133,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
                           f"got {type(config).__name__} {config!r}")
     called = time.monotonic()
     config = TrainConfig.from_dict({**(as_dict(config) if config is not None else {}), **settings})
-    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir})
+    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir}, checkpoints=True)
     if config.log_dir is not None:
         require_tensorboard()
     if elbo is not None and not isinstance(elbo, ELBO):
