@@ -177,9 +177,9 @@ class _Run:
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
                  stop: StopRequests, on_epoch, progress):
         self.model, self.group, self.config = model, group, config
-        self.step_loss = StepLoss(objective, config.validate)
-        # fused Adam (one kernel for all parameters) on the fast path on CUDA
-        fused = config.compile and next(model.parameters()).device.type == "cuda"
+        self.step_loss = StepLoss(objective, config.validate, fast=config.compile)
+        # fused Adam (one kernel for all parameters) on the fast path: the same update up to float rounding
+        fused = config.compile and next(model.parameters()).device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
         self.on_epoch, self.progress = on_epoch, progress
