@@ -1,6 +1,6 @@
 """Pictures of what the zoo draws: image grids as PNG, inpainted images beside the originals,
-DRAW's canvases through time as a GIF. The plot of how much each step tells (the KL per step),
-`kl_plot` and `save_kl_plot`, is in `drawzoo.plots` (importable from here too).
+DRAW's canvases through time as a GIF, all drawn with torchvision and Pillow. Plots (the KL per
+step, learning curves) are matplotlib figures: `drawzoo.plots`.
 
 Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
@@ -25,10 +25,10 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 from .attention import Glimpse
 from .errors import InputError
 from .masks import check_mask
-from .plots import RED, kl_plot, save_kl_plot  # noqa: F401  (RED: the write windows; the plots importable from here)
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
+RED = (255, 0, 0)  #: colour of the write attention windows
 GREEN = (0, 230, 0)  #: colour of the read attention windows
 MISSING = (0.25, 0.45, 0.85)  #: colour of the unobserved pixels in `save_inpainting`'s rows of observed images
 
