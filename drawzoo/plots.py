@@ -91,7 +91,7 @@ def _figure(what: str, width: float, height: float) -> Figure:
 def _integer_steps(axes) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    axes.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    axes.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, steps=[1, 2, 5, 10]))
 
 
 def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | None = None) -> Figure:
