@@ -32,7 +32,8 @@ FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}  #: `save_figure`'s form
 DPI = 100  #: pixels per inch of the figures (a `kl_plot` is 900 x 390 pixels as PNG)
 
 RED = "#ff0000"  #: the negative ELBO
-BLUE, GREY = "#1f77b4", "#969696"  #: the KL per step and its sum; the reconstruction gap and the first reference
+BLUE = "#1f77b4"  #: the KL per step and its cumulative sum
+GREY = "#969696"  #: the reconstruction gap, and `curve_plot`'s first reference
 CURVE_COLOURS = (BLUE, RED, "#2ca02c", "#9467bd", "#ff7f0e")  #: `curve_plot`'s curves, in turn
 
 
