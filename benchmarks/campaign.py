@@ -27,8 +27,8 @@ as its tag's weight file (`Plan.dtype`) and scored from that file, in resumable 
 - a standard error beside each figure: the spread of the per-image figures over sqrt(images);
 - the pretrained manifest's check figure (`pretrain.check_figure`).
 
-A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve into
-docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
+A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve (a matplotlib
+plot: ``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
 from the records (benchmarks/campaign/NAME.json, one per row: the recipe it began with, each job's
 code, settings, epochs and wall time, the history, the scores). Runs live in ``--runs`` (a cache
 folder that survives between sittings); a milestone checkpoint of each unfinished row is copied
@@ -67,8 +67,8 @@ from drawzoo.checkpoints import CheckpointLock, read_checkpoint  # noqa: E402
 from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E402
 from drawzoo.data import cache_dir  # noqa: E402
 from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
+from drawzoo import plots  # noqa: E402
 from drawzoo.files import atomic_write, write_output  # noqa: E402
-from drawzoo.plots import curve_plot  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
 from drawzoo.train_config import TRAJECTORY, TrainConfig  # noqa: E402
 
@@ -757,9 +757,10 @@ def curves_section(rows: list[Row], places: Places) -> str:
         curve = places.curve(row)
         refs = {} if row.plan.published is None else {f"published ({row.plan.compare}, test)": row.plan.published}
         curve.parent.mkdir(parents=True, exist_ok=True)
-        curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
-                    "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]}, references=refs,
-                   title=f"{row.label}: -ELBO per epoch (nats)").save(curve)
+        plots.save_figure(plots.curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
+                                            "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]},
+                                           references=refs, title=f"{row.label}: -ELBO per epoch (nats)",
+                                           ylabel="-ELBO, nats per image"), curve)
         last = int(history[-1]["epoch"])
         marks = sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000) if e <= last}
                        | {last})
@@ -916,6 +917,7 @@ def main(argv=None) -> int:
             for row in rows:
                 print(status_line(row, places, load_record(places, row)))
             return 0
+        plots.require_matplotlib("campaign.py (its learning curves, docs/campaign/)")  # not after hours of training
         if args.table:
             print(regenerate(rows, places))
             return 0

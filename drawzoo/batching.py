@@ -57,7 +57,8 @@ def random_subset(data, n: int | None, seed: int = 0):
     """`n` items of `data` (tensor, array, `ImageDataset` or other Dataset: the same type back, a
     `Subset` for the last) drawn at random without replacement with a fixed seed, in their
     original order; all of it if `n` is None or not smaller. Never the first n rows: benchmark
-    splits may be sorted (binarized MNIST's test split is sorted by label)."""
+    splits may be sorted (binarized MNIST's test split is sorted by label). ``drawzoo eval --limit
+    n --seed s`` scores ``random_subset(data, n, seed=s)``."""
     if n is None or n >= len(data):
         return data
     if n < 1:

@@ -22,7 +22,8 @@ from drawzoo.batching import epoch_data
 from drawzoo.checkpoints import save_checkpoint
 from drawzoo.cli import main
 from drawzoo.files import atomic_write, write_output
-from drawzoo.pictures import animate, save_grid, save_kl_plot
+from drawzoo.pictures import animate, save_grid
+from drawzoo.plots import kl_plot, save_figure
 from tests.conftest import binary_images
 from tests.test_train_config import one_line_error, run
 
@@ -79,7 +80,7 @@ def test_no_output_replaces_a_checkpoint_or_weights(capsys, run_dir):
         err = one_line_error(capsys, *argv)
         assert f"{option} {target} holds model weights (a checkpoint or pretrained weights): refusing to replace it" in err
     images = binary_images(2, SHAPE)
-    for write in (lambda: save_grid(images, best), lambda: save_kl_plot([1.0, 2.0], 3.0, best),
+    for write in (lambda: save_grid(images, best), lambda: save_figure(kl_plot([1.0, 2.0], 3.0), best),
                   lambda: animate(torch.stack([images, images]), best), lambda: write_output(plain, "{}")):
         with pytest.raises(drawzoo.ConfigError, match="holds model weights"):
             write()
