@@ -717,8 +717,10 @@ def table(rows: list[Row], places: Places) -> str:
         nll = figure(score, "nll")
         if score:
             nll += f" ({score['nll']['K']}, {score['nll']['images']:,})"
+        valid = [h["valid"] for h in record.get("history", []) if h.get("valid") is not None]
+        best = f" (best valid -ELBO {min(valid):.2f})" if valid else ""
         status = ("final" if epochs >= row.train.epochs and score and scored[0] == row.train.epochs
-                  else f"training: epoch {epochs:.1f} of {row.train.epochs}" if epochs < row.train.epochs
+                  else f"training: epoch {epochs:.1f} of {row.train.epochs}{best}" if epochs < row.train.epochs
                   else "scoring")
         if score and scored[0] < row.train.epochs:
             status += f"; figures at epoch {scored[0]}"
@@ -757,10 +759,15 @@ def curves_section(rows: list[Row], places: Places) -> str:
         curve = places.curve(row)
         refs = {} if row.plan.published is None else {f"published ({row.plan.compare}, test)": row.plan.published}
         curve.parent.mkdir(parents=True, exist_ok=True)
-        plots.save_figure(plots.curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
-                                            "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]},
-                                           references=refs, title=f"{row.label}: -ELBO per epoch (nats)",
-                                           ylabel="-ELBO, nats per image"), curve)
+        figure = plots.curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
+                                   "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]},
+                                  references=refs, title=f"{row.label}: -ELBO per epoch (nats)",
+                                  ylabel="-ELBO, nats per image")
+        later = [v for h in history if h["epoch"] >= max(3, history[-1]["epoch"] / 50) for v in (h["train"], h["valid"])]
+        if later:  # the first epochs' losses would flatten the rest of the curve
+            low = min(later + list(refs.values()))
+            figure.axes[0].set_ylim(low - 2, max(later) + 2)
+        plots.save_figure(figure, curve)
         last = int(history[-1]["epoch"])
         marks = sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000) if e <= last}
                        | {last})
