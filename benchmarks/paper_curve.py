@@ -22,7 +22,7 @@ import numpy as np
 
 from drawzoo import list_pretrained, plots, pretrained
 from drawzoo.checkpoints import read_checkpoint
-from drawzoo.errors import DrawzooError
+from drawzoo.cli import run_program
 from drawzoo.files import check_outputs
 
 #: Test -ELBO of DRAW (with attention unless said), T=64, on binarized MNIST (../shared/reference/README.md)
@@ -81,14 +81,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="docs/paper_curve.png", help="the plot: .png, .svg or .pdf [docs/paper_curve.png]")
     p.add_argument("--epochs", type=int, default=300, help="the epoch to project to [300]")
     p.add_argument("--title", default="DRAW, the paper's MNIST configuration (T=64), on 2 CPU cores")
-    args = p.parse_args(argv)
+    return run_program("paper_curve", plot_curves, p.parse_args(argv))
+
+
+def plot_curves(args) -> int:
+    """main() once its arguments are parsed."""
     runs = [spec.rpartition("=")[::2] for spec in args.runs]
-    try:  # before reading any run
-        check_outputs({"--out": args.out}, {f"run {label or run}": run for label, run in runs if Path(run).exists()})
-        plots.plot_format(args.out)
-        plots.require_matplotlib("paper_curve.py's plot")
-    except DrawzooError as e:
-        p.error(str(e))
+    # before reading any run
+    check_outputs({"--out": args.out}, {f"run {label or run}": run for label, run in runs if Path(run).exists()})
+    plots.plot_format(args.out)
+    plots.require_matplotlib("paper_curve.py's plot")
     curves = {}
     for label, run in runs:
         records = history(run)

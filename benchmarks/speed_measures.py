@@ -22,6 +22,11 @@ from reference import LOSSES
 
 BATCH = 100  #: images per training step
 TRAIN_CHUNK = 5  #: training steps per timed call (drawzoo.train is timed over whole calls)
+#: ... for the models whose steps take milliseconds (all but DRAW): a call's set-up and its first
+#: step of a batch shape (Pyro's checks, plain) then weigh about as little as in a run's epoch
+SMALL_CHUNK = 50
+MIN_ROUNDS = 5  #: the implementations take turns at least this many times
+ELBO = {"objective": "elbo", "particles": 1}  #: the default objective (``make_elbo``'s arguments)
 #: torch.compile options of the fast path (--compile-mode; through the environment, for the child processes)
 COMPILE_OPTIONS: dict = {"mode": os.environ["SPEED_COMPILE_MODE"]} if os.environ.get("SPEED_COMPILE_MODE") else {}
 #: the implementations' names in the tables
@@ -68,29 +73,48 @@ def _adam_steps(loss_fn, model):
     return step
 
 
-def _stepper(impl: str, model, name: str):
+def train_chunk(name: str) -> int:
+    """Training steps per timed `drawzoo.train` call for model `name`."""
+    return TRAIN_CHUNK if name == "draw" else SMALL_CHUNK
+
+
+def reference_loss(name: str, model, objective: dict):
+    """x -> `reference.py`'s loss of `model` (per image) on the bound of `objective`."""
+    if objective["particles"] > 1:
+        return functools.partial(LOSSES[name], model, particles=objective["particles"])
+    return functools.partial(LOSSES[name], model)
+
+
+def _elbo(objective: dict, jit: bool = False):
+    from pyro.infer import JitTraceMeanField_ELBO
+
+    from drawzoo.objectives import make_elbo
+
+    return JitTraceMeanField_ELBO() if jit else make_elbo(**objective)
+
+
+def _stepper(impl: str, model, name: str, objective: dict = ELBO):
     """A function x -> loss (nats, batch sum) that takes one optimizer step of implementation `impl`
-    (for "train": one `drawzoo.train` epoch over x in batches of `BATCH`)."""
+    (for "train": one `drawzoo.train` epoch over x in batches of `BATCH`) on `objective`."""
     import pyro
-    from pyro.infer import SVI, JitTraceMeanField_ELBO, TraceMeanField_ELBO
+    from pyro.infer import SVI
 
     if impl in ("train", "train-fast"):
         import drawzoo
 
         def train(x):
             history = drawzoo.train(model, x, epochs=1, batch_size=BATCH, lr=1e-4, device=x.device, progress=False,
-                                    compile=impl == "train-fast")
+                                    compile=impl == "train-fast", **objective)
             return history[-1]["train_loss"] * len(x)
         return train
     if impl == "reference":
-        return _adam_steps(lambda x: LOSSES[name](model, x), model)
+        return _adam_steps(reference_loss(name, model, objective), model)
     if impl == "compile-loss":
-        return _adam_steps(_loss_fn(impl, model), model)
+        return _adam_steps(_loss_fn(impl, model, objective), model)
     if impl in ("fast", "unvalidated"):
         model.compile_steps(**COMPILE_OPTIONS)
     pyro.clear_param_store()
-    elbo = JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO()
-    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-4}), elbo)
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-4}), _elbo(objective, jit=impl == "jit"))
     return _unvalidated(svi.step) if impl == "unvalidated" else svi.step
 
 
@@ -105,12 +129,12 @@ def _unvalidated(fn):
     return unvalidated
 
 
-def measure_memory(name: str, config: dict, impl: str, batch: int, device: str) -> dict:
+def measure_memory(name: str, config: dict, impl: str, batch: int, device: str, objective: dict = ELBO) -> dict:
     """Peak memory (MB) of a few optimizer steps, and the first step's time and loss."""
     device = torch.device(device)
     model = _build(name, config, device)
     x = _images(batch, device)
-    step = _stepper(impl, model, name)
+    step = _stepper(impl, model, name, objective)
     step(x[:1])  # a one-image step first: lazy imports and one-time set-up stay out of the memory figure
     rss = _rss_mb()
     if device.type == "cuda":
@@ -126,30 +150,29 @@ def measure_memory(name: str, config: dict, impl: str, batch: int, device: str) 
     return {"peak_mb": peak, "warmup_s": warmup, "first_loss": first_loss / batch}
 
 
-def _loss_fn(impl: str, model):
+def _loss_fn(impl: str, model, objective: dict = ELBO):
     """x -> the negative ELBO per image (nats) by implementation `impl`, without an optimizer step."""
-    from pyro.infer import JitTraceMeanField_ELBO, TraceMeanField_ELBO
-
     from drawzoo.training import ELBOLoss
 
     if impl == "compile-loss":
         import torch._inductor.config as inductor
 
         inductor.fallback_random = True  # the same random numbers as eager
-        return torch.compile(ELBOLoss(model))
+        return torch.compile(ELBOLoss(model, _elbo(objective)))
     if impl == "unvalidated":
-        return _unvalidated(ELBOLoss(model.compile_steps(**COMPILE_OPTIONS)))
-    return ELBOLoss(model, JitTraceMeanField_ELBO() if impl == "jit" else TraceMeanField_ELBO())
+        return _unvalidated(ELBOLoss(model.compile_steps(**COMPILE_OPTIONS), _elbo(objective)))
+    return ELBOLoss(model, _elbo(objective, jit=impl == "jit"))
 
 
-def measure_agreement(name: str, config: dict, impl: str, batch: int, device: str, draws: int = 16) -> dict:
+def measure_agreement(name: str, config: dict, impl: str, batch: int, device: str, objective: dict = ELBO,
+                      draws: int = 16) -> dict:
     """Whether `impl` computes the eager SVI loss: the means of `draws` losses of each for the same
     weights and images agree within 4 standard errors of their difference. (Losses at one seed need
     not agree: a traced graph samples with other kernels, so its noise differs.)"""
     device = torch.device(device)
     model = _build(name, config, device)
     x = _images(batch, device)
-    fns = {"eager": _loss_fn("zoo", model), impl: _loss_fn(impl, model)}
+    fns = {"eager": _loss_fn("zoo", model, objective), impl: _loss_fn(impl, model, objective)}
     fns[impl](x)  # compiles
     stats = {}
     for key, fn in fns.items():
@@ -179,15 +202,16 @@ def _median_seconds(fns: dict, more, device) -> tuple[dict, int]:
     return {key: sorted(t)[len(t) // 2] for key, t in times.items()}, len(first)
 
 
-def measure_throughput(name: str, config: dict, impls: list[str], batch: int, steps: int, device: str) -> dict:
-    """Images/s of each implementation from the median of `steps` timed steps, the implementations
-    taking turns step by step, each on its own copy of the same model. With "train" among them,
-    every implementation takes `TRAIN_CHUNK` steps a turn (one drawzoo.train call of that many
-    batches), and `steps` is rounded up to whole turns."""
+def measure_throughput(name: str, config: dict, impls: list[str], batch: int, steps: int, device: str,
+                       objective: dict = ELBO) -> dict:
+    """Images/s of each implementation from the median of `steps` timed steps (at least
+    `MIN_ROUNDS` turns each), the implementations taking turns, each on its own copy of the same
+    model. With "train" among them, every implementation takes `train_chunk` steps a turn (one
+    drawzoo.train call of that many batches), and `steps` is rounded up to whole turns."""
     device = torch.device(device)
-    chunk = TRAIN_CHUNK if {"train", "train-fast"} & set(impls) else 1
+    chunk = train_chunk(name) if {"train", "train-fast"} & set(impls) else 1
     x = _images(batch * chunk, device)
-    steppers = {impl: _stepper(impl, _build(name, config, device), name) for impl in impls}
+    steppers = {impl: _stepper(impl, _build(name, config, device), name, objective) for impl in impls}
 
     def turn(impl, step):
         if impl in ("train", "train-fast"):
@@ -197,11 +221,11 @@ def measure_throughput(name: str, config: dict, impls: list[str], batch: int, st
     for impl, step in steppers.items():
         turn(impl, step)  # warm-up (compilation, for the variants that compile)
     seconds, _ = _median_seconds({impl: functools.partial(turn, impl, step) for impl, step in steppers.items()},
-                                 lambda rounds, _: rounds * chunk < steps, device)
+                                 lambda rounds, _: rounds * chunk < steps or rounds < MIN_ROUNDS, device)
     return {impl: batch * chunk / s for impl, s in seconds.items()}
 
 
-def measure_flops(name: str, config: dict) -> float:
+def measure_flops(name: str, config: dict, objective: dict = ELBO) -> float:
     """FLOPs per image of one training step of the network (forward and backward of the reference
     loss, batch `BATCH`), as ``torch.utils.flop_counter`` counts them (matrix products)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -209,31 +233,34 @@ def measure_flops(name: str, config: dict) -> float:
     model = _build(name, config, torch.device("cpu"))
     x = _images(BATCH, "cpu")
     with FlopCounterMode(display=False) as counter:
-        LOSSES[name](model, x).backward()
+        reference_loss(name, model, objective)(x).backward()
     return counter.get_total_flops() / BATCH
 
 
-def profile_ops(name: str, config: dict, impl: str, device: str, rows: int = 10) -> str:
-    """The top `rows` operations by self CPU time of one SVI step (impl "zoo" or "fast", after two
-    warm-up steps), as a markdown table; inductor's compiled graphs are named as such."""
+def profile_ops(name: str, config: dict, impl: str, device: str, objective: dict = ELBO, rows: int = 10) -> str:
+    """The top `rows` operations by self CPU time of one step (impl "zoo" or "fast": an SVI step,
+    after two warm-up steps; "train" or "train-fast": one `drawzoo.train` call of `train_chunk`
+    steps after a warm-up call, per step), as a markdown table; inductor's graphs are named as such."""
     from torch.profiler import ProfilerActivity, profile
 
     device = torch.device(device)
     model = _build(name, config, device)
-    x = _images(BATCH, device)
-    step = _stepper(impl, model, name)
+    steps = train_chunk(name) if impl in ("train", "train-fast") else 1
+    x = _images(BATCH * steps, device)
+    step = _stepper(impl, model, name, objective)
     step(x)
     step(x)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(x)
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    total = sum(e.self_cpu_time_total for e in events) / 1e3
-    lines = [f"{LABELS[impl]}: one SVI step, self CPU {total:.0f} ms under the profiler",
-             "| op | calls | self ms | share |", "|---|---:|---:|---:|"]
+    total = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+    what = "one SVI step" if steps == 1 else f"a step of a drawzoo.train call of {steps}"
+    lines = [f"{LABELS[impl]}: {what}, self CPU {total:.1f} ms under the profiler",
+             "| op | calls a step | self ms | share |", "|---|---:|---:|---:|"]
     for e in events[:rows]:
         op = "inductor kernels (one compiled graph)" if e.key.startswith("## Call CompiledFxGraph") else e.key
-        lines.append(f"| {op} | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
-                     f"{100 * e.self_cpu_time_total / 1e3 / total:.0f}% |")
+        self_ms = e.self_cpu_time_total / 1e3 / steps
+        lines.append(f"| {op} | {e.count / steps:g} | {self_ms:.2f} | {100 * self_ms / total:.0f}% |")
     return "\n".join(lines)
 
 
@@ -251,15 +278,19 @@ def measure_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def measure_compile(name: str, config: dict, device: str, cache_dir: str) -> dict:
+def measure_compile(name: str, config: dict, device: str, cache_dir: str, objective: dict = ELBO) -> dict:
     """Seconds that the first fast-path SVI step takes more than a later one, with inductor's
-    on-disk cache in `cache_dir` (a fresh folder: cold; one a process filled before: warm)."""
+    on-disk cache in `cache_dir` (a fresh folder: cold; one a process filled before: warm); for the
+    models whose training step is recorded (`drawzoo.step_capture`), of the first
+    ``drawzoo.train(compile=True)`` call of `train_chunk` steps over a later call."""
     import os
 
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
     device = torch.device(device)
-    step = _stepper("fast", _build(name, config, device), name)
-    x = _images(BATCH, device)
+    model = _build(name, config, device)
+    recorded = type(model).__dict__.get("traceable", False)
+    step = _stepper("train-fast" if recorded else "fast", model, name, objective)
+    x = _images(BATCH * (train_chunk(name) if recorded else 1), device)
     started = time.perf_counter()
     step(x)
     _sync(device)
@@ -326,7 +357,8 @@ def _ddp_rank(rank: int, world: int, port: int, name: str, config: dict, batch: 
     started = time.perf_counter()
     drawzoo.train(model, x, max_steps=steps, **kw)
     if rank == 0:
-        Path(out).write_text(json.dumps({"images_per_s": steps * batch / (time.perf_counter() - started)}))
+        from drawzoo.files import write_output
+        write_output(out, json.dumps({"images_per_s": steps * batch / (time.perf_counter() - started)}), "JSON")
 
 
 def measure_ddp(processes: int, name: str, config: dict, batch: int, steps: int) -> dict:

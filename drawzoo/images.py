@@ -8,12 +8,17 @@ Every zoo model takes images as a float tensor ``[B, C, H, W]`` with values in [
 - non-contiguous / channels-last tensors are accepted as they are (same result);
 - everything else that is off (integer pixels, wrong rank or shape, an empty batch, NaN/inf,
   values outside [0, 1]) is an `InputError` that says what is wrong and, where it can, how to fix it.
+
+A tensor without values (a fake tensor, while `drawzoo.step_capture` records a training step) has
+its type, shape and dtype checked; its values are the real batch's, which the recorded step's
+caller checks before every replay.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from .errors import InputError
 
@@ -55,6 +60,8 @@ def check_images(x, image_shape, *, device=None, dtype=torch.float32, name: str 
     if x.shape[0] == 0:
         raise InputError(f"{name} is an empty batch (shape {_shape(x.shape)}); give at least one image")
     x = x.to(device=device, dtype=dtype)
+    if not has_values(x):
+        return x
     lo, hi = torch.aminmax(x)  # one pass; NaN propagates into both, and fails both comparisons
     if not (lo >= 0 and hi <= 1):
         finite = torch.isfinite(x)
@@ -65,3 +72,8 @@ def check_images(x, image_shape, *, device=None, dtype=torch.float32, name: str 
         hint = " (bytes? divide by 255 first)" if hi > 1 and hi <= 255 and lo >= 0 else ""
         raise InputError(f"{name} must have values in [0, 1], got min {lo.item():.4g}, max {hi.item():.4g}{hint}")
     return x
+
+
+def has_values(x: torch.Tensor) -> bool:
+    """Whether `x` holds values that can be checked (not a fake tensor of a recorded step)."""
+    return not is_fake(x)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ConfigError, DrawzooError, InputError
-from .files import atomic_write
+from .files import check_output, output_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,13 +58,14 @@ def plot_format(path: str | PathLike) -> str:
 
 def save_figure(figure: Figure, path: str | PathLike) -> None:
     """Write `figure` to `path` as PNG, SVG or PDF, as its suffix says (`plot_format`), through
-    `drawzoo.files.atomic_write`: a reader never sees half a file, and a failed write leaves what
-    was there. The same figure gives the same bytes (no dates, fixed SVG ids)."""
+    `drawzoo.files.output_file`: never over model weights or a file the run reads, and a reader never
+    sees half a file. The same figure gives the same bytes (no dates, fixed SVG ids)."""
     import matplotlib
 
+    check_output(path, "plot")  # before the suffix: a checkpoint named .pt is said to be one
     fmt = plot_format(path)
     metadata = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
-    with matplotlib.rc_context({"svg.hashsalt": "drawzoo"}), atomic_write(path, "plot") as f:
+    with matplotlib.rc_context({"svg.hashsalt": "drawzoo"}), output_file(path, "plot") as f:
         figure.savefig(f, format=fmt, metadata=metadata)
 
 

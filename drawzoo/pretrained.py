@@ -52,7 +52,7 @@ class Pretrained:
     sha256: str  #: of the whole file
     size: int  #: the file's bytes
     dtype: str  #: how the weights are stored ("float16", "float32")
-    test: dict  #: measured on the test split: neg_elbo (all images), nll, nll_samples, nll_images; *_se: standard errors
+    test: dict  #: measured on the test split: neg_elbo (all images), nll, nll_samples, nll_images; ``*_se``: standard errors
     check: dict  #: neg_elbo on `images` test images drawn by `batching.random_subset(..., seed)`, evaluate seed 0
     trained: dict  #: the run: epochs, steps, minutes, machine, date
     url: str | None = None  #: where the file is downloaded from when it does not ship

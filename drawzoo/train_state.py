@@ -82,6 +82,19 @@ class RunCheckpoint:
         self.saved_step = progress.step
 
 
+#: Settings of torch's optimizers that choose how the update is computed, not what it is.
+IMPLEMENTATION = ("fused", "foreach")
+
+
+def _implementation_of(optimizer, state: dict) -> dict:
+    """An optimizer `state` dict with `optimizer`'s own `IMPLEMENTATION` settings: a run resumed on
+    the fast path steps with fused Adam whatever the run that wrote the checkpoint used (the same
+    update up to float rounding); ``load_state_dict`` would take the checkpoint's."""
+    groups = [{**saved, **{k: group[k] for k in IMPLEMENTATION if k in group}}
+              for saved, group in zip(state["param_groups"], optimizer.param_groups)]
+    return {**state, "param_groups": groups}
+
+
 def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:
     """Load model, optimizer and RNG state from the checkpoint at `path`, after checking that it
     holds `model`'s config and `config`'s trajectory (the objective as `elbo` describes it); its Progress."""
@@ -91,7 +104,7 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group
         raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
     check_resumable(payload, path, config, elbo)
     model.load_state_dict(payload["state_dict"])
-    optimizer.load_state_dict(payload["optimizer"])
+    optimizer.load_state_dict(_implementation_of(optimizer, payload["optimizer"]))
     progress = Progress(**payload["progress"])
     rng = payload["rng"]  # one state per process of the run that wrote it
     if len(rng) == group.world:

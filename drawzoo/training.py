@@ -134,7 +134,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
                           f"got {type(config).__name__} {config!r}")
     called = time.monotonic()
     config = TrainConfig.from_dict({**(as_dict(config) if config is not None else {}), **settings})
-    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir})
+    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir}, checkpoints=True)
     if config.log_dir is not None:
         require_tensorboard(kl_picture=valid_data is not None)
     if elbo is not None and not isinstance(elbo, ELBO):
@@ -178,9 +178,9 @@ class _Run:
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
                  stop: StopRequests, on_epoch, progress):
         self.model, self.group, self.config = model, group, config
-        self.step_loss = StepLoss(objective, config.validate)
-        # fused Adam (one kernel for all parameters) on the fast path on CUDA
-        fused = config.compile and next(model.parameters()).device.type == "cuda"
+        self.step_loss = StepLoss(objective, config.validate, fast=config.compile)
+        # fused Adam (one kernel for all parameters) on the fast path: the same update up to float rounding
+        fused = config.compile and next(model.parameters()).device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
         self.on_epoch, self.progress = on_epoch, progress

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 from .. import distributed, masks, plots
 from ..batching import random_subset
+from ..files import write_output
 from .console import say
 from .options import MASK_HELP, data_options, data_path
 from .trained import checked, checkpoint_command, eval_data, from_checkpoint
@@ -47,7 +47,7 @@ def cmd_eval(args) -> int:
     if per_step:
         _report_per_step(result, plot, title=f"{where}, K={args.num_samples}")
     if args.json and distributed.is_main_process():
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_output(args.json, json.dumps(result, indent=2) + "\n", "JSON")
     return 0
 
 

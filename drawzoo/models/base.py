@@ -46,7 +46,7 @@ from ..images import check_images
 from ..importance import importance_resample
 from ..masks import check_mask
 from . import likelihoods
-from .fast_path import StepFunction
+from .fast_path import StepFunction, capturing
 # Third-party models import these from here (DEVELOPERS.md: base.lstm_step, base.StepLinear, ...);
 # their home is layers.py (network parts) and fast_path.py (torch.compile, deferred gradients).
 from .fast_path import RECOMPILE_LIMIT, StepLinear, has_hooks  # noqa: F401
@@ -113,6 +113,13 @@ class ZooModel(nn.Module):
     _transient: ClassVar[tuple[str, ...]] = ()
     #: Methods that are pure tensor functions of one step (no Pyro inside): what `compile_steps` compiles.
     step_functions: ClassVar[tuple[str, ...]] = ()
+    #: Whether this class's ``model`` and ``guide`` (step functions included) do the same tensor
+    #: operations on every batch of a shape, given the same keyword arguments: no branch on tensor
+    #: values (input checks that raise aside) and no Python state that changes between steps. Then
+    #: ``drawzoo.train(compile=True)`` records a whole training step once per batch shape and
+    #: replays it (`drawzoo.step_capture`). Each class declares it itself: a subclass, which may have
+    #: changed anything, is not traceable until it declares so too.
+    traceable: ClassVar[bool] = False
 
     def __init__(self, config=None, **overrides):
         super().__init__()
@@ -229,13 +236,15 @@ class ZooModel(nn.Module):
         one; after ``load_state_dict(..., assign=True)``, ``module.to(...)`` with new parameter
         objects, or ``pyro.get_param_store()`` entries from elsewhere, it would train tensors the
         model no longer computes with. Here any such stale entry is replaced by the model's
-        current parameter first.
+        current parameter first (not while a training step is recorded, `fast_path.capturing`:
+        the parameters are stand-ins then, and the store was brought up to date before).
         """
-        store = pyro.get_param_store()
-        for name, p in self.named_parameters():
-            full = param_with_module_name(self.pyro_name, name)
-            if full in store and store[full] is not p:
-                del store[full]
+        if not capturing():
+            store = pyro.get_param_store()
+            for name, p in self.named_parameters():
+                full = param_with_module_name(self.pyro_name, name)
+                if full in store and store[full] is not p:
+                    del store[full]
         pyro.module(self.pyro_name, self)
 
     # -- a model is an object ------------------------------------------------------------------

@@ -57,6 +57,7 @@ class ConvVAE(VAE):
 
     Config = ConvVAEConfig
     zoo_name = "conv_vae"
+    traceable = True
 
     def networks(self) -> tuple[nn.Module, GaussianPosterior, nn.Module]:
         cfg = self.config

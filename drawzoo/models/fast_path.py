@@ -1,10 +1,13 @@
 """The fast path (`ZooModel.compile_steps`): step functions run through ``torch.compile``
-(`StepFunction`), and linear maps whose weight gradient a pass sums once (`StepLinear`)."""
+(`StepFunction`), linear maps whose weight gradient a pass sums once (`StepLinear`), and the flag
+`capturing` that is on while `drawzoo.step_capture` records a whole training step of a model."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable
 
 import torch
@@ -38,6 +41,27 @@ def _compile_failure(error: BaseException) -> bool:
     return isinstance(error, (TorchDynamoException, InductorError))
 
 
+_capture = threading.local()
+
+
+def capturing() -> bool:
+    """Whether this thread is recording a training step (`drawzoo.step_capture`): the model's
+    tensors are then fake (shapes, no values), and what it does to Python or Pyro state (e.g.
+    `ZooModel.register`'s param-store bookkeeping) is not replayed by the recorded step."""
+    return getattr(_capture, "on", False)
+
+
+@contextlib.contextmanager
+def capture_mode():
+    """`capturing` is True inside (this thread only)."""
+    before = capturing()
+    _capture.on = True
+    try:
+        yield
+    finally:
+        _capture.on = before
+
+
 #: Graphs dynamo may compile of one step function in a process (its default is 8): enough for
 #: dozens of models, each with its training, evaluation and last-partial-batch graphs.
 RECOMPILE_LIMIT = 256
@@ -52,7 +76,8 @@ class StepFunction:
     fails (no C++ compiler, an unsupported platform), the function runs eagerly from then on and
     one warning says why. It runs as plain code inside ``torch.jit.trace`` or an enclosing
     ``torch.compile``, and while the model has hooks or parametrizations (`has_hooks`): a graph
-    compiled before one was added would not run it.
+    compiled before one was added would not run it; and while a whole step is recorded
+    (`capturing`), whose graph then holds the function's operations.
     """
 
     def __init__(self, fn: Callable, options: dict | None, model: nn.Module):
@@ -68,7 +93,7 @@ class StepFunction:
 
     def __call__(self, *args):
         if (self.compiled is None or self.failed is not None or torch.jit.is_tracing()
-                or torch.compiler.is_compiling() or has_hooks(self.model)):
+                or torch.compiler.is_compiling() or capturing() or has_hooks(self.model)):
             return self.fn(*args)
         try:
             return self.compiled(*args)

@@ -61,6 +61,7 @@ class HVAE(ZooModel):
 
     Config = HVAEConfig
     zoo_name = "hvae"
+    traceable = True
     step_functions = ("encode", "prior", "decode")
 
     def __init__(self, config: HVAEConfig | None = None, **overrides):

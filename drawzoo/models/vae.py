@@ -48,6 +48,7 @@ class VAE(ZooModel):
 
     Config = VAEConfig
     zoo_name = "vae"
+    traceable = True
     step_functions = ("encode", "decode")
 
     def __init__(self, config: VAEConfig | None = None, **overrides):
