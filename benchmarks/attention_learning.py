@@ -18,7 +18,7 @@ import torch
 
 import drawzoo
 from drawzoo.batching import random_subset
-from drawzoo.cli import console_logging
+from drawzoo.cli import console_logging, run_program
 from drawzoo.data import binarized_mnist
 
 BASE = dict(T=6, hidden_dim=256, latent_dim=50)
@@ -34,7 +34,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data-root")
-    args = parser.parse_args(argv)
+    return run_program("attention_learning", compare, parser.parse_args(argv))
+
+
+def compare(args) -> int:
     train = binarized_mnist(args.data_root, "train")
     valid = random_subset(binarized_mnist(args.data_root, "valid"), 2000, seed=0)
     rows = []

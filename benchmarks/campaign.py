@@ -27,8 +27,8 @@ as its tag's weight file (`Plan.dtype`) and scored from that file, in resumable 
 - a standard error beside each figure: the spread of the per-image figures over sqrt(images);
 - the pretrained manifest's check figure (`pretrain.check_figure`).
 
-A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve into
-docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
+A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve (a matplotlib
+plot: ``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
 from the records (benchmarks/campaign/NAME.json, one per row: the recipe it began with, each job's
 code, settings, epochs and wall time, the history, the scores). Runs live in ``--runs`` (a cache
 folder that survives between sittings); a milestone checkpoint of each unfinished row is copied
@@ -67,8 +67,8 @@ from drawzoo.checkpoints import CheckpointLock, read_checkpoint  # noqa: E402
 from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E402
 from drawzoo.data import cache_dir  # noqa: E402
 from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
-from drawzoo.files import atomic_write  # noqa: E402
-from drawzoo.plots import curve_plot  # noqa: E402
+from drawzoo import plots  # noqa: E402
+from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
 from drawzoo.train_config import TRAJECTORY, TrainConfig  # noqa: E402
 
@@ -216,9 +216,10 @@ class Places:
 
 
 def write_text(path: Path, text: str) -> None:
+    """An output (records, tables): through `drawzoo.files.write_output`, which never replaces weights.
+    Checkpoints, weights and scoring state are written by `atomic_write` alone, as training writes its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(text.encode())
+    write_output(path, text)
 
 
 def load_record(places: Places, row: Row) -> dict:
@@ -376,8 +377,12 @@ def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], fai
 
 
 def _die_with_parent() -> None:
-    """In the child: SIGTERM when the campaign dies (Linux), so that it checkpoints."""
+    """In the child: a session of its own (the campaign forwards signals itself), whose scheduler
+    group keeps the campaign's niceness (Linux's autogroups would give it nice 0: a `nice`d campaign
+    would get no more than any other session), and SIGTERM when the campaign dies, so that it checkpoints."""
     os.setsid()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(os.nice(0)))
     with contextlib.suppress(Exception):
         import ctypes
 
@@ -712,8 +717,10 @@ def table(rows: list[Row], places: Places) -> str:
         nll = figure(score, "nll")
         if score:
             nll += f" ({score['nll']['K']}, {score['nll']['images']:,})"
+        valid = [h["valid"] for h in record.get("history", []) if h.get("valid") is not None]
+        best = f" (best valid -ELBO {min(valid):.2f})" if valid else ""
         status = ("final" if epochs >= row.train.epochs and score and scored[0] == row.train.epochs
-                  else f"training: epoch {epochs:.1f} of {row.train.epochs}" if epochs < row.train.epochs
+                  else f"training: epoch {epochs:.1f} of {row.train.epochs}{best}" if epochs < row.train.epochs
                   else "scoring")
         if score and scored[0] < row.train.epochs:
             status += f"; figures at epoch {scored[0]}"
@@ -752,9 +759,15 @@ def curves_section(rows: list[Row], places: Places) -> str:
         curve = places.curve(row)
         refs = {} if row.plan.published is None else {f"published ({row.plan.compare}, test)": row.plan.published}
         curve.parent.mkdir(parents=True, exist_ok=True)
-        curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
-                    "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]}, references=refs,
-                   title=f"{row.label}: -ELBO per epoch (nats)").save(curve)
+        figure = plots.curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
+                                   "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]},
+                                  references=refs, title=f"{row.label}: -ELBO per epoch (nats)",
+                                  ylabel="-ELBO, nats per image")
+        later = [v for h in history if h["epoch"] >= max(3, history[-1]["epoch"] / 50) for v in (h["train"], h["valid"])]
+        if later:  # the first epochs' losses would flatten the rest of the curve
+            low = min(later + list(refs.values()))
+            figure.axes[0].set_ylim(low - 2, max(later) + 2)
+        plots.save_figure(figure, curve)
         last = int(history[-1]["epoch"])
         marks = sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000) if e <= last}
                        | {last})
@@ -911,6 +924,7 @@ def main(argv=None) -> int:
             for row in rows:
                 print(status_line(row, places, load_record(places, row)))
             return 0
+        plots.require_matplotlib("campaign.py (its learning curves, docs/campaign/)")  # not after hours of training
         if args.table:
             print(regenerate(rows, places))
             return 0

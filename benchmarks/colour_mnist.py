@@ -18,7 +18,9 @@ import torch
 from PIL import Image
 
 import drawzoo
+from drawzoo.cli import run_program
 from drawzoo.data import mnist
+from drawzoo.pictures import save_picture
 
 MIN_DISTANCE = 0.6  # between foreground and background colour, in RGB [0, 1]^3
 
@@ -45,19 +47,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the digits and colours drawn [0]")
     parser.add_argument("--data-root", help="folder holding MNIST/raw [$DRAWZOO_DATA, else a per-user cache]")
     args = parser.parse_args(argv)
-    try:
-        digits = mnist(args.data_root, "full_train", binarize=None)
-    except drawzoo.DrawzooError as e:
-        print(f"colour_mnist: error: {e}", file=sys.stderr)
-        return 2
+    return run_program("colour_mnist", write_pictures, args)
+
+
+def write_pictures(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # a bad --out is said before any work
+    digits = mnist(args.data_root, "full_train", binarize=None)
     if not 1 <= args.n <= len(digits):
-        parser.error(f"--n must be in 1..{len(digits)}")
+        raise drawzoo.ConfigError(f"--n must be in 1..{len(digits)}, got {args.n}")
     index = torch.randperm(len(digits), generator=torch.Generator().manual_seed(args.seed))[:args.n]
     pictures = colour_digits(digits[index].numpy(), args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for i, picture in enumerate(pictures):
-        Image.fromarray(picture.transpose(1, 2, 0), "RGB").save(out / f"{i:05d}.png")
+        image = Image.fromarray(picture.transpose(1, 2, 0), "RGB")
+        save_picture(lambda f, format: image.save(f, format=format), out / f"{i:05d}.png")
     print(f"wrote {args.n} coloured MNIST digits (3 x 28 x 28 PNG) to {out}")
     return 0
 

@@ -47,8 +47,9 @@ import torch
 import drawzoo
 from drawzoo.batching import random_subset
 from drawzoo.checkpoints import read_checkpoint
-from drawzoo.cli import console_logging
+from drawzoo.cli import console_logging, run_program
 from drawzoo.config import as_dict, build_config, check_fields, check_positive, param
+from drawzoo.files import check_outputs, write_output
 from drawzoo import data as datasets
 from drawzoo.objectives import OBJECTIVES
 from drawzoo.pictures import save_grid
@@ -218,7 +219,7 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
         "batch_size": config.batch_size, "lr": config.lr, "objective": config.objective, "particles": config.particles,
         "scoring": dataclasses.asdict(scoring), "run_sha256": run_sha256,
     }
-    scored_file.write_text(json.dumps(row, indent=2) + "\n")
+    write_output(scored_file, json.dumps(row, indent=2) + "\n")
     print(f"{row['label']}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f}, conditional NLL "
           f"of the {MASK} half {row['test_cond_nll']:.2f} nats (K={row['num_samples']}, {row['test_images']} images)",
           flush=True)
@@ -265,33 +266,47 @@ def main(argv=None) -> int:
                         "instead of starting afresh; a row already trained and scored keeps its figures "
                         "(train time: of the last call that trained it)")
     args = parser.parse_args(argv)
+    return run_program("nll_mnist", run_benchmark, args)
+
+
+def run_benchmark(args) -> int:
+    """main() once its arguments are parsed; stopped by a signal, it writes the rows finished."""
     out = Path(args.out or f"bench_out/{args.preset}")
-    try:
-        runs = select_runs(load_preset(args.preset), args.models.split(",") if args.models else None, iwae=args.iwae)
-        runs = [dataclasses.replace(r, scoring=dataclasses.replace(
-            r.scoring, num_samples=args.num_samples or r.scoring.num_samples,
-            test_limit=args.test_limit or r.scoring.test_limit)) for r in runs]
-        started = time.perf_counter()
-        data = {name: load_splits(name, args.data_root) for name in dict.fromkeys(r.recipe.data.train for r in runs)}
-    except drawzoo.DrawzooError as e:
-        print(f"nll_mnist: error: {e}", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    # the test split is sorted by label: subsets (random_subset) are seeded random samples, never the first rows
-    with console_logging():  # each epoch's figures
-        rows = [benchmark(run, data[run.recipe.data.train], out, device=args.device, resume=args.resume, seed=args.seed)
-                for run in runs]
-    total = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)  # a bad --out is said before any work
+    check_outputs({"results.json": out / "results.json", "results.md": out / "results.md"})
+    runs = select_runs(load_preset(args.preset), args.models.split(",") if args.models else None, iwae=args.iwae)
+    runs = [dataclasses.replace(r, scoring=dataclasses.replace(
+        r.scoring, num_samples=args.num_samples or r.scoring.num_samples,
+        test_limit=args.test_limit or r.scoring.test_limit)) for r in runs]
+    started = time.perf_counter()
+    data = {name: load_splits(name, args.data_root) for name in dict.fromkeys(r.recipe.data.train for r in runs)}
     device = drawzoo.training.resolve_device(args.device)
-    summary = (f"the test split of each row's data ({rows[0]['test_images']:,} images), preset {args.preset!r}, "
-               f"{device}, {torch.get_num_threads()} threads, {total / 60:.1f} min in all")
+    rows = []
+    try:
+        # the test split is sorted by label: subsets (random_subset) are seeded random samples, never the first rows
+        with console_logging():  # each epoch's figures
+            for run in runs:
+                rows.append(benchmark(run, data[run.recipe.data.train], out, device=args.device, resume=args.resume,
+                                      seed=args.seed))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the rows finished are kept (each run's checkpoint is in --out)
+        if rows:
+            write_results(out, args.preset, rows, device, time.perf_counter() - started,
+                          f"; interrupted after {len(rows)} of {len(runs)} rows")
+        raise
+    write_results(out, args.preset, rows, device, time.perf_counter() - started)
+    return 0
+
+
+def write_results(out: Path, preset: str, rows: list[dict], device, seconds: float, partial: str = "") -> None:
+    """Print the table of `rows` and write it to `out` (results.json, results.md)."""
+    summary = (f"the test split of each row's data ({rows[0]['test_images']:,} images), preset {preset!r}, "
+               f"{device}, {torch.get_num_threads()} threads, {seconds / 60:.1f} min in all{partial}")
     text = table(rows)
     print(f"\n{summary}\n\n{text}\n")
-    (out / "results.json").write_text(json.dumps({"summary": summary, "preset": args.preset, "rows": rows},
-                                                 indent=2) + "\n")
-    (out / "results.md").write_text(f"{summary}\n\n{text}\n")
+    write_output(out / "results.json", json.dumps({"summary": summary, "preset": preset, "rows": rows}, indent=2) + "\n",
+                 "results")
+    write_output(out / "results.md", f"{summary}\n\n{text}\n", "results")
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and samples_*.png")
-    return 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from drawzoo import data as datasets
 from drawzoo import pretrained
 from drawzoo.batching import random_subset
 from drawzoo.checkpoints import read_checkpoint
+from drawzoo.cli import run_program
+from drawzoo.files import check_outputs, write_output
 from drawzoo.config import as_dict
 
 CHECK_IMAGES = 500  #: test images of the manifest's check figure
@@ -60,16 +62,20 @@ def main(argv=None) -> int:
     p.add_argument("--url", help="where the file can be downloaded from (else it ships in the package)")
     p.add_argument("--note", default="")
     p.add_argument("--data-root")
-    args = p.parse_args(argv)
+    return run_program("pretrain", export, p.parse_args(argv))
 
+
+def export(args) -> int:
     model_name, _, name = args.tag.partition(".")
     recipe = drawzoo.load_recipe(args.recipe)
     best = Path(args.best or Path(args.run).with_suffix(".best.pt"))
+    file = pretrained.WEIGHTS / f"{args.tag}.pt"
+    # the tag's weight file replaces the tag's own, never the run it is made from
+    check_outputs({f"{args.tag}'s weight file": file}, {"--run": args.run, "--best": best}, checkpoints=True)
     model = drawzoo.load(model_name, checkpoint=best, **recipe.config)
     history = read_checkpoint(args.run)["progress"]["history"]
     best_epoch = read_checkpoint(best).get("epoch")
 
-    file = pretrained.WEIGHTS / f"{args.tag}.pt"
     file.parent.mkdir(exist_ok=True)
     pretrained.save_weights(model, file, getattr(torch, args.dtype))
     entries = [e for e in pretrained.manifest().values() if e.tag != args.tag]
@@ -109,7 +115,7 @@ def write_manifest(entries, path=None) -> None:
     path = pretrained.MANIFEST if path is None else Path(path)
     order = {tag: i for i, tag in enumerate(pretrained.manifest(path))}
     entries = sorted(entries, key=lambda e: order.get(e.tag, len(order)))
-    path.write_text(json.dumps([dataclasses.asdict(e) for e in entries], indent=1) + "\n")
+    write_output(path, json.dumps([dataclasses.asdict(e) for e in entries], indent=1) + "\n", "manifest")
 
 
 if __name__ == "__main__":

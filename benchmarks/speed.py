@@ -55,6 +55,9 @@ from pathlib import Path
 
 import torch
 
+from drawzoo.cli import run_program
+from drawzoo.files import check_outputs, write_output
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_measures import (BATCH, COMPILE_OPTIONS, LABELS, TRAIN_CHUNK, measure_agreement,  # noqa: E402
                             measure_compile, measure_ddp, measure_eval, measure_flops, measure_memory, measure_peak,
@@ -223,6 +226,12 @@ def main(argv=None) -> int:
         args.impls = sorted(set(args.impls) | {"reference"}, key=IMPLS.index)
     if args.only and not set(args.only) <= set(CASES):
         parser.error(f"--only: unknown {', '.join(sorted(set(args.only) - set(CASES)))}; choose from {', '.join(CASES)}")
+    return run_program("speed", measure, args)
+
+
+def measure(args) -> int:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # a bad --out is said before any work
+    check_outputs({"--out": args.out})
     if args.compile_mode:
         os.environ["SPEED_COMPILE_MODE"] = args.compile_mode
         COMPILE_OPTIONS["mode"] = args.compile_mode
@@ -242,8 +251,7 @@ def main(argv=None) -> int:
     header += f", {(time.perf_counter() - started) / 60:.1f} min"
     text = report(results, header)
     print("\n" + text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"header": header, **results}, indent=2) + "\n")
+    write_output(args.out, json.dumps({"header": header, **results}, indent=2) + "\n", "JSON")
     print(f"\nwrote {args.out}")
     return 0
 

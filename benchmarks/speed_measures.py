@@ -357,7 +357,8 @@ def _ddp_rank(rank: int, world: int, port: int, name: str, config: dict, batch: 
     started = time.perf_counter()
     drawzoo.train(model, x, max_steps=steps, **kw)
     if rank == 0:
-        Path(out).write_text(json.dumps({"images_per_s": steps * batch / (time.perf_counter() - started)}))
+        from drawzoo.files import write_output
+        write_output(out, json.dumps({"images_per_s": steps * batch / (time.perf_counter() - started)}), "JSON")
 
 
 def measure_ddp(processes: int, name: str, config: dict, batch: int, steps: int) -> dict:

@@ -42,9 +42,9 @@ nitpicky = True
 # Objects of other projects (no intersphinx offline) and names that annotations use without a
 # documented home; every drawzoo.* reference must resolve.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|pyro|numpy|np|PIL|tqdm|argparse|pathlib|os|typing|collections|dataclasses|enum|types|"
+    (r"py:.*", r"(torch|pyro|numpy|np|PIL|matplotlib|tqdm|argparse|pathlib|os|typing|collections|dataclasses|enum|types|"
                r"contextlib|http|urllib|importlib|tomllib|logging|signal|abc|io|json)(\..*)?"),
-    (r"py:.*", r"(Tensor|Path|PathLike|Image|Dataset|EntryPoint|ELBO|Distribution|TraceMeanField_ELBO|"
+    (r"py:.*", r"(Tensor|Path|PathLike|Image|Figure|Dataset|EntryPoint|ELBO|Distribution|TraceMeanField_ELBO|"
                r"ClassVar|Callable|Iterator|Iterable|Sequence|Mapping|Any|Protocol|NamedTuple|Generator|"
                r"int|float|str|bool|bytes|dict|list|tuple|set|type|object|None|Exception|BaseException|"
                r"ValueError|LookupError|OSError|KeyboardInterrupt|RuntimeError|TypeError|np\..*|nn\..*|dist\..*)"),

@@ -9,8 +9,8 @@
 
 from importlib import metadata as _metadata
 
-from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, NoLatentSitesError,
-                     ObjectiveError, PretrainedError, RecipeError, UnknownModelError, WriteError)
+from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, InputError, MemoryLimitError,
+                     NoLatentSitesError, ObjectiveError, PretrainedError, RecipeError, UnknownModelError, WriteError)
 from .evaluation import evaluate
 from .pretrained import list_pretrained
 from .recipes import load_recipe
@@ -28,5 +28,6 @@ __all__ = [
     "available", "load", "model_class", "list_pretrained", "train", "TrainConfig", "load_recipe", "evaluate",
     "DrawzooError", "TrainingError", "DivergenceError", "UnknownModelError", "ConfigError", "InputError",
     "CheckpointError", "DataError", "ObjectiveError", "PretrainedError", "RecipeError", "WriteError", "NoLatentSitesError",
+    "MemoryLimitError",
     "Interrupted",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .data import ImageDataset
 from .errors import InputError
@@ -31,8 +31,18 @@ def as_dataset(data, image_shape, name: str = "data") -> Dataset:
 
 def epoch_data(dataset: Dataset, seed: int, epoch: int) -> Dataset:
     """What epoch `epoch` (0-based) of a run seeded `seed` trains on: a dynamically binarized
-    `ImageDataset` in that epoch's fresh draw (`ImageDataset.epoch_draw`), any other data as it is."""
-    return dataset.epoch_draw(seed, epoch) if isinstance(dataset, ImageDataset) else dataset
+    `ImageDataset` in that epoch's fresh draw (`ImageDataset.epoch_draw`), also inside a
+    ``torch.utils.data.Subset`` or ``ConcatDataset`` of it; any other data as it is."""
+    if isinstance(dataset, ImageDataset):
+        return dataset.epoch_draw(seed, epoch)
+    if isinstance(dataset, Subset):
+        inner = epoch_data(dataset.dataset, seed, epoch)
+        return dataset if inner is dataset.dataset else Subset(inner, dataset.indices)
+    if isinstance(dataset, ConcatDataset):
+        parts = [epoch_data(part, seed, epoch) for part in dataset.datasets]
+        same = all(a is b for a, b in zip(parts, dataset.datasets))
+        return dataset if same else ConcatDataset(parts)
+    return dataset
 
 
 def collate_images(batch) -> torch.Tensor:
@@ -47,7 +57,8 @@ def random_subset(data, n: int | None, seed: int = 0):
     """`n` items of `data` (tensor, array, `ImageDataset` or other Dataset: the same type back, a
     `Subset` for the last) drawn at random without replacement with a fixed seed, in their
     original order; all of it if `n` is None or not smaller. Never the first n rows: benchmark
-    splits may be sorted (binarized MNIST's test split is sorted by label)."""
+    splits may be sorted (binarized MNIST's test split is sorted by label). ``drawzoo eval --limit
+    n --seed s`` scores ``random_subset(data, n, seed=s)``."""
     if n is None or n >= len(data):
         return data
     if n < 1:
@@ -57,4 +68,4 @@ def random_subset(data, n: int | None, seed: int = 0):
         return data[index.numpy() if isinstance(data, np.ndarray) else index]
     if isinstance(data, ImageDataset):
         return data.subset(index)
-    return torch.utils.data.Subset(data, index.tolist())
+    return Subset(data, index.tolist())

@@ -24,7 +24,7 @@ import torch
 
 from .config import as_dict, config_defaults
 from .errors import CheckpointError, first_line
-from .files import atomic_write
+from .files import atomic_write, note_read
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def read_checkpoint(path) -> dict:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}, "
                               f"this drawzoo reads version {VERSION}")
     _check_contents(payload, path, size)
+    note_read(path, "checkpoint")
     if payload.get("sha256") != digest(payload):
         raise CheckpointError(f"{path}: corrupted checkpoint (its content does not match its sha256)")
     return payload
@@ -164,12 +165,18 @@ def config_mismatches(stored: dict, config: dict) -> list[str]:
             for key, value in config.items() if stored.get(key) != value]
 
 
+def check_model(payload: dict, path, name: str) -> None:
+    """`CheckpointError` unless the checkpoint at `path` holds the model registered as `name`:
+    checked first, before its config or training settings are compared with anything."""
+    if payload["model"] != name:
+        raise CheckpointError(f"{path}: checkpoint is of model {payload['model']!r}, not {name!r}")
+
+
 def check_matches(payload: dict, path, model) -> None:
     """`CheckpointError` unless the checkpoint holds `model`'s name, config and weights: the same
     names, shapes and kinds (floating point or not) as `model`'s state dict, which may be on the
     ``meta`` device. The first mismatch is named."""
-    if payload["model"] != model.zoo_name:
-        raise CheckpointError(f"{path}: checkpoint is of model {payload['model']!r}, not {model.zoo_name!r}")
+    check_model(payload, path, model.zoo_name)
     diffs = config_mismatches(with_defaults(payload["config"], type(model.config)), as_dict(model.config))
     if diffs:
         raise CheckpointError(f"{path}: checkpoint config differs from the model's: " + "; ".join(diffs))

@@ -36,6 +36,11 @@ class WriteError(DrawzooError, OSError):
         return str(self.strerror)
 
 
+class MemoryLimitError(DrawzooError, ValueError):
+    """A config or request that needs more memory than the device has (`drawzoo.memory`): refused
+    before it is allocated."""
+
+
 class DataError(DrawzooError, ValueError):
     """A data file that is missing or malformed."""
 

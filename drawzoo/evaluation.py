@@ -54,13 +54,12 @@ from .errors import InputError, NoLatentSitesError
 from .importance import importance_resample  # noqa: F401 - its name here since before drawzoo.importance
 from .importance import log_importance_weights, log_mean_exp, log_weights, mask_kwargs, per_image, sample_sites, traces
 from .masks import check_mask, named_mask
+from .memory import ROWS_PER_PASS, images_per_pass
 from .objectives import analytic_kl_sites
 
 if TYPE_CHECKING:
     from .models.base import ZooModel
 
-#: Rows (images x samples) per vectorised pass when `batch_size` is not given.
-ROWS_PER_PASS = 4096
 
 
 def bits_per_dim(nats: float, image_shape) -> float:
@@ -140,7 +139,9 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     standard errors (the figures' spread over images) and for scoring a data set in parts.
     `compile`: run the model's step functions through ``torch.compile`` (``model.compile_steps()``,
     which stays), the fast path; None leaves the model as it is. `batch_size` images are scored per
-    pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows. The global
+    pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows, and never more
+    than the memory holds (`drawzoo.memory.images_per_pass`: K whose one image cannot fit is a
+    `MemoryLimitError` before any work). The global
     RNG is left as it was (sampling uses a fork seeded with `seed`): for one batch the z's are
     those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide draw, so
     ``nll`` is exactly ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)``'s loss
@@ -171,6 +172,10 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
         dataset = torch.utils.data.Subset(dataset, range(group.rank, len(dataset), group.world))
         mask = None if mask is None else mask[group.rank::group.world]
     batch_size = max(1, ROWS_PER_PASS // num_samples) if batch_size is None else batch_size
+    if len(dataset):  # K that cannot fit is refused; a batch that cannot, split
+        def probe():
+            return traces(model, model.check_images(collate_images([dataset[0]])), 1)
+        batch_size = images_per_pass(num_samples, batch_size, model.image_shape, model.device, probe)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_images,
                                          generator=torch.Generator())  # draws nothing from the seeded RNG
     neg_elbo = nll = reconstruction = nll_observed = missing = 0.0

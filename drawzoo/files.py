@@ -1,4 +1,5 @@
-"""Writing files so that no reader ever sees half of one, even after a crash."""
+"""Writing files so that no reader ever sees half of one, even after a crash (`atomic_write`), and
+outputs that never replace model weights or a file the process reads (`output_file`)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,21 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import secrets
 import stat
 import urllib.request
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import ConfigError, WriteError
+
+try:
+    import fcntl
+except ImportError:  # Windows: temporaries are not locked, and none is removed as stale
+    fcntl = None
 
 
 @contextlib.contextmanager
@@ -29,13 +37,16 @@ def atomic_write(path: str | os.PathLike, what: str = "file") -> Iterator[Binary
     When the file cannot be written (disk full, quota, no permission...), `WriteError` (an
     `OSError`) says so in one line, `what` naming the file: ``no space left on device writing
     runs/x.pt; the previous checkpoint is intact``. Errors of the block itself pass unchanged.
+
+    The temporary file is locked while it is written; those of the same file that a killed writer
+    left (no lock held) are removed first.
     """
     target = Path(os.path.realpath(path))
     existed = target.is_file()
     mode = stat.S_IMODE(target.stat().st_mode) if existed else None
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    _remove_stale_temporaries(target)
     try:
-        f = _TempFile(tmp)
+        f = _TempFile.create(target)
     except OSError as e:
         raise _write_error(e, path, what, existed) from None
     try:
@@ -44,7 +55,7 @@ def atomic_write(path: str | os.PathLike, what: str = "file") -> Iterator[Binary
             f.sync(mode)
         f.replace(target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        f.path.unlink(missing_ok=True)
         if f.error is None:
             raise
         raise _write_error(f.error, path, what, existed) from None
@@ -58,6 +69,18 @@ class _TempFile(io.BufferedWriter):
     def __init__(self, path: Path):
         super().__init__(io.FileIO(path, "xb"))
         self.path, self.error = path, None
+
+    @classmethod
+    def create(cls, target: Path) -> _TempFile:
+        """A new temporary file beside `target`, locked (`_remove_stale_temporaries` leaves it)."""
+        while True:
+            f = cls(target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp"))
+            if fcntl is None:
+                return f
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(f.fileno()).st_nlink:  # not removed as stale before it was locked
+                return f
+            f.close()
 
     def write(self, data) -> int:
         with self._noting_errors():
@@ -89,6 +112,31 @@ class _TempFile(io.BufferedWriter):
             raise
 
 
+def _stale_temporaries(target: Path) -> list[Path]:
+    """The temporary files of `target` (``.<name>.<8 hex>.tmp``) beside it that no writer holds."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.tmp")
+    try:
+        names = [name for name in os.listdir(target.parent) if pattern.fullmatch(name)]
+    except OSError:
+        return []
+    stale = []
+    for name in names if fcntl is not None else ():  # without flock (Windows) none is known to be stale
+        try:
+            with open(target.parent / name, "rb") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on close
+        except OSError:  # held by a live writer, or gone
+            continue
+        stale.append(target.parent / name)
+    return stale
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove what writers of `target` killed mid-write (SIGKILL, power cut) left beside it."""
+    for path in _stale_temporaries(target):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _write_error(e: OSError, path, what: str, existed: bool) -> WriteError:
     reason = (e.strerror or str(e)).lower()
     kept = f"the previous {what} is intact" if existed else f"no {what} was written"
@@ -107,8 +155,78 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
-    """`ConfigError` if a path that will be written is one that is read or another one written.
+# ------------------------------------------------------------------------------------- outputs
+
+#: The files this process has read (`note_read`), by (device, inode, mtime): what each was read as.
+_READ: dict[tuple[int, int, int], str] = {}
+#: How a file written by ``torch.save`` starts: a zip archive, or the legacy pickle's magic number.
+_ZIP_MAGIC, _LEGACY_TORCH_MAGIC = b"PK\x03\x04", b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def note_read(path: str | os.PathLike, role: str = "input") -> None:
+    """Remember that this process reads `path` (as `role`: "data", "recipe"...): no output
+    (`output_file`) will replace it while it is unchanged."""
+    with contextlib.suppress(OSError):
+        _READ.setdefault(_identity(os.stat(path)), role)
+
+
+def holds_weights(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file written by ``torch.save``: a checkpoint, pretrained weights, a
+    state dict (read by its first bytes and, for a zip archive, its record names)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            if head.startswith(_ZIP_MAGIC):
+                f.seek(0)
+                with zipfile.ZipFile(f) as archive:
+                    return any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return head.startswith(b"\x80") and _LEGACY_TORCH_MAGIC in head
+
+
+def check_output(path: str | os.PathLike, what: str = "file", name: str | None = None) -> None:
+    """`ConfigError` if writing the output `what` to `path` would replace model weights
+    (`holds_weights`) or a file this process read (`note_read`); `name` (``"--json"``) prefixes the
+    message. Symlinks are followed, as writing them would."""
+    label = f"{name} {path}" if name else str(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and holds_weights(path):
+        raise ConfigError(f"{label} holds model weights (a checkpoint or pretrained weights): refusing to replace "
+                          f"it with the {what}; write to another path")
+    role = _READ.get(_identity(st))
+    if role is not None:
+        raise ConfigError(f"{label} is the {role} this run reads: refusing to replace it with the {what}; "
+                          "write to another path")
+
+
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike, what: str = "file") -> Iterator[BinaryIO]:
+    """`atomic_write` for every output drawzoo and its benchmarks write (JSON, pictures, plots,
+    tables, manifests): first `check_output`, so that an output never replaces a checkpoint,
+    pretrained weights or a file the process reads."""
+    check_output(path, what)
+    with atomic_write(path, what) as f:
+        yield f
+
+
+def write_output(path: str | os.PathLike, content: str | bytes, what: str = "file") -> None:
+    """Write `content` (text as UTF-8) to `path` through `output_file`."""
+    with output_file(path, what) as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+
+
+def check_outputs(outputs: dict, inputs: dict | None = None, *, checkpoints: bool = False) -> None:
+    """`ConfigError` if a path that will be written is one that is read or another one written, or,
+    unless the outputs are `checkpoints` (``drawzoo train``'s), one that `check_output` refuses:
+    model weights. A command calls it before any work; `output_file` checks again when it writes.
 
     `outputs` and `inputs` map what names a path (``"--json"``, ``"checkpoint"``) to the path (None:
     not used). Paths are the same if they resolve to one (symlinks followed) or are one file
@@ -121,6 +239,8 @@ def check_outputs(outputs: dict, inputs: dict | None = None) -> None:
                     path.exists() and other_path.exists() and os.path.samefile(path, other_path)):
                 raise ConfigError(f"{name} {path} is {other} {other_path}: it would be overwritten; "
                                   "write to another path")
+        if not checkpoints:
+            check_output(path, "output", name)
 
 
 # -------------------------------------------------------------------------- verified downloads

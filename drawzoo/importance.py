@@ -21,6 +21,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from .errors import InputError
+from .memory import images_per_pass
 
 
 class ModelAndGuide(Protocol):
@@ -111,7 +112,9 @@ def importance_resample(model: ModelAndGuide, x, mask, num_samples: int = 100, s
     from p(x | z_k) at site "x": its mean, or a draw with ``sample=True``. The resampled z is a draw
     from p(z | x_obs) as K grows (whatever the guide's quality), so the filled pixels are draws
     from p(x_miss | x_obs); the same weights give `drawzoo.evaluate`'s log p(x_obs). The observed
-    pixels are returned exactly as they were. Uses the global torch RNG.
+    pixels are returned exactly as they were. Uses the global torch RNG. K whose one image cannot
+    fit in memory is a `MemoryLimitError`; images that cannot all fit in one pass are done in
+    several (`drawzoo.memory.images_per_pass`).
     """
     if num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {num_samples}")
@@ -119,6 +122,10 @@ def importance_resample(model: ModelAndGuide, x, mask, num_samples: int = 100, s
     if mask is None:
         raise InputError("inpainting needs a mask: bool, True where a pixel is observed")
     mask = model.check_mask(mask, x.shape[0])
+    per_pass = images_per_pass(num_samples, len(x), x.shape[1:], x.device, lambda: traces(model, x[:1], 1, mask[:1]))
+    if per_pass < len(x):  # as many images per pass as the memory holds
+        return torch.cat([importance_resample(model, x[i:i + per_pass], mask[i:i + per_pass], num_samples, sample)
+                          for i in range(0, len(x), per_pass)])
     guide_trace, model_trace = traces(model, x, num_samples, mask)
     log_w = log_weights(guide_trace, model_trace, num_samples, len(x))
     pick = torch.distributions.Categorical(logits=log_w.T).sample()  # [B]: which z_k of each image

@@ -1,6 +1,6 @@
 """Pictures of what the zoo draws: image grids as PNG, inpainted images beside the originals,
-DRAW's canvases through time as a GIF. The plot of how much each step tells (the KL per step),
-`kl_plot` and `save_kl_plot`, is in `drawzoo.plots` (importable from here too).
+DRAW's canvases through time as a GIF, all drawn with torchvision and Pillow. Plots (the KL per
+step, learning curves) are matplotlib figures: `drawzoo.plots`.
 
 Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
@@ -14,8 +14,10 @@ of `attention_boxes` are 0-based, with pixel a covering [a - 0.5, a + 0.5).
 
 from __future__ import annotations
 
+import io
 import math
 from os import PathLike
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -24,13 +26,35 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from .attention import Glimpse
 from .errors import InputError
+from .files import check_output, write_output
 from .masks import check_mask
-from .plots import RED, kl_plot, save_kl_plot  # noqa: F401  (RED: the write windows; the plots importable from here)
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall
+RED = (255, 0, 0)  #: colour of the write attention windows
 GREEN = (0, 230, 0)  #: colour of the read attention windows
 MISSING = (0.25, 0.45, 0.85)  #: colour of the unobserved pixels in `save_inpainting`'s rows of observed images
+
+
+def picture_format(path: str | PathLike) -> str:
+    """The Pillow format that `path`'s suffix names (``.png``: PNG); `InputError` if none does."""
+    suffix = Path(path).suffix.lower()
+    found = Image.registered_extensions().get(suffix)
+    if found is None:
+        raise InputError(f"{path}: {suffix or 'no suffix'} is not a picture format; name the file .png (or .gif, "
+                         ".jpg...)")
+    return found
+
+
+def save_picture(save, path: str | PathLike, what: str = "picture", format: str | None = None) -> bytes:
+    """Write the picture that ``save(file, format)`` encodes (in `format`, else the one `path`'s
+    suffix names) to `path`, as every picture drawzoo writes is written: through
+    `drawzoo.files.write_output` (never over model weights or a file the run reads). Returns its bytes."""
+    check_output(path, what)  # before the suffix: a checkpoint named .pt is said to be one
+    buffer = io.BytesIO()
+    save(buffer, format or picture_format(path))
+    write_output(path, buffer.getvalue(), what)
+    return buffer.getvalue()
 
 
 def _check_images(x, name: str, layout: str) -> Tensor:
@@ -82,7 +106,12 @@ def save_grid(
     _check_positive(nrow=nrow)
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise InputError(f"padding must be a non-negative integer, got {padding!r}")
-    save_image(images, path, nrow=nrow, padding=padding)
+    _save_grid_image(images, path, nrow=nrow, padding=padding)
+
+
+def _save_grid_image(images: Tensor, path, **grid) -> None:
+    """torchvision's ``save_image`` of `images`, written through `save_picture`."""
+    save_picture(lambda f, format: save_image(images, f, format=format, **grid), path)
 
 
 def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | PathLike,
@@ -107,7 +136,7 @@ def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | 
             original.expand(-1, 3, -1, -1)]
     blank = torch.zeros(-n % nrow, *rows[0].shape[1:])  # the last run's empty places
     runs = [torch.cat([row, blank]).split(nrow) for row in rows]
-    save_image(torch.cat([image for run in zip(*runs) for image in run]), path, nrow=nrow, padding=PADDING)
+    _save_grid_image(torch.cat([image for run in zip(*runs) for image in run]), path, nrow=nrow, padding=PADDING)
 
 
 def attention_boxes(writes: Glimpse, N: int) -> Tensor:
@@ -204,9 +233,10 @@ def _save_gif(frames: list[Image.Image], path, duration_ms: int, final_pause_ms:
     """Write `frames` as a GIF, each shown for `duration_ms`, the last for `final_pause_ms`; the
     number of frames in the file."""
     durations = [duration_ms] * (len(frames) - 1) + [final_pause_ms]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=loop)
-    with Image.open(path) as gif:
-        return gif.n_frames
+    data = save_picture(lambda f, format: frames[0].save(f, format=format, save_all=True, append_images=frames[1:],
+                                                         duration=durations, loop=loop), path, "animation")
+    with Image.open(io.BytesIO(data)) as gif:
+        return getattr(gif, "n_frames", 1)
 
 
 def _frame_layout(n: int, H: int, nrow: int | None, scale: int | None, duration_ms: int,

@@ -1,8 +1,14 @@
-"""Plots drawn with Pillow (coordinates in pixels): how much each step tells, the KL of each step's
-latent site and its cumulative sum against the negative ELBO, in nats per image (`kl_plot`,
-`save_kl_plot`, from `drawzoo.evaluate(..., per_step=True)`'s figures: `drawzoo eval --per-step` and
-training's ``kl_per_step`` summary draw it); and learning curves against published figures
-(`curve_plot`: benchmarks/paper_curve.py).
+"""Plots as matplotlib figures, to restyle, annotate and save as PNG, SVG or PDF: how much each step
+tells (`kl_plot`: the KL of each step's latent site and its cumulative sum against the negative
+ELBO, in nats per image, from `drawzoo.evaluate(..., per_step=True)`'s figures; ``drawzoo eval
+--per-step`` and training's TensorBoard summaries draw it), and learning curves against published
+figures (`curve_plot`: benchmarks/paper_curve.py).
+
+matplotlib is the optional extra ``drawzoo[plots]``: this module imports without it, and a plot
+asked for without it is a `DrawzooError` saying which extra to install (`require_matplotlib`).
+The figures are `matplotlib.figure.Figure` objects drawn through Agg, never through pyplot: no
+global figure list to leak into, no interactive backend; a figure is freed like any object.
+`save_figure` writes one in the format its file's suffix names (`FORMATS`), atomically.
 """
 
 from __future__ import annotations
@@ -10,159 +16,155 @@ from __future__ import annotations
 import itertools
 import math
 from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
 
-from .errors import InputError
+from .errors import ConfigError, DrawzooError, InputError
+from .files import check_output, output_file
 
-RED = (255, 0, 0)  #: the negative ELBO in the plots, and the write attention windows in `drawzoo.pictures`
-BLUE, GREY, INK = (31, 119, 180), (150, 150, 150), (30, 30, 30)  #: the plots' other colours
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
+EXTRA = 'pip install "drawzoo[plots]"'  #: how to install matplotlib for drawzoo
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}  #: `save_figure`'s formats, by the file's suffix
+DPI = 100  #: pixels per inch of the figures (a `kl_plot` is 900 x 390 pixels as PNG)
 
-def _nice_step(top: float, ticks: int = 5) -> float:
-    """A tick spacing of 1, 2 or 5 times a power of ten giving about `ticks` ticks up to `top` > 0."""
-    raw = top / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-class _Axes:
-    """One panel of a plot: data x in `x_range` and y from `lowest` to `highest` (widened to whole
-    ticks) mapped into the pixel `box` ``(left, top, right, bottom)``, drawn with its frame,
-    ticks, tick labels and axis labels."""
-
-    def __init__(self, image: Image.Image, box, x_range, lowest: float, highest: float, *, title: str, xlabel: str,
-                 ylabel: str, x_ticks: list[int], font, small):
-        self.draw = draw = ImageDraw.Draw(image)
-        self.box, (self.x0, self.x1) = box, x_range
-        step = _nice_step(max(highest - lowest, 1e-3), ticks=6)
-        first, last = math.floor(lowest / step + 1e-9), math.ceil(highest / step - 1e-9)
-        self.y_range = (first * step, max(last, first + 1) * step)
-        left, top, right, bottom = box
-        for k in range(first, max(last, first + 1) + 1):  # y ticks, labels and light grid lines
-            y = self.y(k * step)
-            draw.line([(left, y), (right, y)], fill=(232, 232, 232))
-            draw.line([(left - 4, y), (left, y)], fill=INK)
-            draw.text((left - 7, y), f"{k * step:g}", fill=INK, font=small, anchor="rm")
-        for t in x_ticks:
-            x = self.x(t)
-            draw.line([(x, bottom), (x, bottom + 4)], fill=INK)
-            draw.text((x, bottom + 7), str(t), fill=INK, font=small, anchor="ma")
-        draw.rectangle(box, outline=INK)
-        draw.text(((left + right) / 2, top - 8), title, fill=INK, font=font, anchor="md")
-        draw.text(((left + right) / 2, bottom + 26), xlabel, fill=INK, font=small, anchor="ma")
-        label = Image.new("L", (round(draw.textlength(ylabel, font=small)) + 2, 16), 0)
-        ImageDraw.Draw(label).text((1, 8), ylabel, fill=255, font=small, anchor="lm")
-        label = label.rotate(90, expand=True)
-        image.paste(INK, (left - 58, round((top + bottom - label.height) / 2)), label)
-
-    def x(self, value: float) -> float:
-        left, _, right, _ = self.box
-        return left + (value - self.x0) / (self.x1 - self.x0) * (right - left)
-
-    def y(self, value: float) -> float:
-        _, top, _, bottom = self.box
-        lo, hi = self.y_range
-        return bottom - (value - lo) / (hi - lo) * (bottom - top)
+RED = "#ff0000"  #: the negative ELBO
+BLUE = "#1f77b4"  #: the KL per step and its cumulative sum
+GREY = "#969696"  #: the reconstruction gap, and `curve_plot`'s first reference
+CURVE_COLOURS = (BLUE, RED, "#2ca02c", "#9467bd", "#ff7f0e")  #: `curve_plot`'s curves, in turn
 
 
-def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | None = None) -> Image.Image:
-    """A picture (RGB, 900 x 390 pixels) of how much each step tells, in nats per image, from
-    `drawzoo.evaluate(..., per_step=True)`'s figures: the KL of each step's latent site as bars
-    (left), and their cumulative sum against the negative ELBO, ``reconstruction + sum(KL)`` (right:
-    the gap between them is the reconstruction term ``-log p(x | z)``). `title` goes on top."""
+def require_matplotlib(what: str = "drawzoo.plots") -> None:
+    """`DrawzooError` in one line unless matplotlib imports: `what` (the thing that plots) needs it,
+    and ``pip install "drawzoo[plots]"`` installs it. Commands call it before any work."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise DrawzooError(f"{what} needs matplotlib, which is not installed: {EXTRA}") from None
+
+
+def plot_format(path: str | PathLike) -> str:
+    """The format `save_figure` writes `path` in, by its suffix (``.png``, ``.svg`` or ``.pdf``, any
+    case); `ConfigError` naming the accepted suffixes for any other."""
+    suffix = Path(path).suffix
+    if suffix.lower() not in FORMATS:
+        raise ConfigError(f"cannot save a plot as {str(path)!r}: its suffix must be one of "
+                          f"{', '.join(FORMATS)}, which name the format")
+    return FORMATS[suffix.lower()]
+
+
+def save_figure(figure: Figure, path: str | PathLike) -> None:
+    """Write `figure` to `path` as PNG, SVG or PDF, as its suffix says (`plot_format`), through
+    `drawzoo.files.output_file`: never over model weights or a file the run reads, and a reader never
+    sees half a file. The same figure gives the same bytes (no dates, fixed SVG ids)."""
+    import matplotlib
+
+    check_output(path, "plot")  # before the suffix: a checkpoint named .pt is said to be one
+    fmt = plot_format(path)
+    metadata = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
+    with matplotlib.rc_context({"svg.hashsalt": "drawzoo"}), output_file(path, "plot") as f:
+        figure.savefig(f, format=fmt, metadata=metadata)
+
+
+def figure_to_array(figure: Figure) -> np.ndarray:
+    """`figure` rendered by Agg as an RGB array ``[H, W, 3]`` of uint8 (what TensorBoard's
+    ``add_image(..., dataformats="HWC")`` takes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _figure(what: str, width: float, height: float) -> Figure:
+    """An empty figure `width` x `height` inches on an Agg canvas, with constrained layout."""
+    require_matplotlib(what)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _integer_steps(axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, steps=[1, 2, 5, 10]))
+
+
+def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | None = None) -> Figure:
+    """A figure (9 x 3.9 inches: 900 x 390 pixels as PNG) of how much each step tells, in nats per
+    image, from `drawzoo.evaluate(..., per_step=True)`'s figures: the KL of each step's latent site
+    as bars (left axes), and their cumulative sum against the negative ELBO, ``reconstruction +
+    sum(KL)``, dashed (right axes: the gap between them, in grey, is the reconstruction term
+    ``-log p(x | z)``). `title` goes on top. Save it with `save_figure`."""
     kl = [float(v) for v in kl_per_step]
     if not kl or not all(math.isfinite(v) for v in [*kl, reconstruction]):
         raise InputError(f"kl_plot needs finite KL values (got {len(kl)}: {kl}) and a finite reconstruction "
                          f"term (got {reconstruction})")
-    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
-    image = Image.new("RGB", (900, 390), "white")
-    draw = ImageDraw.Draw(image)
+    figure = _figure("kl_plot", 9, 3.9)
     if title:
-        draw.text((450, 8), title, fill=INK, font=font, anchor="ma")
-    T = len(kl)
-    every = _nice_step(T, ticks=8) if T > 10 else 1
-    ticks = [t for t in range(T) if t % every == 0]
+        figure.suptitle(title)
+    bars, total = figure.subplots(1, 2)
+    T, steps = len(kl), range(len(kl))
     cumulative = list(itertools.accumulate(kl))
     neg_elbo = cumulative[-1] + reconstruction
-    common = dict(xlabel="step t (latent site z_t)", x_ticks=ticks, font=font, small=small)
 
-    def span(values, room):  # from min(0, lowest) to a little above the highest value
-        lo, hi = min(*values, 0.0), max(values)
-        return lo, hi + room * (hi - lo)
-
-    bars = _Axes(image, (80, 60, 420, 310), (-0.6, T - 0.4), *span(kl, 0.05),
-                 title="KL(q(z_t | ...) || p(z_t)) per step", ylabel="nats per image", **common)
-    half = (0.4 if T <= 20 else 0.5) * (bars.x(1) - bars.x(0))  # many steps: bars that touch
-    for t, v in enumerate(kl):
-        draw.rectangle([bars.x(t) - half, bars.y(max(v, 0)), bars.x(t) + half, bars.y(min(v, 0))], fill=BLUE)
-
-    total = _Axes(image, (540, 60, 880, 310), (-0.6, T - 0.4), *span([*cumulative, neg_elbo], 0.08), title="cumulative KL and the negative ELBO",
-                  ylabel="nats per image", **common)
-    y_total = total.y(neg_elbo)
-    for x in range(540, 880, 10):  # dashed line at the negative ELBO
-        draw.line([(x, y_total), (min(x + 5, 880), y_total)], fill=RED, width=2)
-    points = [(total.x(t), total.y(v)) for t, v in enumerate(cumulative)]
-    if len(points) > 1:
-        draw.line(points, fill=BLUE, width=3)
-    for x, y in points if T <= 20 else ():
-        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=BLUE)
-    x_last = min(points[-1][0] + 8, 876)  # the gap between them: the reconstruction term
-    draw.line([(x_last, points[-1][1]), (x_last, y_total)], fill=GREY, width=3)
-    legend = [(BLUE, f"KL, and its cumulative sum ({cumulative[-1]:.2f} nats)"),
-              (RED, f"negative ELBO ({neg_elbo:.2f} nats)"),
-              (GREY, f"gap: reconstruction -log p(x | z) ({neg_elbo - cumulative[-1]:.2f} nats)")]
-    x = 80
-    for colour, text in legend:
-        draw.line([(x, 372), (x + 25, 372)], fill=colour, width=4)
-        draw.text((x + 32, 372), text, fill=INK, font=small, anchor="lm")
-        x += 32 + draw.textlength(text, font=small) + 40
-    return image
-
-
-def save_kl_plot(kl_per_step: list[float], reconstruction: float, path: str | PathLike, *,
-                 title: str | None = None) -> None:
-    """Save `kl_plot` as a PNG."""
-    kl_plot(kl_per_step, reconstruction, title=title).save(path, format="PNG")
-
-
-CURVE_COLOURS = (BLUE, RED, (44, 160, 44), (148, 103, 189), (255, 127, 14))
+    bars.bar(steps, kl, width=0.8 if T <= 20 else 1.0, color=BLUE)  # many steps: bars that touch
+    bars.set_title("KL(q(z_t | ...) || p(z_t)) per step")
+    many = T > 20
+    line, = total.plot(steps, cumulative, color=BLUE, linewidth=2, marker=None if many else "o",
+                       label=f"KL, and its cumulative sum ({cumulative[-1]:.2f} nats)")
+    elbo = total.axhline(neg_elbo, color=RED, linestyle="--", linewidth=2,
+                         label=f"negative ELBO ({neg_elbo:.2f} nats)")
+    x_gap = T - 1 + min(0.15, 0.02 * T)  # beside the last point: the reconstruction term
+    gap, = total.plot([x_gap, x_gap], [cumulative[-1], neg_elbo], color=GREY, linewidth=3,
+                      label=f"gap: reconstruction -log p(x | z) ({reconstruction:.2f} nats)")
+    total.set_title("cumulative KL and the negative ELBO")
+    for axes in (bars, total):
+        axes.set_xlabel("step t (latent site z_t)")
+        axes.set_ylabel("nats per image")
+        axes.set_xlim(-0.6, T - 0.4)
+        axes.grid(axis="y", color="#e8e8e8")
+        axes.set_axisbelow(True)
+        _integer_steps(axes)
+    lowest, highest = min(0.0, neg_elbo, *cumulative), max(neg_elbo, *cumulative)
+    total.set_ylim(lowest, highest + 0.08 * (highest - lowest))  # room above the dashed line
+    figure.legend(handles=[line, elbo, gap], loc="outside lower center", ncols=3, frameon=False, fontsize="small")
+    return figure
 
 
 def curve_plot(curves: dict[str, list[tuple[float, float]]], *, references: dict[str, float] | None = None,
-               title: str = "", ylabel: str = "validation -ELBO, nats per image") -> Image.Image:
-    """A picture (RGB, 900 x 480 pixels) of learning curves: each of `curves` (label -> points
-    ``(epoch, value)``) as a line with dots, each of `references` (label -> value) as a dashed
-    horizontal line, epochs on the x axis; the y axis spans every point and reference."""
+               title: str = "", ylabel: str = "validation -ELBO, nats per image") -> Figure:
+    """A figure (9 x 4.8 inches: 900 x 480 pixels as PNG) of learning curves: each of `curves`
+    (label -> points ``(epoch, value)``) as a line (with dots, up to 60 points), each of
+    `references` (label -> value, e.g. published figures) as a dashed horizontal line, epochs on
+    the x axis from 0; the legend gives each curve's last value and each reference's. Save it with
+    `save_figure`."""
     points = [p for curve in curves.values() for p in curve]
     values = [v for _, v in points] + list((references or {}).values())
     if not points or not all(math.isfinite(v) for p in points for v in p) or not all(map(math.isfinite, values)):
         raise InputError(f"curve_plot needs finite points, got {curves} and references {references}")
-    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
-    image = Image.new("RGB", (900, 480), "white")
-    draw = ImageDraw.Draw(image)
-    last = max(e for e, _ in points)
-    every = _nice_step(max(last, 1), ticks=8)
-    ticks = [round(k * every) for k in range(int(last // every) + 1)]
-    lo, hi = min(values), max(values)
-    axes = _Axes(image, (90, 40, 870, 380), (0, max(last, 1)), lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo),
-                 title=title, xlabel="epoch", ylabel=ylabel, x_ticks=ticks, font=font, small=small)
-    legend = []
+    figure = _figure("curve_plot", 9, 4.8)
+    axes = figure.subplots()
     for k, (label, value) in enumerate((references or {}).items()):
-        colour, y = GREY if k == 0 else CURVE_COLOURS[-1 - k % 3], axes.y(value)
-        for x in range(90, 870, 12):
-            draw.line([(x, y), (min(x + 6, 870), y)], fill=colour, width=2)
-        legend.append((colour, f"{label} ({value:g})"))
+        axes.axhline(value, color=GREY if k == 0 else CURVE_COLOURS[-1 - k % 3], linestyle="--", linewidth=1.5,
+                     label=f"{label} ({value:g})")
     for colour, (label, curve) in zip(itertools.cycle(CURVE_COLOURS), curves.items()):
-        xy = [(axes.x(e), axes.y(v)) for e, v in curve]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=3)
-        for x, y in xy if len(xy) <= 60 else ():
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        legend.append((colour, f"{label} (last {curve[-1][1]:.2f})"))
-    for row, (colour, text) in enumerate(legend):
-        y = 425 + 18 * (row // 2)
-        x = 90 + 420 * (row % 2)
-        draw.line([(x, y), (x + 25, y)], fill=colour, width=4)
-        draw.text((x + 32, y), text, fill=INK, font=small, anchor="lm")
-    return image
+        epochs, losses = zip(*curve)
+        axes.plot(epochs, losses, color=colour, linewidth=2, marker="o" if len(curve) <= 60 else None,
+                  markersize=4, label=f"{label} (last {losses[-1]:.2f})")
+    axes.set_title(title)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    last = max(max(e for e, _ in points), 1)
+    axes.set_xlim(0, last * 1.02)  # the last dots whole
+    axes.grid(axis="y", color="#e8e8e8")
+    axes.set_axisbelow(True)
+    _integer_steps(axes)
+    figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize="small")
+    return figure

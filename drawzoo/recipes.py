@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .config import build_config, check_fields, check_positive, param
 from .errors import DrawzooError, RecipeError, first_line
+from .files import note_read
 from .registry import model_class
 from .train_config import TrainConfig
 
@@ -70,6 +71,7 @@ def load_recipe(path) -> Recipe:
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
+        note_read(path, "recipe")
     except FileNotFoundError:
         raise RecipeError(f"{path}: no such recipe file") from None
     except tomllib.TOMLDecodeError as e:

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import pretrained as pretrained_models
-from .checkpoints import check_matches, config_mismatches, load_weights, read_checkpoint, with_defaults
+from .checkpoints import check_matches, check_model, config_mismatches, load_weights, read_checkpoint, with_defaults
 from .config import as_dict, build_config
 from .errors import CheckpointError, ConfigError, DrawzooError, PretrainedError, UnknownModelError
+from .memory import check_config_fits
 
 if TYPE_CHECKING:
     from .models.base import ZooModel
@@ -98,8 +99,8 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
         return _build(name, build_config(model_class(name).Config, config, model_name=name), seed)
     payload = read_checkpoint(checkpoint)
     stored_name = payload["model"]
-    if name is not None and name != stored_name:
-        raise CheckpointError(f"{checkpoint}: checkpoint is of model {stored_name!r}, not {name!r}")
+    if name is not None:
+        check_model(payload, checkpoint, name)
     config_cls = model_class(stored_name).Config
     stored = with_defaults(payload["config"], config_cls)  # fields the model gained since keep their defaults
     given = as_dict(build_config(config_cls, {**stored, **config}, model_name=stored_name))
@@ -115,6 +116,8 @@ def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None
 
 
 def _build(name: str, config, seed: int | None = None) -> ZooModel:
+    if torch.get_default_device().type != "meta":  # weights that cannot fit are refused before they are allocated
+        check_config_fits(model_class(name), config, name)
     if seed is None:
         model = model_class(name)(config)
     else:

@@ -10,20 +10,24 @@ from __future__ import annotations
 import contextlib
 import logging
 
-import numpy as np
 import torch
 
 from .errors import DrawzooError
+from .plots import require_matplotlib
 
 log = logging.getLogger("drawzoo.training")
 
 
-def require_tensorboard() -> None:
-    """`DrawzooError` unless TensorBoard (the optional extra ``drawzoo[tensorboard]``) is installed."""
+def require_tensorboard(kl_picture: bool = True) -> None:
+    """`DrawzooError` unless TensorBoard (the optional extra ``drawzoo[tensorboard]``) is installed,
+    and with `kl_picture` (summaries with validation) matplotlib too, which draws the KL per step
+    (``drawzoo[plots]``, which ``drawzoo[tensorboard]`` pulls in)."""
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") is None:
         raise DrawzooError("log_dir (TensorBoard summaries) needs TensorBoard: pip install 'drawzoo[tensorboard]'")
+    if kl_picture:
+        require_matplotlib("log_dir (TensorBoard summaries with validation: the picture of the KL per step)")
 
 
 def _preview(model, n: int, seed: int) -> torch.Tensor:
@@ -84,10 +88,11 @@ class Report:
 
     def _kl_per_step(self, scores: dict, epoch: float, step: int) -> None:
         """The validation KL per step to TensorBoard: one scalar per step, and the plot."""
-        from .plots import kl_plot
+        from .plots import figure_to_array, kl_plot
 
         for t, kl in enumerate(scores["kl_per_step"]):
             self.writer.add_scalar(f"kl_per_step/t_{t:02d}", kl, step)
         plot = kl_plot(scores["kl_per_step"], scores["reconstruction"],
                        title=f"validation, epoch {epoch:g} ({scores['num_images']} images)")
-        self.writer.add_image("kl_per_step", np.asarray(plot), step, dataformats="HWC")
+        # rendered here rather than by add_figure, which imports pyplot (a GUI backend, its global figures)
+        self.writer.add_image("kl_per_step", figure_to_array(plot), step, dataformats="HWC")

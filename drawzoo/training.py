@@ -114,7 +114,8 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch; with `valid_data`,
     also how much each step tells on it (`evaluate(..., per_step=True)`, from the validation passes):
     ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of them all under Custom
-    Scalars) and the picture ``kl_per_step`` (`drawzoo.plots.kl_plot`) of the epoch's curve.
+    Scalars) and the picture ``kl_per_step`` (`drawzoo.plots.kl_plot`, which needs matplotlib:
+    ``drawzoo[plots]``, in ``drawzoo[tensorboard]``) of the epoch's curve.
     Each epoch's figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
     (the history entry) after it is validated. `progress`: show progress bars.
 
@@ -133,9 +134,9 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
                           f"got {type(config).__name__} {config!r}")
     called = time.monotonic()
     config = TrainConfig.from_dict({**(as_dict(config) if config is not None else {}), **settings})
-    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir})
+    check_outputs({"checkpoint": checkpoint, "best": config.best, "log_dir": config.log_dir}, checkpoints=True)
     if config.log_dir is not None:
-        require_tensorboard()
+        require_tensorboard(kl_picture=valid_data is not None)
     if elbo is not None and not isinstance(elbo, ELBO):
         raise ObjectiveError(f"elbo must be a pyro.infer.ELBO instance (e.g. TraceMeanField_ELBO(), or "
                              f"drawzoo.objectives.make_elbo('iwae', 5)), got {type(elbo).__name__} {elbo!r}")

@@ -186,12 +186,17 @@ def test_sigterm_stops_every_job_with_a_checkpoint_and_the_next_call_resumes(set
     process = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--rows", "tiny_draw"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = runs / "tiny_draw.pt"
-    deadline = time.time() + 120
-    while not (run.exists() and read_checkpoint(run)["progress"]["epoch"] >= 2) and time.time() < deadline:
-        time.sleep(0.5)  # past epoch 1, whose milestone is committed
-    assert run.exists(), process.stdout.read() if process.poll() is not None else "no checkpoint after 120 s"
-    process.send_signal(signal.SIGTERM)
-    out = process.communicate(timeout=120)[0]
+    try:
+        deadline = time.time() + 600
+        while not (run.exists() and read_checkpoint(run)["progress"]["epoch"] >= 2) and time.time() < deadline:
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.5)  # past epoch 1, whose milestone is committed
+        process.send_signal(signal.SIGTERM)
+        out = process.communicate(timeout=300)[0]
+    finally:  # never left running, whatever failed
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 128 + signal.SIGTERM, out
     assert "stopped by SIGTERM: every job checkpointed; rerun to continue" in out
     progress = read_checkpoint(run)["progress"]

@@ -28,6 +28,14 @@ def test_tensorboard_is_an_extra_pulled_in_by_test():
     assert any(r.startswith("tensorboard") and 'extra == "tensorboard"' in r for r in requires)
 
 
+def test_matplotlib_is_the_plots_extra_which_tensorboard_and_test_pull_in():
+    requires = importlib.metadata.requires("drawzoo")
+    assert not any(r.startswith("matplotlib") and "extra" not in r for r in requires)
+    assert any(r.startswith("matplotlib") and 'extra == "plots"' in r for r in requires)
+    for extra in ("tensorboard", "test"):  # TensorBoard's KL per step is a plot
+        assert f'drawzoo[plots]; extra == "{extra}"' in requires
+
+
 def test_asking_for_summaries_without_tensorboard_is_a_clear_error(monkeypatch, tmp_path):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))

@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import distributed, pretrained
+from .. import pretrained
 from ..config import as_dict
-from ..errors import DrawzooError
 from ..registry import available, model_class
-from ..stopping import Interrupted
-from .console import console_logging
+from .console import console_logging, run_program
 from .evaluate import add_eval_command, cmd_eval
 from .options import DATA_HELP, DEFAULT_DATA, add_config_options, given
 from .pictures import add_animate_command, add_inpaint_command, add_sample_command, cmd_animate, cmd_inpaint, cmd_sample
 from .train import EXIT_TIME_LIMIT, add_train_command, cmd_train, model_to_train
 
-__all__ = ["main", "build_parser", "console_logging", "add_config_options", "given", "DATA_HELP", "DEFAULT_DATA",
+__all__ = ["main", "build_parser", "console_logging", "run_program", "add_config_options", "given", "DATA_HELP", "DEFAULT_DATA",
            "EXIT_TIME_LIMIT", "cmd_list", "cmd_pretrained", "cmd_train", "cmd_sample", "cmd_animate", "cmd_eval", "cmd_inpaint"]
 
 
@@ -70,19 +68,12 @@ def build_parser(train_model: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        parser = build_parser(model_to_train(argv))
-        args = parser.parse_args(argv)
-        with console_logging(verbose=not getattr(args, "quiet", False)):
-            return args.func(args)
-    except (DrawzooError, ValueError, TypeError, OSError) as e:
-        print(f"drawzoo: error: {e}", file=sys.stderr)
-        return 2
-    except Interrupted as e:  # training stopped by a signal, its checkpoint written
-        if distributed.is_main_process():
-            print(f"drawzoo: {e}", file=sys.stderr)
-        return 128 + e.signum
-    except KeyboardInterrupt:
-        print("drawzoo: interrupted", file=sys.stderr)
-        return 130
+    """The ``drawzoo`` command's exit status (`run_program`: errors one line, exit status 2)."""
+    return run_program("drawzoo", _run, sys.argv[1:] if argv is None else list(argv))
+
+
+def _run(argv: list[str]) -> int:
+    parser = build_parser(model_to_train(argv))
+    args = parser.parse_args(argv)
+    with console_logging(verbose=not getattr(args, "quiet", False)):
+        return args.func(args)

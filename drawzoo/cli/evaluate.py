@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
-from .. import distributed, masks
+from .. import distributed, masks, plots
 from ..batching import random_subset
+from ..files import write_output
 from .console import say
 from .options import MASK_HELP, data_options, data_path
 from .trained import checked, checkpoint_command, eval_data, from_checkpoint
@@ -22,6 +22,9 @@ def cmd_eval(args) -> int:
     plot = (args.plot or "kl_per_step.png") if per_step else None
     device = checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json, "--plot": plot},
                      inputs={"--data": data_path(args.data)})
+    if per_step:
+        plots.plot_format(plot)
+        plots.require_matplotlib("the plot of --per-step (--plot)")
     if args.mask is not None:
         masks.check_name(args.mask)
     distributed.join(device)  # under torchrun, each process scores a share of the images
@@ -44,14 +47,12 @@ def cmd_eval(args) -> int:
     if per_step:
         _report_per_step(result, plot, title=f"{where}, K={args.num_samples}")
     if args.json and distributed.is_main_process():
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_output(args.json, json.dumps(result, indent=2) + "\n", "JSON")
     return 0
 
 
 def _report_per_step(result: dict, plot: str, title: str) -> None:
     """Print `evaluate(..., per_step=True)`'s KL per step, one line each, and save its plot."""
-    from ..plots import save_kl_plot
-
     kl, estimates, sites = result["kl_per_step"], result["kl_estimate"], result["latent_sites"]
     one_way = len(set(estimates)) == 1
     say(f"KL(q(z_t | ...) || p(z_t)) per step, nats per image ({estimates[0] if one_way else 'per step'}):")
@@ -62,7 +63,7 @@ def _report_per_step(result: dict, plot: str, title: str) -> None:
     say(f"  reconstruction -log p(x | z) {result['reconstruction']:.2f}; negative ELBO (analytic KL) "
         f"{result['reconstruction'] + sum(kl):.2f}")
     if distributed.is_main_process():
-        save_kl_plot(kl, result["reconstruction"], plot, title=title)
+        plots.save_figure(plots.kl_plot(kl, result["reconstruction"], title=title), plot)
     say(f"wrote the plot of the KL per step to {plot}")
 
 
@@ -79,8 +80,9 @@ def add_eval_command(sub) -> None:
     p.add_argument("--per-step", action="store_true", help="also report how much each step tells: the mean "
                    "KL(q(z_t | ...) || p(z_t)) in nats of every latent site z_t (DRAW: one per glimpse; the VAE: "
                    "its one z), analytic where the pair is known, else Monte Carlo, and plot it (--plot)")
-    p.add_argument("--plot", metavar="PATH", help="PNG of --per-step's KL per step and its cumulative sum against "
-                   "the negative ELBO (implies --per-step) [kl_per_step.png]")
+    p.add_argument("--plot", metavar="PATH", help="plot of --per-step's KL per step and its cumulative sum against "
+                   "the negative ELBO, as PNG, SVG or PDF by PATH's suffix (implies --per-step; needs matplotlib: "
+                   f"{plots.EXTRA}) [kl_per_step.png]")
     p.add_argument("--compile", action="store_true", help="the fast path: compile the model's step functions "
                    "with torch.compile (the same figures up to float rounding)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

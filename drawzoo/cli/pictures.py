@@ -4,8 +4,11 @@ and redrawing real images) and ``inpaint`` (a PNG of masked images filled in).""
 
 from __future__ import annotations
 
+import torch
+
 from .. import masks
 from ..errors import ConfigError, DrawzooError
+from ..memory import FLOAT_BYTES, ROWS_PER_PASS, check_fits
 from .options import MASK_HELP, data_options, data_path
 from .trained import checked, checkpoint_command, from_checkpoint, some_images
 
@@ -14,7 +17,7 @@ def cmd_sample(args) -> int:
     from ..pictures import save_grid
 
     model = from_checkpoint(args, checked(args, "n", "nrow", outputs={"--out": args.out}))
-    images = model.generate(args.n)[-1].cpu()
+    images = generate(model, args.n, last=True)
     save_grid(images, args.out, nrow=args.nrow)
     print(f"wrote {args.n} samples of {args.checkpoint} to {args.out}")
     return 0
@@ -32,10 +35,10 @@ def cmd_animate(args) -> int:
         return _animate_reconstruction(args, model)
     attention = {}
     if getattr(model.config, "attention", False):
-        canvases, writes = model.generate(args.n, return_attention=True)
-        attention = dict(writes=type(writes)(*(f.cpu() for f in writes)), N=model.config.write_size)
+        canvases, writes = generate(model, args.n, return_attention=True)
+        attention = dict(writes=writes, N=model.config.write_size)
     else:
-        canvases = model.generate(args.n)
+        canvases = generate(model, args.n)
     if len(canvases) < 2:
         raise DrawzooError(f"animate: {args.checkpoint} holds a {model.zoo_name!r} model, which draws in one step: "
                            "no canvases through time to animate (drawzoo sample saves its samples)")
@@ -43,6 +46,32 @@ def cmd_animate(args) -> int:
                      **attention)
     print(f"wrote {frames} frames of {args.n} canvases to {args.out}")
     return 0
+
+
+def generate(model, n: int, *, last: bool = False, return_attention: bool = False):
+    """``model.generate(n, ...)`` on the CPU (the last canvases only if `last`), made in passes of at
+    most `ROWS_PER_PASS` samples; first, --n whose canvases and picture cannot fit in memory is
+    refused, the canvases per sample counted on one sample drawn in a fork of the RNG."""
+    kwargs = dict(return_attention=True) if return_attention else {}
+    steps = 1
+    if not last:
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            one = model.generate(1, **kwargs)
+        steps = len(one[0] if return_attention else one)
+    C, H, W = model.image_shape
+    per_sample = FLOAT_BYTES * steps * (C * H * W + 3 * (H + 2) * (W + 2))  # the canvases, and their grid in RGB
+    check_fits(n * per_sample, "cpu", f"--n {n}: {n:,} samples{' through time' if steps > 1 else ''} and their picture")
+    parts = []
+    for size in [ROWS_PER_PASS] * (n // ROWS_PER_PASS) + [n % ROWS_PER_PASS] * bool(n % ROWS_PER_PASS):
+        out = model.generate(size, **kwargs)
+        canvases, writes = out if return_attention else (out, None)
+        canvases = canvases[-1].cpu() if last else canvases.cpu()
+        parts.append((canvases, None if writes is None else type(writes)(*(f.cpu() for f in writes))))
+    canvases = torch.cat([c for c, _ in parts], dim=0 if last else 1)
+    if not return_attention:
+        return canvases
+    writes = type(parts[0][1])(*(torch.cat(fields, dim=1) for fields in zip(*(w for _, w in parts))))
+    return canvases, writes
 
 
 def _animate_reconstruction(args, model) -> int:

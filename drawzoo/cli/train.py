@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import data as datasets
 from .. import objectives
 from ..batching import random_subset
-from ..checkpoints import read_checkpoint
+from ..checkpoints import check_model, read_checkpoint
 from ..errors import ConfigError, DrawzooError, ObjectiveError
 from ..files import check_outputs
 from ..recipes import Data, Recipe, load_recipe
@@ -60,6 +60,8 @@ def cmd_train(args) -> int:
     name = _model_name(args.model, recipe)
     checkpoint = Path(args.checkpoint or f"runs/{name}.pt")
     payload = read_checkpoint(checkpoint) if checkpoint.exists() else None
+    if payload is not None:  # another model's checkpoint: said before its settings are compared
+        check_model(payload, checkpoint, name)
     # every training option not given keeps the checkpoint's value, else the recipe's, else its default
     settings = {**_stored_paths(stored_settings(payload or {}), checkpoint), **recipe.train, **given(args, "train")}
     if args.no_best:
@@ -80,7 +82,8 @@ def cmd_train(args) -> int:
         check_resumable(payload, checkpoint, config, objectives.describe(elbo))
     data = dataclasses.replace(recipe.data, **given(args, "data"))
     check_outputs({"--checkpoint": checkpoint, "--best": config.best, "--log-dir": config.log_dir},
-                  {"--recipe": args.recipe, "--data": data_path(data.train), "--valid-data": data_path(data.valid)})
+                  {"--recipe": args.recipe, "--data": data_path(data.train), "--valid-data": data_path(data.valid)},
+                  checkpoints=True)
     model_config = {**recipe.config, **given(args, "config")}
     model = None
     if payload is not None:

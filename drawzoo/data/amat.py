@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..files import DigestMismatch, atomic_write, save_verified
+from ..files import DigestMismatch, atomic_write, note_read, save_verified
 from ..files import fetch as _fetch  # the tests serve downloads through it
 from .dataset import ImageDataset
 from .locations import cache_dir, data_root
@@ -171,6 +171,7 @@ def read_amat(path: str | os.PathLike, rows: int) -> np.ndarray:
     """
     path = Path(path)
     data = _read_bytes(path, rows)
+    note_read(path, "data")
     if not data:
         raise DataError(f"{path} is empty")
     if len(data) == rows * ROW_BYTES:

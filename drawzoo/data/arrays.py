@@ -18,7 +18,8 @@ import torch
 from numpy.lib import format as npy
 
 from ..errors import DataError
-from .dataset import ImageDataset, own_split
+from ..files import note_read
+from .dataset import ImageDataset, check_bytes, own_split
 
 # How a .npy header is read, by format version (3.0 is 2.0 with a utf-8 header).
 HEADER_READERS = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0,
@@ -30,37 +31,51 @@ DEFLATE_MAX_RATIO = 1032
 def load_array_file(path: str | os.PathLike, split: str = "all",
                     image_shape: tuple[int, int, int] | None = None) -> ImageDataset:
     """The `split` (`own_split`: "train", "valid" or "all") of the images in a ``.npy`` file, or in
-    a ``.npz`` file's array "images", else "x", else its first, as an `ImageDataset`.
+    a ``.npz`` file's array "images", else "x", else its only array, as an `ImageDataset`.
 
     The array is ``[N, C, H, W]`` or ``[N, H, W]`` (one channel) of floats in [0, 1], bools, or
     uint8 bytes (read as byte / 255). Anything else, or images of another shape than
     `image_shape` (when given), is a `DataError` naming the file; so is a header that declares
     more bytes than the file holds, checked before the array is read.
     """
-    path = Path(path)
+    path = source = Path(path)
     try:
         with open(path, "rb") as f:
             if f.read(len(npy.MAGIC_PREFIX)) == npy.MAGIC_PREFIX:
                 f.seek(0)
                 _check_header(f, os.fstat(f.fileno()).st_size, path)
         loaded = np.load(path, allow_pickle=False)
+        note_read(path, "data")
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
-                keys = [k for k in ("images", "x") if k in loaded.files] or loaded.files
-                if keys:
-                    _check_member(loaded.zip, keys[0], path)
-                loaded = loaded[keys[0]] if keys else None
+                key = _npz_key(loaded.files, path)
+                if key not in NPZ_KEYS:  # its only array: say which, and what was looked for
+                    source = f"{path}'s only array, {key!r} (none named {' or '.join(map(repr, NPZ_KEYS))}),"
+                _check_member(loaded.zip, key, source)
+                loaded = loaded[key]
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path} as .npy/.npz: {e}") from e
-    if loaded is None:
-        raise DataError(f"{path} holds no arrays")
-    images = _as_images(loaded, path)
+    images = _as_images(loaded, source)
     if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
         raise DataError(f"{path} holds images {list(images.shape[1:])}, not the image_shape {list(image_shape)} "
                         f"asked for; arrays are not resized (a folder of pictures is)")
     return ImageDataset(images).subset(own_split(len(images), split, path))
+
+
+NPZ_KEYS = ("images", "x")  #: the arrays of a .npz file that hold its images, in order of preference
+
+
+def _npz_key(keys: list[str], path: Path) -> str:
+    """The array of a .npz file holding `keys` that `load_array_file` reads: the first of
+    `NPZ_KEYS`, else its only array; `DataError` naming both lists if there is none to choose."""
+    found = [k for k in NPZ_KEYS if k in keys]
+    if found or len(keys) == 1:
+        return (found or keys)[0]
+    held = f"the arrays {', '.join(map(repr, keys))}" if keys else "no arrays"
+    raise DataError(f"{path} holds {held}, none of the keys looked for ({' or '.join(map(repr, NPZ_KEYS))}): save "
+                    "the images as np.savez(path, images=x)")
 
 
 def _check_layout(shape: tuple[int, ...], dtype: np.dtype, path: Path) -> None:
@@ -88,7 +103,7 @@ def _check_header(f: BinaryIO, size: int, path: Path, array: str | None = None) 
                         f"{most}{held:,} bytes of them: the file is truncated or its header is wrong")
 
 
-def _check_member(archive: zipfile.ZipFile, key: str, path: Path) -> None:
+def _check_member(archive: zipfile.ZipFile, key: str, path: Path | str) -> None:
     """`_check_header` for the array `key` of the .npz `archive` at `path`, the member's size being its
     uncompressed size from the zip's directory, and at most `DEFLATE_MAX_RATIO` times its
     compressed size (once for a stored member): a directory can claim more than a member holds."""
@@ -102,14 +117,16 @@ def _check_member(archive: zipfile.ZipFile, key: str, path: Path) -> None:
         _check_header(member, min(info.file_size, ratio * info.compress_size), path, key)
 
 
-def _as_images(x: np.ndarray, path: Path) -> torch.Tensor:
+def _as_images(x: np.ndarray, path: Path | str) -> torch.Tensor:
     """`x` from `path` as a tensor ``[N, C, H, W]``: uint8 or bool as they are, floats as float32
     checked to lie in [0, 1] (see `load_array_file`)."""
     _check_layout(x.shape, x.dtype, path)
     if x.ndim == 3:
         x = x[:, None]
     if x.dtype in (np.uint8, np.bool_):
-        return torch.from_numpy(np.ascontiguousarray(x))
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        check_bytes(x, str(path), DataError)
+        return x
     x = torch.from_numpy(x).to(torch.float32)
     if not bool(torch.isfinite(x).all()):
         raise DataError(f"{path} has NaN or infinite values")

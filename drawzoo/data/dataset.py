@@ -47,6 +47,7 @@ class ImageDataset(torch.utils.data.Dataset):
             raise InputError("images is empty: an ImageDataset needs at least one image")
         if images.dtype not in (torch.uint8, torch.bool):
             images = check_images(images, images.shape[1:], device="cpu", name="images")
+        check_bytes(images)
         if labels is not None:
             labels = torch.as_tensor(labels, dtype=torch.int64)
             if labels.shape != images.shape[:1]:
@@ -80,9 +81,11 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def subset(self, index) -> ImageDataset:
         """The images (and labels) at `index` (a slice, a list or an index tensor), binarized alike."""
-        labels = None if self.labels is None else self.labels[index]
-        subset = ImageDataset(self.images[index], labels, self.binarize, keys=self.keys[index])
-        subset.draw = self.draw
+        subset = copy.copy(self)  # checked already: a subset of dark 8-bit pictures is no binary data
+        subset.images, subset.keys = self.images[index], self.keys[index]
+        subset.labels = None if self.labels is None else self.labels[index]
+        if len(subset.images) == 0:
+            raise InputError("images is empty: an ImageDataset needs at least one image")
         return subset
 
     def epoch_draw(self, seed: int, epoch: int) -> ImageDataset:
@@ -98,6 +101,14 @@ class ImageDataset(torch.utils.data.Dataset):
         draw = "" if self.binarize != "dynamic" or self.draw == binarization.FIXED else f", draw={self.draw}"
         return (f"ImageDataset({len(self)} images {list(self.image_shape)}, stored as {self.images.dtype}, "
                 f"binarize={self.binarize!r}{draw}{'' if self.labels is None else ', labelled'})")
+
+
+def check_bytes(images: torch.Tensor, name: str = "images", error: type[Exception] = InputError) -> None:
+    """`error` if `images` are uint8 whose values are 0 and 1 only: binary images saved as bytes,
+    which read as byte / 255 would be almost black."""
+    if images.dtype == torch.uint8 and images.numel() and int(images.max()) == 1:
+        raise error(f"{name} holds uint8 values 0 and 1 only: bytes are read as byte / 255, so these would be "
+                    "almost black images; save binary images as bool or float (x.astype(bool)), or bytes as 0 and 255")
 
 
 def own_split(n: int, split: str, what) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..files import note_read
 from .dataset import ImageDataset, own_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -101,6 +102,7 @@ def _read_picture(path: Path, image_shape: tuple[int, int, int]) -> torch.Tensor
     try:
         with Image.open(path) as image:
             image = image.convert("L" if C == 1 else "RGB")
+        note_read(path, "data")
     except PICTURE_ERRORS as e:
         raise _open_failed(path, e) from e
     x = F.pil_to_tensor(image)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
+from ..files import note_read
 from .dataset import BINARIZE, ImageDataset
 from .locations import data_root
 
@@ -44,6 +45,7 @@ def check_idx(path: Path, item_shape: tuple[int, ...], what: str) -> None:
     ndim = 1 + len(item_shape)
     with open(path, "rb") as f:
         header = f.read(4 + 4 * ndim)
+    note_read(path, "data")
     if len(header) < 4 + 4 * ndim or header[:4] != bytes([0, 0, 8, ndim]):
         raise DataError(f"{path} is not an IDX file of uint8 {what} (it starts {header[:4].hex(' ') or 'empty'}, "
                         f"expected {bytes([0, 0, 8, ndim]).hex(' ')})")
