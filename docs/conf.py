@@ -7,9 +7,12 @@ pages and a table of contents of the page beside it, which suits long reference 
 screen; it needs no JavaScript framework and builds fast. The build is strict (warnings are
 errors, nitpicky: every reference must resolve), and ``tests/test_docs.py`` runs it.
 
-There is no network where the docs are built, so there is no intersphinx: references to other
-projects' objects (torch, pyro, numpy, the standard library) are not checked (`nitpick_ignore_regex`),
-drawzoo's own are.
+Math is LaTeX (``$...$`` and ``$$...$$`` on the Markdown pages, myst's dollarmath and amsmath),
+shown by MathJax, which the reader's browser loads; the build itself needs no network. Links to
+other projects' objects (torch, Pyro, NumPy, the standard library, matplotlib, Pillow) go through
+intersphinx, whose inventories are files kept in ``docs/_inventories/`` (made from the installed
+packages by ``docs/_inventories/make.py``): the build never fetches one, and those references are
+checked like drawzoo's own. ``tests/test_docs.py`` builds with the network blocked.
 """
 
 import sys
@@ -26,28 +29,43 @@ author = "the drawzoo developers"
 copyright = "the drawzoo developers, MIT licence"
 release = version = drawzoo.__version__
 
-extensions = ["myst_parser", "sphinx.ext.autodoc", "drawzoo_docs"]
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.intersphinx",
+              "sphinx.ext.viewcode", "sphinx.ext.mathjax", "drawzoo_docs"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "_inventories", "_static", "Thumbs.db", ".DS_Store"]
 
 myst_heading_anchors = 3  # [text](page.md#a-heading) links, checked like any reference
-myst_enable_extensions = ["colon_fence", "html_image"]  # <img> tags: pictures that GitHub shows too
+# <img> tags: pictures that GitHub shows too; $...$, $$...$$ and \\begin{align}: LaTeX, as GitHub renders it
+myst_enable_extensions = ["colon_fence", "html_image", "dollarmath", "amsmath"]
+myst_dmath_double_inline = True  # $$...$$ inside a paragraph is display math too
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_inherit_docstrings = False  # torch.nn.Module.forward's docstring is not ours
 autodoc_default_options = {"members": True, "show-inheritance": True}
 nitpicky = True
-# Objects of other projects (no intersphinx offline) and names that annotations use without a
-# documented home; every drawzoo.* reference must resolve.
+
+# Google-style sections (Args:, Returns:, Raises:) become fields; attribute docstrings (``#:``) are
+# left as they are written ("what it is: an example"), see docs/_ext/drawzoo_docs.py.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+# Other projects' objects: each inventory is a file kept here, the links go to the online docs.
+INVENTORIES = HERE / "_inventories"
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3/", str(INVENTORIES / "python.inv")),
+    "torch": ("https://docs.pytorch.org/docs/stable/", str(INVENTORIES / "torch.inv")),
+    "pyro": ("https://docs.pyro.ai/en/stable/", str(INVENTORIES / "pyro.inv")),
+    "numpy": ("https://numpy.org/doc/stable/", str(INVENTORIES / "numpy.inv")),
+    "matplotlib": ("https://matplotlib.org/stable/", str(INVENTORIES / "matplotlib.inv")),
+    "pillow": ("https://pillow.readthedocs.io/en/stable/", str(INVENTORIES / "pillow.inv")),
+}
+intersphinx_timeout = 1  # never waits on a network: every location above is a file
+# Names that have no documented home: private helpers of other projects that annotations name.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|pyro|numpy|np|PIL|matplotlib|tqdm|argparse|pathlib|os|typing|collections|dataclasses|enum|types|"
-               r"contextlib|http|urllib|importlib|tomllib|logging|signal|abc|io|json)(\..*)?"),
-    (r"py:.*", r"(Tensor|Path|PathLike|Image|Figure|Dataset|EntryPoint|ELBO|Distribution|TraceMeanField_ELBO|"
-               r"ClassVar|Callable|Iterator|Iterable|Sequence|Mapping|Any|Protocol|NamedTuple|Generator|"
-               r"int|float|str|bool|bytes|dict|list|tuple|set|type|object|None|Exception|BaseException|"
-               r"ValueError|LookupError|OSError|KeyboardInterrupt|RuntimeError|TypeError|np\..*|nn\..*|dist\..*)"),
+    (r"py:.*", r"(torch|pyro)\.(_[A-Za-z].*|.*\._[A-Za-z_].*)"),
 ]
 
 # Files outside docs/ that a page includes whole: links to them go to that page (docs/_ext/drawzoo_docs.py).
@@ -55,5 +73,6 @@ drawzoo_included = {"CHANGELOG.md": "changelog", "benchmarks/README.md": "benchm
 
 html_theme = "furo"
 html_title = f"drawzoo {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # code, CLI help and wide tables that fit the page (docs/_static/custom.css)
 html_show_sourcelink = False

@@ -8,6 +8,9 @@
   makes anchors (a page that includes a whole file has that file's headings too).
 - The API reference documents every name of ``drawzoo.__all__`` and ``drawzoo.models.__all__``.
 - README's benchmark table is benchmarks/README.md's latest quick-preset table, row for row.
+- The build never reaches the network: it runs with sockets refused, and intersphinx reads every
+  inventory from a file of docs/_inventories/, whose links point where each project documents
+  the object (a sample of them checked here).
 """
 
 import re
@@ -29,6 +32,16 @@ MARKDOWN = [*PAGES, ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md"]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)|<img [^>]*src=\"([^\"]+)\"")
 INCLUDE = re.compile(r"^```\{include\} (\S+)\n((?::[^\n]*\n)*)", re.MULTILINE)
 BUILD_CPU_SECONDS = 120  # the build's CPU time (not wall time: the machine may be shared)
+#: sphinx-build with every socket refused: a build that tries the network fails, with this message
+OFFLINE_SPHINX = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError(f"the docs build tried the network: {args[:2]!r}")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+from sphinx.cmd.build import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def github_anchor(title: str, seen: dict) -> str:
@@ -105,7 +118,7 @@ def test_the_docs_build_strictly(tmp_path):
     pytest.importorskip("myst_parser")
     pytest.importorskip("furo")
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-E", "-b", "html",
+    done = subprocess.run([sys.executable, "-c", OFFLINE_SPHINX, "-W", "--keep-going", "-n", "-q", "-E", "-b", "html",
                            "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")],
                           capture_output=True, text=True, cwd=ROOT)
     after, seconds = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - started
@@ -113,8 +126,13 @@ def test_the_docs_build_strictly(tmp_path):
     assert done.returncode == 0, done.stderr[-8000:] or done.stdout[-8000:]
     print(f"docs built in {seconds:.1f} s ({cpu:.1f} s of CPU)")
     assert cpu < BUILD_CPU_SECONDS
+    html = tmp_path / "html"
     for page in ("index", "getting-started", "cli", "draw", "vae", "api/drawzoo", "api/models", "benchmarks"):
-        assert (tmp_path / "html" / f"{page}.html").is_file(), page
+        assert (html / f"{page}.html").is_file(), page
+    assert '<div class="math notranslate nohighlight">' in (html / "draw.html").read_text()  # LaTeX, for MathJax
+    assert 'href="https://docs.pytorch.org/docs/stable/tensors.html#torch.Tensor"' in (html / "api" / "models.html").read_text()
+    assert (html / "_modules" / "drawzoo" / "registry.html").is_file()  # viewcode: the source of every documented module
+    assert (html / "_static" / "custom.css").is_file()
     cli = (tmp_path / "html" / "cli.html").read_text()
     assert "usage: drawzoo train" in cli and "--read-size" in cli  # the generated reference, DRAW's options too
     api = (tmp_path / "html" / "api" / "drawzoo.html").read_text()
@@ -130,3 +148,41 @@ def test_the_docs_dependencies_are_an_extra_that_test_pulls_in():
     assert {re.split(r"[<>=~ \[]", r)[0] for r in extras["docs"]} == {"sphinx", "myst-parser", "furo"}
     assert not any(r.startswith(("sphinx", "myst", "furo")) for r in project["dependencies"])
     assert "drawzoo[docs]" in extras["test"]  # CI installs .[test]: the build test runs there
+
+
+def test_intersphinx_reads_only_inventories_kept_in_the_repo():
+    pytest.importorskip("sphinx")
+    from sphinx.util.inventory import InventoryFile
+
+    conf = {"__file__": str(DOCS / "conf.py")}
+    exec(compile((DOCS / "conf.py").read_text(), str(DOCS / "conf.py"), "exec"), conf)
+    assert "sphinx.ext.intersphinx" in conf["extensions"] and conf["intersphinx_timeout"] <= 1
+    found = {}
+    for name, (base, location) in conf["intersphinx_mapping"].items():
+        path = Path(location)
+        assert path.is_file() and path.parent == DOCS / "_inventories", f"{name}: {location} is no file of docs/_inventories"
+        assert base.startswith("https://"), name
+        with path.open("rb") as f:
+            inventory = InventoryFile.load(f, base, lambda base, uri: base + uri)
+        for role, items in inventory.items():
+            for target, item in items.items():
+                found[target] = (role, getattr(item, "uri", None) or item[2])
+    expected = {  # where each project's documentation has these objects
+        "torch.Tensor": "https://docs.pytorch.org/docs/stable/tensors.html#torch.Tensor",
+        "torch.nn.Module": "https://docs.pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module",
+        "torch.nn.modules.linear.Linear": "https://docs.pytorch.org/docs/stable/generated/torch.nn.Linear.html#torch.nn.Linear",
+        "torch.dtype": "https://docs.pytorch.org/docs/stable/tensor_attributes.html#torch.dtype",
+        "torch.utils.data.Dataset": "https://docs.pytorch.org/docs/stable/data.html#torch.utils.data.Dataset",
+        "torch.zeros": "https://docs.pytorch.org/docs/stable/generated/torch.zeros.html#torch.zeros",
+        "pyro.infer.SVI": "https://docs.pyro.ai/en/stable/inference_algos.html#pyro.infer.svi.SVI",
+        "pyro.infer.Trace_ELBO": "https://docs.pyro.ai/en/stable/inference_algos.html#pyro.infer.trace_elbo.Trace_ELBO",
+        "pyro.sample": "https://docs.pyro.ai/en/stable/primitives.html#pyro.primitives.sample",
+        "pyro.poutine.trace": "https://docs.pyro.ai/en/stable/poutine.html#pyro.poutine.handlers.trace",
+        "pyro.distributions.Normal": "https://docs.pyro.ai/en/stable/distributions.html#pyro.distributions.Normal",
+        "pathlib.Path": "https://docs.python.org/3/library/pathlib.html#pathlib.Path",
+        "int": "https://docs.python.org/3/library/functions.html#int",
+        "str": "https://docs.python.org/3/library/stdtypes.html#str",
+        "ValueError": "https://docs.python.org/3/library/exceptions.html#ValueError",
+        "numpy.ndarray": "https://numpy.org/doc/stable/reference/generated/numpy.ndarray.html#numpy.ndarray",
+    }
+    assert {name: found.get(name, (None, None))[1] for name in expected} == expected

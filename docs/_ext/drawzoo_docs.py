@@ -1,7 +1,8 @@
 """Directives that write reference text from the code itself, so that the pages cannot drift from it.
 
 ``drawzoo-help``: the ``--help`` text of a ``drawzoo`` command, e.g. ``train draw`` or ``eval``,
-from the command's own argparse parser (`drawzoo.cli.main`), at a fixed width of 100 columns.
+from the command's own argparse parser (`drawzoo.cli.main`), at a fixed width of 88 columns, which
+the page's code blocks show whole at 1280 pixels (docs/_static/custom.css).
 
 Links to the Markdown files that a page includes whole (``drawzoo_included`` in conf.py: the
 changelog page includes CHANGELOG.md, the benchmarks page benchmarks/README.md) resolve to that
@@ -11,6 +12,18 @@ follows the link to its own copy.
 ``drawzoo-config``: a table of a config dataclass's fields (field, type, default, help), e.g.
 ``drawzoo.TrainConfig`` or ``drawzoo.models.DrawConfig``, from the `drawzoo.config.param` help lines
 that ``drawzoo train --help`` shows too.
+
+``drawzoo-pretrained``: the table of the pretrained tags, from the manifest through
+`drawzoo.list_pretrained` and `drawzoo.pretrained.info`: each tag's data set, test figures (with
+their standard errors where measured), training run and recipe.
+
+Around autodoc and intersphinx: napoleon reads Google-style sections of functions and classes
+only (an attribute's ``#:`` line, "what it is: an example", is not "type: description"); names
+that annotations spell by a module's alias (``Tensor``, ``np.ndarray``, ``nn.Module``,
+``dist.Normal``, ``Figure``, ``PathLike``) are resolved as their full names, so that they link into
+torch's, NumPy's, matplotlib's and Python's documentation like any other; tables of seven columns
+or more get the class ``drawzoo-wide`` (smaller type, the first column kept in view while the
+table scrolls).
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from pathlib import Path
 from docutils import nodes
 from docutils.parsers.rst import Directive
 
-WIDTH = "100"
+WIDTH = "88"
 
 
 def command_help(argv: list[str]) -> str:
@@ -102,6 +115,138 @@ class DrawzooConfig(Directive):
         return [table]
 
 
+def _figure(test: dict, key: str) -> str:
+    """``92.46`` or ``92.46 ± 0.21``: a test figure with its standard error where measured."""
+    se = f" ± {test[key + '_se']:.2f}" if key + "_se" in test else ""
+    return f"{test[key]:.2f}{se}"
+
+
+def pretrained_rows(pictures: dict[str, list[str]]) -> list[tuple]:
+    """(tag, default, data, test -ELBO, test NLL, training, pictures) of every pretrained tag."""
+    import drawzoo
+    from drawzoo import pretrained
+
+    rows = []
+    for tag in drawzoo.list_pretrained():
+        entry, t = pretrained.info(tag), pretrained.info(tag).test
+        elbo = f"{_figure(t, 'neg_elbo')} ({t['images']:,} images)"
+        nll = f"{_figure(t, 'nll')} (K={t['nll_samples']:,}, {t['nll_images']:,} images)" if "nll" in t else "-"
+        run = entry.trained
+        training = (f"{run.get('epochs', '?')} epochs (best {run.get('best_epoch', '?')}), {run.get('minutes', '?')} min "
+                    f"on {run.get('machine', '?')}, {run.get('date', '?')}")
+        rows.append((tag, entry.default, entry.data, elbo, nll, training, entry.recipe, entry.note,
+                     pictures.get(tag, [])))
+    return rows
+
+
+class DrawzooPretrained(Directive):
+    """The table of the pretrained tags, from the manifest. Each line of the content, ``TAG: FILE
+    FILE ...``, names pictures (files beside the page) that the tag drew: shown small in its row."""
+
+    has_content = True
+
+    def run(self):
+        import drawzoo
+
+        page = Path(self.state.document.current_source).parent
+        pictures = {}
+        for line in self.content:
+            tag, _, files = line.partition(":")
+            if tag.strip() not in drawzoo.list_pretrained():
+                raise self.error(f"drawzoo-pretrained: {tag.strip()!r} is no pretrained tag")
+            for name in files.split():
+                if not (page / name).is_file():
+                    raise self.error(f"drawzoo-pretrained: no picture {name} beside the page")
+            pictures[tag.strip()] = files.split()
+        rows = pretrained_rows(pictures)
+        if not rows:
+            return [nodes.paragraph("", "No pretrained weights are installed (drawzoo/weights/manifest.json).")]
+        table = nodes.table(classes=["drawzoo-pretrained"])
+        group = nodes.tgroup(cols=6)
+        table += group
+        for width in (22, 12, 14, 18, 34, 20):
+            group += nodes.colspec(colwidth=width)
+        head, body = nodes.thead(), nodes.tbody()
+        group += head
+        group += body
+        header = ("tag", "data", "test -ELBO (nats)", "test NLL (nats)", "training, recipe", "pictures")
+        row = nodes.row()
+        for text in header:
+            row += nodes.entry("", nodes.paragraph("", text))
+        head += row
+        for tag, default, data, elbo, nll, training, recipe, note, files in rows:
+            row = nodes.row()
+            first = nodes.paragraph("", "", nodes.literal(tag, tag))
+            if default:
+                first += nodes.Text(" (default)")
+            row += nodes.entry("", first)
+            row += nodes.entry("", nodes.paragraph("", "", nodes.literal(data, data)))
+            row += nodes.entry("", nodes.paragraph("", elbo))
+            row += nodes.entry("", nodes.paragraph("", nll))
+            run = nodes.paragraph("", training + ": ")
+            run += nodes.literal(recipe, recipe)
+            cell = nodes.entry("", run)
+            if note:
+                cell += nodes.paragraph("", note[0].upper() + note[1:] + ".")
+            row += cell
+            shown = nodes.paragraph()
+            for name in files:
+                shown += nodes.image(uri=name, alt=f"{tag}: {name}", width="72px")
+                shown += nodes.Text(" ")
+            row += nodes.entry("", shown if files else nodes.paragraph("", "-"))
+            body += row
+        return [table]
+
+
+def mark_wide_tables(app, doctree) -> None:
+    """Give the class ``drawzoo-wide`` to every table of seven columns or more."""
+    for table in doctree.findall(nodes.table):
+        groups = list(table.findall(nodes.tgroup))
+        if groups and int(groups[0].get("cols", 0)) >= WIDE_TABLE:
+            table["classes"].append("drawzoo-wide")
+
+
+WIDE_TABLE = 7
+#: How annotations spell other projects' names (an alias, or a name imported under TYPE_CHECKING)
+ALIASES = {"Tensor": "torch.Tensor", "Figure": "matplotlib.figure.Figure", "PathLike": "os.PathLike",
+           "Path": "pathlib.Path", "Dataset": "torch.utils.data.Dataset", "Image": "PIL.Image.Image",
+           "EntryPoint": "importlib.metadata.EntryPoint"}
+PREFIXES = {"np.": "numpy.", "nn.": "torch.nn.", "dist.": "pyro.distributions.", "F.": "torch.nn.functional."}
+
+
+def full_name(target: str) -> str | None:
+    if target in ALIASES:
+        return ALIASES[target]
+    return next((full + target[len(short):] for short, full in PREFIXES.items() if target.startswith(short)), None)
+
+
+def resolve_aliases(app, env, node, contnode):
+    """A Python reference to ``Tensor``, ``np.ndarray``...: resolved as ``torch.Tensor``, ``numpy.ndarray``."""
+    from sphinx.ext.intersphinx import missing_reference
+
+    if node.get("refdomain") != "py" or not (target := full_name(node.get("reftarget", ""))):
+        return None
+    aliased = node.deepcopy()
+    aliased["reftarget"] = target
+    return missing_reference(app, env, aliased, contnode)
+
+
+def napoleon_for_callables(app) -> None:
+    """Napoleon for modules, classes and functions only: it would read an attribute's docstring
+    "the tag without its model: ``attention_bmnist``" as a type ("the tag without its model")."""
+    from sphinx.ext import napoleon
+
+    listeners = app.events.listeners.get("autodoc-process-docstring", [])
+    for listener in [x for x in listeners if x.handler is napoleon._process_docstring]:
+        app.disconnect(listener.id)
+
+    def process(app, what, name, obj, options, lines):
+        if what not in ("attribute", "data", "property"):
+            napoleon._process_docstring(app, what, name, obj, options, lines)
+
+    app.connect("autodoc-process-docstring", process)
+
+
 def link_included_files(app, doctree) -> None:
     """Point MyST's links to an included file (a path outside the docs) at the page including it."""
     from sphinx.addnodes import pending_xref
@@ -115,7 +260,13 @@ def link_included_files(app, doctree) -> None:
 
 def setup(app):
     app.add_config_value("drawzoo_included", {}, "env")
+    app.setup_extension("sphinx.ext.napoleon")
+    app.setup_extension("sphinx.ext.intersphinx")
+    napoleon_for_callables(app)
     app.connect("doctree-read", link_included_files)
+    app.connect("doctree-read", mark_wide_tables)
+    app.connect("missing-reference", resolve_aliases, priority=400)
     app.add_directive("drawzoo-help", DrawzooHelp)
     app.add_directive("drawzoo-config", DrawzooConfig)
+    app.add_directive("drawzoo-pretrained", DrawzooPretrained)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
