@@ -4,6 +4,9 @@
   folder (relative paths such as ``runs/draw.pt`` land there; ``benchmarks/`` is linked in), on the
   real data of ``$DRAWZOO_DATA``; every ``expr.shape  # [..]`` comment in it is the shape the
   expression has. A ``toml`` snippet whose first line is ``# NAME.toml`` is that file there.
+- Every ``pycon`` snippet (``>>>`` lines and the output they print) runs in the same namespace, in
+  its place among the python snippets, as a doctest (``...`` stands for any text, whitespace may
+  differ): an output shown on a page that the code no longer prints fails here.
 - Every ``drawzoo ...`` command line of a ``bash`` snippet parses with the command's own parser (a
   renamed or removed option fails here), and every ``python benchmarks/X.py`` names a script that exists.
 - Every ``toml`` snippet reads: a recipe through `drawzoo.load_recipe`, anything else as TOML.
@@ -11,6 +14,7 @@
 `snippets` and `run_snippets` run the snippets of one section (tests/test_masks.py uses them).
 """
 
+import doctest
 import re
 import shlex
 import sys
@@ -66,9 +70,13 @@ def section_text(section: str) -> tuple[Path, str]:
     raise AssertionError(f"no page has a section {title!r}")
 
 
-def snippets(section: str) -> list[str]:
-    """The python snippets of `section`, in order."""
-    return [code for language, code in blocks(section_text(section)[1]) if language == "python"]
+RUNS = ("python", "pycon")  #: the snippets that run: python code, and doctests of what it prints
+DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def snippets(section: str) -> list[tuple[str, str]]:
+    """``(language, code)`` of the python and pycon snippets of `section`, in order."""
+    return [(language, code) for language, code in blocks(section_text(section)[1]) if language in RUNS]
 
 
 def run_python(code: str, label: str, namespace: dict) -> None:
@@ -79,6 +87,22 @@ def run_python(code: str, label: str, namespace: dict) -> None:
         assert shape == expected, f"{label}: {match['expr']} is {list(shape)}, the page says {list(expected)}"
 
 
+def run_pycon(code: str, label: str, namespace: dict) -> None:
+    """Run a ``>>>`` session in `namespace` (kept for the snippets after it); every output it shows
+    must be what the code prints."""
+    test = doctest.DocTestParser().get_doctest(code, namespace, label, label, 0)
+    assert test.examples, f"{label}: a pycon snippet without >>> lines"
+    report = []
+    runner = doctest.DocTestRunner(optionflags=DOCTEST_FLAGS)
+    result = runner.run(test, out=report.append, clear_globs=False)
+    namespace.update(test.globs)  # DocTest ran on a copy: what the session defined is the page's too
+    assert not result.failed, f"{label}: the page shows an output the code does not print:\n" + "".join(report)
+
+
+def run_snippet(language: str, code: str, label: str, namespace: dict) -> None:
+    (run_pycon if language == "pycon" else run_python)(code, label, namespace)
+
+
 def run_snippets(section: str, monkeypatch, at_least: int = 1) -> dict:
     """Run the python snippets of `section` in order, in one namespace, checking their
     ``.shape  # [..]`` comments; returns the namespace."""
@@ -87,8 +111,8 @@ def run_snippets(section: str, monkeypatch, at_least: int = 1) -> dict:
     code = snippets(section)
     assert len(code) >= at_least
     namespace: dict = {}
-    for i, block in enumerate(code):
-        run_python(block, f"{page_name(page)} snippet {i + 1}", namespace)
+    for i, (language, block) in enumerate(code):
+        run_snippet(language, block, f"{page_name(page)} snippet {i + 1}", namespace)
     return namespace
 
 
@@ -120,7 +144,7 @@ def _colour_mnist(folder: Path) -> None:
     assert colour_mnist.main(["--n", "60", "--out", str(folder / "data" / "colour_mnist")]) == 0
 
 
-PYTHON_PAGES = [p for p in PAGES if any(language == "python" for language, _ in blocks(p.read_text()))]
+PYTHON_PAGES = [p for p in PAGES if any(language in RUNS for language, _ in blocks(p.read_text()))]
 
 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=page_name)
@@ -128,7 +152,7 @@ def test_every_python_snippet_of_the_page_runs_as_written(page, tmp_path, monkey
     text = page.read_text()
     if page.name in RUN_ELSEWHERE:
         assert page.parent == DOCS and snippets(RUN_ELSEWHERE[page.name]) == [
-            code for language, code in blocks(text) if language == "python"], f"{page.name}: some snippets run nowhere"
+            (language, code) for language, code in blocks(text) if language in RUNS], f"{page.name}: some snippets run nowhere"
         pytest.skip(f"run by the test of {RUN_ELSEWHERE[page.name]!r}")
     if page.name == "pretrained.md" and not drawzoo.list_pretrained():
         pytest.skip("no pretrained weights installed (drawzoo/weights/manifest.json)")
@@ -141,9 +165,9 @@ def test_every_python_snippet_of_the_page_runs_as_written(page, tmp_path, monkey
     for language, code in blocks(text):
         if language == "toml":
             _write_named_toml(code, folder)
-        elif language == "python":
+        elif language in RUNS:
             count += 1
-            run_python(code, f"{page_name(page)} snippet {count}", namespace)
+            run_snippet(language, code, f"{page_name(page)} snippet {count}", namespace)
 
 
 def command_lines(code: str) -> list[list[str]]:
