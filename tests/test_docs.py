@@ -133,6 +133,8 @@ def test_the_docs_build_strictly(tmp_path):
     assert 'href="https://docs.pytorch.org/docs/stable/tensors.html#torch.Tensor"' in (html / "api" / "models.html").read_text()
     assert (html / "_modules" / "drawzoo" / "registry.html").is_file()  # viewcode: the source of every documented module
     assert (html / "_static" / "custom.css").is_file()
+    pretrained = (html / "pretrained.html").read_text()
+    assert all(tag in pretrained for tag in drawzoo.list_pretrained()), "the pretrained page's table lacks a tag"
     cli = (tmp_path / "html" / "cli.html").read_text()
     assert "usage: drawzoo train" in cli and "--read-size" in cli  # the generated reference, DRAW's options too
     api = (tmp_path / "html" / "api" / "drawzoo.html").read_text()
