@@ -127,7 +127,7 @@ def test_the_docs_build_strictly(tmp_path):
     print(f"docs built in {seconds:.1f} s ({cpu:.1f} s of CPU)")
     assert cpu < BUILD_CPU_SECONDS
     html = tmp_path / "html"
-    for page in ("index", "getting-started", "cli", "draw", "vae", "api/drawzoo", "api/models", "benchmarks"):
+    for page in ("index", "getting-started", "tutorial", "cli", "draw", "vae", "api/drawzoo", "api/models", "benchmarks"):
         assert (html / f"{page}.html").is_file(), page
     assert '<div class="math notranslate nohighlight">' in (html / "draw.html").read_text()  # LaTeX, for MathJax
     assert 'href="https://docs.pytorch.org/docs/stable/tensors.html#torch.Tensor"' in (html / "api" / "models.html").read_text()
