@@ -63,10 +63,9 @@ intersphinx_mapping = {
     "pillow": ("https://pillow.readthedocs.io/en/stable/", str(INVENTORIES / "pillow.inv")),
 }
 intersphinx_timeout = 1  # never waits on a network: every location above is a file
-# Names that have no documented home: private helpers of other projects that annotations name.
-nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|pyro)\.(_[A-Za-z].*|.*\._[A-Za-z_].*)"),
-]
+# Every reference resolves: drawzoo's own, and other projects' through the inventories (names that
+# annotations spell short, Tensor or np.ndarray, are resolved as their full names by drawzoo_docs).
+nitpick_ignore_regex = []
 
 # Files outside docs/ that a page includes whole: links to them go to that page (docs/_ext/drawzoo_docs.py).
 drawzoo_included = {"CHANGELOG.md": "changelog", "benchmarks/README.md": "benchmarks"}
