@@ -70,7 +70,7 @@ from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E
 from drawzoo import plots  # noqa: E402
 from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
-from drawzoo.train_config import TRAJECTORY, TrainConfig  # noqa: E402
+from drawzoo.training.config import TRAJECTORY, TrainConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]  #: the code's repository (its commit is recorded)
 PRESET = "paper"
