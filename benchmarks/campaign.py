@@ -736,12 +736,17 @@ def table(rows: list[Row], places: Places) -> str:
         published = row.scoring.reference or ("-" if row.plan.published is None else f"{row.plan.published:.2f}")
         target = "-" if row.plan.target is None else f"{'NLL' if row.plan.compare == 'nll' else '-ELBO'} <= {row.plan.target:g}"
         params = record.get("parameters")
-        lines.append(f"| {row.label} | {params:,} | {epochs:.3g} | {hours(minutes * 60)} | {figure(score, 'neg_elbo')} | "
+        lines.append(f"| {row.label} | {params:,} | {epochs_text(epochs)} | {hours(minutes * 60)} | {figure(score, 'neg_elbo')} | "
                      f"{nll} | {published} | {target} | {row.plan.tag if score else '-'} | {status} |"
                      if params else
-                     f"| {row.label} | - | {epochs:.3g} | {hours(minutes * 60)} | - | - | {published} | {target} | - | "
+                     f"| {row.label} | - | {epochs_text(epochs)} | {hours(minutes * 60)} | - | - | {published} | {target} | - | "
                      f"{status} |")
     return "\n".join(lines)
+
+
+def epochs_text(epochs: float) -> str:
+    """Epochs for a table: 1,000 / 28.2 / 31."""
+    return f"{epochs:,.1f}".removesuffix(".0")
 
 
 def plateau_improvement(history: list[dict]) -> float | None:
