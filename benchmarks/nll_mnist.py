@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 import sys
@@ -193,14 +194,16 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
     started = time.perf_counter()
     history = drawzoo.train(model, data["train"], valid, config, checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
-    run_sha256 = read_checkpoint(checkpoint)["sha256"]
+    test = random_subset(data["test"], scoring.test_limit, seed=config.seed)
+    # what the figures depend on besides the code: the run's weights, the scoring, the test images, the device
+    scored_by = {"run_sha256": read_checkpoint(checkpoint)["sha256"], "scoring": dataclasses.asdict(scoring),
+                 "test_sha256": hashlib.sha256(test[:].numpy().tobytes()).hexdigest(), "device": str(model.device)}
     if scored_file.exists():
         row = json.loads(scored_file.read_text())
-        if row.get("run_sha256") == run_sha256 and row.get("scoring") == dataclasses.asdict(scoring):
+        if all(row.get(key) == value for key, value in scored_by.items()):
             print(f"{run.label}: already trained and scored ({scored_file}), as before", flush=True)
             return row
     scored = drawzoo.load(checkpoint=best).to(model.device)
-    test = random_subset(data["test"], scoring.test_limit, seed=config.seed)
     started = time.perf_counter()
     result = drawzoo.evaluate(scored, test, num_samples=scoring.num_samples, seed=config.seed, progress=True,
                               mask=MASK)
@@ -217,7 +220,7 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
         "test_images": result["num_images"], "reference": scoring.reference,
         "data": recipe.data.train, "protocol": protocol(recipe.data.train, data),
         "batch_size": config.batch_size, "lr": config.lr, "objective": config.objective, "particles": config.particles,
-        "scoring": dataclasses.asdict(scoring), "run_sha256": run_sha256,
+        **scored_by,
     }
     write_output(scored_file, json.dumps(row, indent=2) + "\n")
     print(f"{row['label']}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f}, conditional NLL "

@@ -207,8 +207,9 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
             rows = num_samples * len(x)
             log_w = log_weights(guide_trace, model_trace, num_samples, len(x)).double()
             log_p = log_mean_exp(log_w)
-            images["neg_elbo"].append(-log_w.mean(0).cpu())
-            images["nll"].append(-log_p.cpu())
+            if per_image or nested_k:  # kept only when asked for
+                images["neg_elbo"].append(-log_w.mean(0).cpu())
+                images["nll"].append(-log_p.cpu())
             for k in nested_k:  # the K/k disjoint groups of k samples: log mean_group w, averaged over groups
                 images[k].append(-log_mean_exp(log_w.view(num_samples // k, k, -1).transpose(0, 1)).mean(0).cpu())
             neg_elbo -= log_w.mean(0).sum().item()
