@@ -68,8 +68,8 @@ from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E
 from drawzoo.data import cache_dir  # noqa: E402
 from drawzoo.cli import run_program  # noqa: E402
 from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
-from drawzoo.stopping import StopRequests  # noqa: E402
-from drawzoo import plots  # noqa: E402
+from drawzoo.training.stopping import StopRequests  # noqa: E402
+from drawzoo.figures import plots  # noqa: E402
 from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
 from drawzoo.training.config import TRAJECTORY, TrainConfig  # noqa: E402

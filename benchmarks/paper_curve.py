@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drawzoo import list_pretrained, plots, pretrained
+from drawzoo import list_pretrained, pretrained
+from drawzoo.figures import plots
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.cli import run_program
 from drawzoo.files import check_outputs

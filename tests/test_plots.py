@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import drawzoo
-from drawzoo import plots
+from drawzoo.figures import plots
 from drawzoo.checkpoints import save_checkpoint
 from tests.conftest import binary_images, load_script
 from tests.test_cli import npz, run  # noqa: F401 (npz: 40 images of SHAPE)
