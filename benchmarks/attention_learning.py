@@ -17,7 +17,7 @@ import time
 import torch
 
 import drawzoo
-from drawzoo.batching import random_subset
+from drawzoo.data.batching import random_subset
 from drawzoo.cli import console_logging, run_program
 from drawzoo.data import binarized_mnist
 

@@ -66,11 +66,13 @@ from drawzoo import pretrained  # noqa: E402
 from drawzoo.checkpoints import CheckpointLock, read_checkpoint  # noqa: E402
 from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E402
 from drawzoo.data import cache_dir  # noqa: E402
+from drawzoo.cli import run_program  # noqa: E402
 from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
-from drawzoo import plots  # noqa: E402
+from drawzoo.training.stopping import StopRequests  # noqa: E402
+from drawzoo.figures import plots  # noqa: E402
 from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
-from drawzoo.train_config import TRAJECTORY, TrainConfig  # noqa: E402
+from drawzoo.training.config import TRAJECTORY, TrainConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]  #: the code's repository (its commit is recorded)
 PRESET = "paper"
@@ -222,6 +224,13 @@ def write_text(path: Path, text: str) -> None:
     write_output(path, text)
 
 
+def copy(source: Path, dest: Path) -> None:
+    """`source`'s bytes to `dest`, atomically: a checkpoint or weights (what `write_text` never replaces)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dest) as f:
+        f.write(source.read_bytes())
+
+
 def load_record(places: Places, row: Row) -> dict:
     path = places.record(row)
     return json.loads(path.read_text()) if path.exists() else {}
@@ -301,11 +310,9 @@ def prepare(row: Row, places: Places) -> dict:
                 f"restore it, or remove {places.run(row)} and {places.committed / row.name}.* to start the row again")
     run, milestone = places.run(row), places.milestone(row)
     if milestone.exists() and progress_of(milestone)["step"] > progress_of(run)["step"]:
-        places.runs.mkdir(parents=True, exist_ok=True)
         for source, dest in ((milestone, run), (places.milestone_best(row), places.best(row))):
             if source.exists():
-                with atomic_write(dest) as f:
-                    f.write(source.read_bytes())
+                copy(source, dest)
         print(f"{row.name}: resuming from the milestone {milestone} (epoch {epoch_of(progress_of(run), row):g})")
     if "milestone_epoch" not in record and milestone.exists():
         record["milestone_epoch"] = progress_of(milestone)["epoch"]
@@ -347,7 +354,7 @@ def pending_score(row: Row, record: dict, epoch: float, extend: bool) -> int | N
         if stop > epoch:
             return None
         score = record.get("scores", {}).get(str(stop), {})
-        if not score.get("nll"):
+        if not score.get("nll") or score["nll"]["K"] != row.scoring.num_samples:  # unscored, or with another K
             return stop
         if extend and stop == row.train.epochs and score["nll"]["images"] < score["neg_elbo"]["images"]:
             return stop
@@ -389,9 +396,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start(job: Job, places: Places, args, deadline: float) -> None:
-    """Start `job`'s process on `args.threads` threads, its output appended to the row's log."""
-    row, minutes = job.row, max((deadline - time.time()) / 60, 0.1)
+def start(job: Job, places: Places, args, seconds: float) -> None:
+    """Start `job`'s process on `args.threads` threads, with `seconds` left, its output appended to the row's log."""
+    row, minutes = job.row, max(seconds / 60, 0.1)
     limit = ["--max-minutes", f"{minutes:.2f}"] if math.isfinite(minutes) else []
     if job.kind == "train":
         command = [sys.executable, "-m", "drawzoo", "train", "--recipe", row.recipe.path, "--checkpoint",
@@ -475,11 +482,9 @@ def milestone(row: Row, places: Places, record: dict, progress: dict) -> None:
     last = record.get("milestone_epoch", 0)
     if progress["epoch"] < last + row.plan.milestone_every:
         return
-    places.committed.mkdir(parents=True, exist_ok=True)
     for source, dest in ((places.run(row), places.milestone(row)), (places.best(row), places.milestone_best(row))):
         if source.exists():
-            with atomic_write(dest) as f:
-                f.write(source.read_bytes())
+            copy(source, dest)
     record["milestone_epoch"] = progress["epoch"]
     say(f"{row.name}: milestone at epoch {progress['epoch']} -> {places.milestone(row)} (commit it)")
 
@@ -496,6 +501,7 @@ def _stopped(signum, frame):
 
 
 def score_job(row: Row, stop: int, places: Places, deadline: float, data_root) -> int:
+    # `deadline`: a time.monotonic() reading
     """Score `row`'s weights of `stop` in parts, each part saved (resumes where it stopped); then
     its record and tag. 0 when done as far as it goes now, 75 at the time limit, 128 + N on signal N
     (the parts done kept)."""
@@ -529,7 +535,7 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
         while len(done.get("neg_elbo", [])) < total:
             n = len(done.get("neg_elbo", []))
             chunk = order[n:min(n + size, total)].sort().values
-            if time.time() + state.get(f"{stage}_seconds_per_image", 0) * len(chunk) > deadline:
+            if time.monotonic() + state.get(f"{stage}_seconds_per_image", 0) * len(chunk) > deadline:
                 save_scores(path, state)
                 return EXIT_TIME_LIMIT
             started = time.perf_counter()
@@ -573,8 +579,7 @@ def publish(row: Row, stop: int, places: Places, state: dict, check: float, reco
     history = record.get("history", [])
     weights = places.weights(row, stop)
     dest = places.repo / "drawzoo" / "weights" / f"{row.plan.tag}.pt"
-    with atomic_write(dest) as f:
-        f.write(weights.read_bytes())
+    copy(weights, dest)
     manifest_path = dest.with_name("manifest.json")
     entries = pretrained.manifest(manifest_path)
     old = entries.get(row.plan.tag)
@@ -712,7 +717,7 @@ def table(rows: list[Row], places: Places) -> str:
         record = load_record(places, row)
         scored = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
         score = record["scores"][str(scored[0])] if scored else None
-        epochs = record.get("epochs", row_state(row, places, record)["epoch"])
+        epochs = record["epochs"] if "epochs" in record else row_state(row, places, record)["epoch"]
         minutes = sum(j["minutes"] for j in record.get("jobs", []) if j["job"] == "train")
         nll = figure(score, "nll")
         if score:
@@ -731,12 +736,17 @@ def table(rows: list[Row], places: Places) -> str:
         published = row.scoring.reference or ("-" if row.plan.published is None else f"{row.plan.published:.2f}")
         target = "-" if row.plan.target is None else f"{'NLL' if row.plan.compare == 'nll' else '-ELBO'} <= {row.plan.target:g}"
         params = record.get("parameters")
-        lines.append(f"| {row.label} | {params:,} | {epochs:.3g} | {hours(minutes * 60)} | {figure(score, 'neg_elbo')} | "
+        lines.append(f"| {row.label} | {params:,} | {epochs_text(epochs)} | {hours(minutes * 60)} | {figure(score, 'neg_elbo')} | "
                      f"{nll} | {published} | {target} | {row.plan.tag if score else '-'} | {status} |"
                      if params else
-                     f"| {row.label} | - | {epochs:.3g} | {hours(minutes * 60)} | - | - | {published} | {target} | - | "
+                     f"| {row.label} | - | {epochs_text(epochs)} | {hours(minutes * 60)} | - | - | {published} | {target} | - | "
                      f"{status} |")
     return "\n".join(lines)
+
+
+def epochs_text(epochs: float) -> str:
+    """Epochs for a table: 1,000 / 28.2 / 31."""
+    return f"{epochs:,.1f}".removesuffix(".0")
 
 
 def plateau_improvement(history: list[dict]) -> float | None:
@@ -815,28 +825,15 @@ def regenerate(rows: list[Row], places: Places) -> str:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-class Stop:
-    """SIGTERM/SIGINT: the number of the first one asked (forwarded to the running jobs)."""
-
-    def __init__(self):
-        self.signum = None
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = self.signum or signum
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+def left(stop: StopRequests) -> float:
+    """Seconds left before the time limit (inf without one)."""
+    return math.inf if stop.deadline is None else stop.deadline - time.monotonic()
 
 
 def campaign(rows: list[Row], places: Places, args) -> int:
     """Run jobs until every row is done, the time limit, or a signal; then the tables."""
-    budget = args.max_minutes * 60 if args.max_minutes else math.inf
-    deadline, spare = time.time() + budget, min(SPARE_MINUTES * 60, budget / 10)
+    stop = StopRequests(args.max_minutes, time.monotonic())
+    spare = min(SPARE_MINUTES, (args.max_minutes or math.inf) / 10) * 60
     records = {row.name: prepare(row, places) for row in rows}
     for row in rows:
         if "parameters" not in records[row.name]:
@@ -844,20 +841,21 @@ def campaign(rows: list[Row], places: Places, args) -> int:
         save_record(places, row, records[row.name])
     running: list[Job] = []
     failed: set[str] = set()
-    with Stop() as stop:
+    look = True  # for a job to start: at first, and whenever one ended (never while polling: it reads checkpoints)
+    with stop:
         while True:
-            while (len(running) < args.jobs and stop.signum is None
-                   and time.time() < deadline - spare):
+            while look and len(running) < args.jobs and not stop.signum and left(stop) > spare:
                 job = next_job(rows, records, places, {j.row.name for j in running}, failed)
                 if job is None:
                     break
-                start(job, places, args, deadline)
+                start(job, places, args, left(stop))
                 running.append(job)
                 note_running(places, running)
+            look = False
             if not running:
                 break
             time.sleep(0.5)
-            if stop.signum is not None:
+            if stop.signum:
                 for job in running:
                     if not job.signalled:  # once: a second signal would stop it before its checkpoint
                         job.signalled = True
@@ -866,9 +864,8 @@ def campaign(rows: list[Row], places: Places, args) -> int:
             for job in [j for j in running if j.process.poll() is not None]:
                 running.remove(job)
                 note_running(places, running)
+                look = True
                 records[job.row.name] = load_record(places, job.row)  # a scoring job wrote its scores
-                for key in ("began", "jobs", "scores"):
-                    records[job.row.name].setdefault(key, {} if key == "scores" else [])
                 if finish(job, places, records[job.row.name], args):
                     failed.add(job.row.name)
                 plateau = plateau_improvement(records[job.row.name].get("history", []))
@@ -878,15 +875,15 @@ def campaign(rows: list[Row], places: Places, args) -> int:
                 say(f"{job.row.name}: {job.kind} ended (exit {job.process.returncode}); "
                     f"epoch {epoch_of(progress_of(places.run(job.row)), job.row):g}")
     print("\n" + regenerate(rows, places) + "\n")
-    if stop.signum is not None:
+    if stop.signum:
         say(f"stopped by {signal.Signals(stop.signum).name}: every job checkpointed; rerun to continue")
         return 128 + stop.signum
-    left = [r.name for r in rows if next_job([r], records, places, set(), set()) is not None]
+    undone = [r.name for r in rows if next_job([r], records, places, set(), set()) is not None]
     if failed:
         say(f"failed: {', '.join(sorted(failed))} (see their logs); rerun to retry")
         return 2
-    if left:
-        say(f"time limit: {', '.join(left)} not done; rerun to continue")
+    if undone:
+        say(f"time limit: {', '.join(undone)} not done; rerun to continue")
         return EXIT_TIME_LIMIT
     say("every row is done")
     return 0
@@ -907,31 +904,31 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default=str(nll_mnist.RECIPES / PRESET), help="the rows: the recipes of this "
                    "folder with a [campaign] table [benchmarks/recipes/paper]")
     p.add_argument("--score-job", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return run_program("campaign", run, p.parse_args(argv))
+
+
+def run(args) -> int:
+    """main() once its arguments are parsed."""
     places = Places(Path(args.runs) if args.runs else cache_dir() / "campaign", Path(args.repo).resolve())
-    try:
-        if args.jobs < 1 or args.threads < 1:
-            raise CampaignError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
-        if args.max_minutes is not None and not args.max_minutes > 0:
-            raise CampaignError(f"--max-minutes must be > 0, got {args.max_minutes}")
-        rows = read_rows(Path(args.recipes), names=args.rows.split(",") if args.rows else None)
-        if args.score_job:
-            name, _, stop = args.score_job.rpartition(":")
-            row = next(r for r in rows if r.name == name)
-            deadline = time.time() + (args.max_minutes * 60 if args.max_minutes else math.inf)
-            return score_job(row, int(stop), places, deadline, args.data_root)
-        if args.status:
-            for row in rows:
-                print(status_line(row, places, load_record(places, row)))
-            return 0
-        plots.require_matplotlib("campaign.py (its learning curves, docs/campaign/)")  # not after hours of training
-        if args.table:
-            print(regenerate(rows, places))
-            return 0
-        return campaign(rows, places, args)
-    except DrawzooError as e:
-        print(f"campaign: error: {e}", file=sys.stderr)
-        return 2
+    if args.jobs < 1 or args.threads < 1:
+        raise CampaignError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise CampaignError(f"--max-minutes must be > 0, got {args.max_minutes}")
+    rows = read_rows(Path(args.recipes), names=args.rows.split(",") if args.rows else None)
+    if args.score_job:
+        name, _, stop = args.score_job.rpartition(":")
+        row = next(r for r in rows if r.name == name)
+        deadline = time.monotonic() + (args.max_minutes * 60 if args.max_minutes else math.inf)
+        return score_job(row, int(stop), places, deadline, args.data_root)
+    if args.status:
+        for row in rows:
+            print(status_line(row, places, load_record(places, row)))
+        return 0
+    plots.require_matplotlib("campaign.py (its learning curves, docs/campaign/)")  # not after hours of training
+    if args.table:
+        print(regenerate(rows, places))
+        return 0
+    return campaign(rows, places, args)
 
 
 if __name__ == "__main__":

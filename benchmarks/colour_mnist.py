@@ -20,7 +20,7 @@ from PIL import Image
 import drawzoo
 from drawzoo.cli import run_program
 from drawzoo.data import mnist
-from drawzoo.pictures import save_picture
+from drawzoo.figures.pictures import save_picture
 
 MIN_DISTANCE = 0.6  # between foreground and background colour, in RGB [0, 1]^3
 

@@ -12,14 +12,14 @@ per image, the conditional NLL of the bottom half of each test image given its t
 number beside them where one exists), and writes it as JSON with a grid of samples per model to --out. Models are picked by registry name and seen only through
 `drawzoo.load` / `drawzoo.train` / `drawzoo.evaluate`.
 
-A preset is a folder of recipes, benchmarks/recipes/PRESET/*.toml (`drawzoo.recipes`): one per
+A preset is a folder of recipes, benchmarks/recipes/PRESET/*.toml (`drawzoo.training.recipes`): one per
 row, in file-name order, each with a ``[benchmark]`` table (`Scoring`: the row's label, the
 published figure, K importance samples per test image, a test subset). ``drawzoo train --recipe``
 trains the same weights from the same file. The preset's recipe without a model, default.toml,
 trains a registered name that no other recipe names, with the model's default config.
 
 Each row trains on its recipe's objective (the negative ELBO, objective "elbo" of
-`drawzoo.objectives`, unless it says otherwise); the recipes with objective "iwae" (RenyiELBO(alpha=0)
+`drawzoo.evaluation.objectives`, unless it says otherwise); the recipes with objective "iwae" (RenyiELBO(alpha=0)
 with K vectorised particles) are opt-in rows of ``--iwae``, each after the rows of its model and
 given about the wall time of its ELBO twin, unless their ``[benchmark]`` table says ``opt_in =
 false`` (the literature preset's IWAE rows). The table's objective column says which.
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 import sys
@@ -45,18 +46,18 @@ from pathlib import Path
 import torch
 
 import drawzoo
-from drawzoo.batching import random_subset
+from drawzoo.data.batching import random_subset
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.cli import console_logging, run_program
 from drawzoo.config import as_dict, build_config, check_fields, check_positive, param
 from drawzoo.files import check_outputs, write_output
 from drawzoo import data as datasets
-from drawzoo.objectives import OBJECTIVES
-from drawzoo.pictures import save_grid
-from drawzoo.recipes import Recipe, load_recipe
+from drawzoo.evaluation.objectives import OBJECTIVES
+from drawzoo.figures.pictures import save_grid
+from drawzoo.training.recipes import Recipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
-MASK = "bottom"  #: the missing pixels of the conditional NLL (`drawzoo.masks`): the bottom half
+MASK = "bottom"  #: the missing pixels of the conditional NLL (`drawzoo.data.masks`): the bottom half
 # a preset: a folder of recipes with a default.toml (paper_samples/, the paper's other data sets, is none)
 PRESETS = sorted(p.parent.name for p in RECIPES.glob("*/default.toml"))
 MNIST_SHAPE = (1, 28, 28)
@@ -193,14 +194,16 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
     started = time.perf_counter()
     history = drawzoo.train(model, data["train"], valid, config, checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
-    run_sha256 = read_checkpoint(checkpoint)["sha256"]
+    test = random_subset(data["test"], scoring.test_limit, seed=config.seed)
+    # what the figures depend on besides the code: the run's weights, the scoring, the test images, the device
+    scored_by = {"run_sha256": read_checkpoint(checkpoint)["sha256"], "scoring": dataclasses.asdict(scoring),
+                 "test_sha256": hashlib.sha256(test[:].numpy().tobytes()).hexdigest(), "device": str(model.device)}
     if scored_file.exists():
         row = json.loads(scored_file.read_text())
-        if row.get("run_sha256") == run_sha256 and row.get("scoring") == dataclasses.asdict(scoring):
+        if all(row.get(key) == value for key, value in scored_by.items()):
             print(f"{run.label}: already trained and scored ({scored_file}), as before", flush=True)
             return row
     scored = drawzoo.load(checkpoint=best).to(model.device)
-    test = random_subset(data["test"], scoring.test_limit, seed=config.seed)
     started = time.perf_counter()
     result = drawzoo.evaluate(scored, test, num_samples=scoring.num_samples, seed=config.seed, progress=True,
                               mask=MASK)
@@ -217,7 +220,7 @@ def benchmark(run: Row, data: dict, out: Path, *, device, resume: bool, seed: in
         "test_images": result["num_images"], "reference": scoring.reference,
         "data": recipe.data.train, "protocol": protocol(recipe.data.train, data),
         "batch_size": config.batch_size, "lr": config.lr, "objective": config.objective, "particles": config.particles,
-        "scoring": dataclasses.asdict(scoring), "run_sha256": run_sha256,
+        **scored_by,
     }
     write_output(scored_file, json.dumps(row, indent=2) + "\n")
     print(f"{row['label']}: test -ELBO {row['test_neg_elbo']:.2f}, NLL {row['test_nll']:.2f}, conditional NLL "

@@ -7,7 +7,7 @@ train and validation -ELBO in nats per image, seconds), or, where RUN is a pretr
 checkpoint is not kept, the validation -ELBO per epoch that its manifest entry records; prints it, fits
 ``L(e) = a + b * e ** -c`` to the validation curve (least squares in a and b, c on a grid from 0.25 to 2; from
 epoch 3 on) to project epoch `--epochs`, and plots the curves with the published DRAW figures
-(`PUBLISHED`) as dashed lines (`drawzoo.plots.curve_plot`; ``--out``'s suffix picks PNG, SVG or PDF). A fit to a few epochs extrapolated to hundreds is a rough guide,
+(`PUBLISHED`) as dashed lines (`drawzoo.figures.plots.curve_plot`; ``--out``'s suffix picks PNG, SVG or PDF). A fit to a few epochs extrapolated to hundreds is a rough guide,
 not a result: the script prints the projection of the last half of the curve beside the whole
 one's, and their spread says how rough.
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from drawzoo import list_pretrained, plots, pretrained
+from drawzoo import list_pretrained, pretrained
+from drawzoo.figures import plots
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.cli import run_program
 from drawzoo.files import check_outputs

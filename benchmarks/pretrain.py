@@ -29,7 +29,7 @@ import torch
 import drawzoo
 from drawzoo import data as datasets
 from drawzoo import pretrained
-from drawzoo.batching import random_subset
+from drawzoo.data.batching import random_subset
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.cli import run_program
 from drawzoo.files import check_outputs, write_output

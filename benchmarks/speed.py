@@ -18,7 +18,7 @@ For each model, in one run on the same machine and threads:
   a single pass (`reference.py`), stepped by torch's Adam;
 - fast / train fast: the same two on the fast path (``model.compile_steps()``,
   ``drawzoo.train(..., compile=True)``: for the small models, their recorded steps,
-  `drawzoo.step_capture`), with the compile time of a first step (the small models: of a first
+  `drawzoo.training.step_capture`), with the compile time of a first step (the small models: of a first
   train call) on a cold and on a warm inductor cache;
 - the share of this machine's fp32 matrix-product peak (a 2048^3 product) each reaches: the
   network's FLOPs per image (forward and backward, counted by ``torch.utils.flop_counter``) times
@@ -238,7 +238,7 @@ def measure(args) -> int:
     if args.profile:
         for label, name, config, objective in cases(args.quick, args.only):
             # DRAW: its SVI step, eager and with compiled step functions; the small models: a drawzoo.train
-            # step, plain and replayed from its recording (drawzoo.step_capture)
+            # step, plain and replayed from its recording (drawzoo.training.step_capture)
             for impl in ("zoo", "fast") if name == "draw" else ("train", "train-fast"):
                 print(f"\n{label}, {_in_child(profile_ops, name, config, impl, args.device, objective)}")
         return 0

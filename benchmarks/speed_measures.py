@@ -88,7 +88,7 @@ def reference_loss(name: str, model, objective: dict):
 def _elbo(objective: dict, jit: bool = False):
     from pyro.infer import JitTraceMeanField_ELBO
 
-    from drawzoo.objectives import make_elbo
+    from drawzoo.evaluation.objectives import make_elbo
 
     return JitTraceMeanField_ELBO() if jit else make_elbo(**objective)
 
@@ -281,7 +281,7 @@ def measure_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
 def measure_compile(name: str, config: dict, device: str, cache_dir: str, objective: dict = ELBO) -> dict:
     """Seconds that the first fast-path SVI step takes more than a later one, with inductor's
     on-disk cache in `cache_dir` (a fresh folder: cold; one a process filled before: warm); for the
-    models whose training step is recorded (`drawzoo.step_capture`), of the first
+    models whose training step is recorded (`drawzoo.training.step_capture`), of the first
     ``drawzoo.train(compile=True)`` call of `train_chunk` steps over a later call."""
     import os
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import drawzoo
-from drawzoo.batching import random_subset
+from drawzoo.data.batching import random_subset
 from drawzoo.checkpoints import read_checkpoint
-from drawzoo.objectives import describe, make_elbo
+from drawzoo.evaluation.objectives import describe, make_elbo
 from tests.conftest import fake_distribution, load_script
 
 def _script():

@@ -10,7 +10,7 @@ import torch
 
 import drawzoo
 from drawzoo import data
-from drawzoo.batching import epoch_data, random_subset
+from drawzoo.data.batching import epoch_data, random_subset
 from drawzoo.data import binarization
 
 SHAPE = (1, 8, 8)

@@ -139,7 +139,7 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
                                     f"{final['nll']['se']:.2f} (K={entry.test['nll_samples']}, 10,000 images)")
         model = drawzoo.load(checkpoint=weights)
         test = drawzoo.data.load("binarized_mnist", "test")
-        assert drawzoo.evaluate(model, drawzoo.batching.random_subset(test, 500, seed=0))["neg_elbo"] == \
+        assert drawzoo.evaluate(model, drawzoo.data.batching.random_subset(test, 500, seed=0))["neg_elbo"] == \
             pytest.approx(entry.check["neg_elbo"], abs=1e-3)
         assert not (committed / f"{name}.pt").exists()  # a finished row keeps no milestone
         assert (repo / "docs" / "campaign" / f"{name}.png").exists()

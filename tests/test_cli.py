@@ -12,7 +12,7 @@ from pyro.infer import TraceGraph_ELBO
 import drawzoo
 from drawzoo.checkpoints import digest, read_checkpoint
 from drawzoo.cli import main
-from drawzoo.objectives import describe, make_elbo
+from drawzoo.evaluation.objectives import describe, make_elbo
 from tests.conftest import binary_images
 
 TINY = ["--T", "3", "--hidden-dim", "12", "--latent-dim", "2", "--write-size", "3"]
@@ -52,7 +52,7 @@ def test_help_explains_every_option(capsys):
         assert option in out
     assert "glimpses (time steps)" in out  # the config fields' own help lines
     assert f"a data set ({', '.join(drawzoo.data.DATASETS)})" in " ".join(out.split())  # --data names them all
-    for name, objective in drawzoo.objectives.OBJECTIVES.items():  # each objective's help line
+    for name, objective in drawzoo.evaluation.objectives.OBJECTIVES.items():  # each objective's help line
         assert f"\n  {name:14s} {objective.help}\n" in out
 
 

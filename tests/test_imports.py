@@ -6,6 +6,9 @@ each other's types still depend on each other, as evaluation.py and models/base.
 """
 
 import ast
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,38 @@ def test_the_graph_reads_relative_lazy_and_typing_imports(tmp_path):
 def test_no_import_circle(typing):
     cycle = find_cycle(import_graph(Path(drawzoo.__file__).resolve().parent, typing))
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_the_top_level_holds_the_public_face_and_what_the_parts_share():
+    top = sorted(p.stem for p in Path(drawzoo.__file__).resolve().parent.glob("*.py") if not p.stem.startswith("__"))
+    assert top == ["checkpoints", "config", "distributed", "errors", "files", "memory", "pretrained", "registry"]
+
+
+def test_a_moved_module_still_imports_by_its_old_name():
+    """``import drawzoo.OLD``, ``from drawzoo import OLD``, ``drawzoo.OLD``: the module at its new home, with a
+    DeprecationWarning naming it; in a fresh interpreter, where nothing imported an old name yet."""
+    code = """if True:
+        import importlib, sys, warnings, drawzoo
+        for old, new in drawzoo.MOVED.items():
+            new = importlib.import_module("drawzoo." + new)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                a = importlib.import_module("drawzoo." + old)
+                exec(f"from drawzoo import {old} as b; import drawzoo.{old} as c", globals())
+                d = getattr(drawzoo, old)
+            assert a is b is c is d is new, (old, a, b, c, d, new)
+            assert new.__spec__.name == new.__name__ != "drawzoo." + old, new
+            assert any(issubclass(w.category, DeprecationWarning) and new.__name__ in str(w.message)
+                       for w in caught), (old, [str(w.message) for w in caught])
+        print(len(drawzoo.MOVED))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(drawzoo.MOVED))] and len(drawzoo.MOVED) == 16
+
+
+def test_an_unknown_module_is_still_an_import_error():
+    with pytest.raises(ModuleNotFoundError, match="drawzoo.nothing_here"):
+        importlib.import_module("drawzoo.nothing_here")
+    with pytest.raises(AttributeError, match="nothing_here"):
+        drawzoo.nothing_here  # noqa: B018

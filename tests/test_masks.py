@@ -16,9 +16,9 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 import drawzoo
 from drawzoo.cli import main
 from drawzoo.errors import InputError
-from drawzoo.masks import NAMES, named_mask
+from drawzoo.data.masks import NAMES, named_mask
 from drawzoo.models import VAE, likelihoods
-from drawzoo.pictures import MISSING, PADDING, save_inpainting
+from drawzoo.figures.pictures import MISSING, PADDING, save_inpainting
 from tests.conftest import binary_images
 from tests.test_readme import run_snippets
 from tests.zoo_models import tiny_models

@@ -1,4 +1,4 @@
-"""Named objectives (`drawzoo.objectives`) and `drawzoo.train` with any Pyro ELBO."""
+"""Named objectives (`drawzoo.evaluation.objectives`) and `drawzoo.train` with any Pyro ELBO."""
 
 import pyro
 import pytest
@@ -11,7 +11,7 @@ from torch.utils.data import DistributedSampler
 import drawzoo
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.errors import ObjectiveError
-from drawzoo.objectives import OBJECTIVES, analytic_kl_sites, describe, label, make_elbo, name_of
+from drawzoo.evaluation.objectives import OBJECTIVES, analytic_kl_sites, describe, label, make_elbo, name_of
 from drawzoo.training import ELBOLoss
 from tests.conftest import binary_images
 from tests.zoo_models import tiny_models

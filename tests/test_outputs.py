@@ -18,12 +18,12 @@ import torch
 
 import drawzoo
 from drawzoo import data, memory
-from drawzoo.batching import epoch_data
+from drawzoo.data.batching import epoch_data
 from drawzoo.checkpoints import save_checkpoint
 from drawzoo.cli import main
 from drawzoo.files import atomic_write, write_output
-from drawzoo.pictures import animate, save_grid
-from drawzoo.plots import kl_plot, save_figure
+from drawzoo.figures.pictures import animate, save_grid
+from drawzoo.figures.plots import kl_plot, save_figure
 from tests.conftest import binary_images
 from tests.test_train_config import one_line_error, run
 
@@ -164,12 +164,12 @@ def test_a_request_that_fits_only_in_parts_is_done_in_passes(capsys, monkeypatch
     passes = []
     monkeypatch.setattr(memory, "ROWS_PER_PASS", 4)
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 3 * 2 * memory.allocated_bytes(
-        lambda: drawzoo.importance.traces(model, x[:1], 1)) * 5)  # 3 images of K=5 in half of it
-    real = drawzoo.evaluation.traces
-    monkeypatch.setattr(drawzoo.evaluation, "traces", lambda m, xs, k, *a: passes.append(len(xs)) or real(m, xs, k, *a))
+        lambda: drawzoo.models.importance.traces(model, x[:1], 1)) * 5)  # 3 images of K=5 in half of it
+    real = drawzoo.evaluation.scoring.traces
+    monkeypatch.setattr(drawzoo.evaluation.scoring, "traces", lambda m, xs, k, *a: passes.append(len(xs)) or real(m, xs, k, *a))
     assert drawzoo.evaluate(model, x, num_samples=5, batch_size=10)["num_images"] == 10
     assert passes[0] == 1 and sum(passes[1:]) == 10 and 1 < len(passes[1:]) <= 5  # the probe, then passes
-    assert model.inpaint(x, drawzoo.masks.named_mask("bottom", SHAPE, 10), num_samples=5).shape == x.shape
+    assert model.inpaint(x, drawzoo.data.masks.named_mask("bottom", SHAPE, 10), num_samples=5).shape == x.shape
 
 
 def test_an_allocation_that_fails_anyway_is_one_line(capsys, monkeypatch, run_dir):

@@ -10,7 +10,7 @@ import torch
 
 import drawzoo
 from drawzoo import DataError, data
-from drawzoo.recipes import load_recipe
+from drawzoo.training.recipes import load_recipe
 from drawzoo.data.two_digit import CANVAS, DIGIT, compose, layout
 from tests.test_benchmark_script import _script
 from tests.test_data import REAL_DATA, md5, offline, write_cifar10, write_mnist_like  # noqa: F401 (a fixture)

@@ -16,7 +16,7 @@ from pyro.infer import TraceMeanField_ELBO
 import drawzoo
 from drawzoo.checkpoints import save_checkpoint
 from drawzoo.models import VAE
-from drawzoo.pictures import GREEN, RED
+from drawzoo.figures.pictures import GREEN, RED
 from tests.conftest import binary_images, fake_distribution
 from tests.test_cli import npz, run  # noqa: F401 (npz: 40 images of SHAPE)
 

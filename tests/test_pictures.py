@@ -5,7 +5,7 @@ from PIL import Image, ImageSequence
 
 import drawzoo
 from drawzoo.attention import Glimpse
-from drawzoo.pictures import animate, attention_boxes, save_grid
+from drawzoo.figures.pictures import animate, attention_boxes, save_grid
 
 RED = (255, 0, 0)
 

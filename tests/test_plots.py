@@ -1,4 +1,4 @@
-"""The plots are matplotlib figures (`drawzoo.plots`): what they show, how they are saved (PNG, SVG
+"""The plots are matplotlib figures (`drawzoo.figures.plots`): what they show, how they are saved (PNG, SVG
 or PDF by the suffix, atomically), that no figure leaks, and one clear line without matplotlib."""
 
 import gc
@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import drawzoo
-from drawzoo import plots
+from drawzoo.figures import plots
 from drawzoo.checkpoints import save_checkpoint
 from tests.conftest import binary_images, load_script
 from tests.test_cli import npz, run  # noqa: F401 (npz: 40 images of SHAPE)
@@ -133,13 +133,13 @@ def test_figures_are_freed_and_never_reach_pyplot(tmp_path):
     gc.collect()
     assert freed() is None  # no global list of figures holds it: none leak, epoch after epoch
     # drawing, rendering and saving never import pyplot (its backend choice, its figure manager)
-    code = ("import sys, drawzoo.plots as p; f = p.kl_plot([1.0, 2.0], 3.0, title='t'); p.figure_to_array(f); "
+    code = ("import sys, drawzoo.figures.plots as p; f = p.kl_plot([1.0, 2.0], 3.0, title='t'); p.figure_to_array(f); "
             "p.save_figure(f, sys.argv[1]); assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "kl.pdf")], check=True, cwd=ROOT)
 
 
 def test_importing_drawzoo_does_not_import_matplotlib():
-    code = ("import sys, drawzoo, drawzoo.cli, drawzoo.plots, drawzoo.pictures, drawzoo.training; "
+    code = ("import sys, drawzoo, drawzoo.cli, drawzoo.figures.plots, drawzoo.figures.pictures, drawzoo.training; "
             "assert 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 

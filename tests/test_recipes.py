@@ -8,7 +8,7 @@ import torch
 import drawzoo
 from drawzoo.checkpoints import read_checkpoint
 from drawzoo.data import binarized_mnist
-from drawzoo.recipes import load_recipe
+from drawzoo.training.recipes import load_recipe
 from tests.test_benchmark_script import _script, real_data  # noqa: F401 (a fixture)
 from tests.test_train_config import npz, one_line_error, run, same_weights  # noqa: F401 (a fixture)
 

@@ -1,4 +1,4 @@
-"""The fast path of a whole training step (`drawzoo.step_capture`): a replayed step gives the plain
+"""The fast path of a whole training step (`drawzoo.training.step_capture`): a replayed step gives the plain
 Pyro step's loss and gradients in every case a user can reach, and where it cannot be exact the
 plain path runs, after one warning that says why.
 
@@ -19,10 +19,10 @@ from pyro.infer import ReweightedWakeSleep, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_validation_enabled
 
 import drawzoo
-from drawzoo.loss import ELBOLoss, StepLoss
+from drawzoo.training.loss import ELBOLoss, StepLoss
 from drawzoo.models import VAE
-from drawzoo.objectives import AnalyticKL_ELBO, make_elbo
-from drawzoo.step_capture import StepCapture
+from drawzoo.evaluation.objectives import AnalyticKL_ELBO, make_elbo
+from drawzoo.training.step_capture import StepCapture
 from tests.conftest import binary_images
 from tests.zoo_models import tiny_models
 
@@ -349,7 +349,7 @@ def test_a_recording_compiled_by_inductor_draws_the_plain_steps_random_numbers()
 def test_a_resumed_run_steps_with_its_own_adam_implementation(saved_fused, fused):
     """A checkpoint written by a plain run resumes on the fast path with fused Adam, and back:
     the optimizer's state is the checkpoint's, its implementation the resuming run's."""
-    from drawzoo.train_state import _implementation_of
+    from drawzoo.training.state import _implementation_of
 
     p = torch.nn.Parameter(torch.randn(3))
     writer = torch.optim.Adam([p], lr=1e-3, fused=saved_fused)

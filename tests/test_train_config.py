@@ -64,7 +64,7 @@ def test_the_train_options_are_exactly_the_train_config_fields():
         assert f"--{field.name.replace('_', '-')}" in action.option_strings
         help_line = field.metadata["help"] + ("" if field.default is None else f" [{field.default}]")
         assert action.help == help_line.replace("%", "%%")  # as argparse's format strings write "%"
-    assert options["train.objective"].choices == tuple(drawzoo.objectives.OBJECTIVES)
+    assert options["train.objective"].choices == tuple(drawzoo.evaluation.objectives.OBJECTIVES)
     assert options["train.validate"].choices == ("first", "every")
 
 

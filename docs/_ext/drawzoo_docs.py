@@ -264,6 +264,28 @@ def link_included_files(app, doctree) -> None:
             node["reftarget"] = pages[node["reftarget"]]
 
 
+def public_names() -> dict[str, str]:
+    """``{where an object of drawzoo.__all__ is defined: its public name}``, e.g.
+    ``drawzoo.training.config.TrainConfig: drawzoo.TrainConfig``."""
+    import drawzoo
+
+    names = {}
+    for name in drawzoo.__all__:
+        obj = getattr(drawzoo, name)
+        names[f"{obj.__module__}.{obj.__qualname__}"] = f"drawzoo.{name}"
+    return names
+
+
+def resolve_public_name(app, env, node, contnode):
+    """A reference (e.g. a type hint) to where a public object is defined resolves to its public
+    name, the one the API reference documents it under."""
+    public = public_names().get(node.get("reftarget"))
+    if node.get("refdomain") != "py" or public is None:
+        return None
+    domain = env.get_domain("py")
+    return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], public, node, contnode)
+
+
 def setup(app):
     app.add_config_value("drawzoo_included", {}, "env")
     app.setup_extension("sphinx.ext.napoleon")
@@ -272,6 +294,7 @@ def setup(app):
     app.connect("doctree-read", link_included_files)
     app.connect("doctree-read", mark_wide_tables)
     app.connect("missing-reference", resolve_aliases, priority=400)
+    app.connect("missing-reference", resolve_public_name)
     app.add_directive("drawzoo-help", DrawzooHelp)
     app.add_directive("drawzoo-config", DrawzooConfig)
     app.add_directive("drawzoo-pretrained", DrawzooPretrained)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..errors import DrawzooError, first_line
-from ..stopping import Interrupted
+from ..training.stopping import Interrupted
 
 #: What an out-of-memory RuntimeError says (torch's CPU allocator, CUDA, MPS).
 OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "not enough memory")

@@ -7,8 +7,10 @@ from __future__ import annotations
 import itertools
 import json
 
-from .. import distributed, masks, plots
-from ..batching import random_subset
+from .. import distributed
+from ..data import masks
+from ..data.batching import random_subset
+from ..figures import plots
 from ..files import write_output
 from .console import say
 from .options import MASK_HELP, data_options, data_path
@@ -16,7 +18,7 @@ from .trained import checked, checkpoint_command, eval_data, from_checkpoint
 
 
 def cmd_eval(args) -> int:
-    from ..evaluation import evaluate
+    from ..evaluation.scoring import evaluate
 
     per_step = args.per_step or args.plot is not None
     plot = (args.plot or "kl_per_step.png") if per_step else None

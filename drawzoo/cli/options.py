@@ -8,8 +8,8 @@ import dataclasses
 import typing
 
 from .. import data as datasets
-from .. import masks
 from ..config import optional_type
+from ..data import masks
 
 DATA_HELP = (f"a data set ({', '.join(datasets.DATASETS)}), a folder of PNG/JPEG pictures (converted to grey "
              "or colour, resized and centre-cropped to --image-shape; without it, the pictures' own shape), or a "

@@ -1,4 +1,4 @@
-"""The commands that draw pictures with a trained model (`drawzoo.pictures` writes them): ``sample``
+"""The commands that draw pictures with a trained model (`drawzoo.figures.pictures` writes them): ``sample``
 (a PNG grid), ``animate`` (a GIF of the canvases through time, or with --reconstruct of DRAW reading
 and redrawing real images) and ``inpaint`` (a PNG of masked images filled in)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import masks
+from ..data import masks
 from ..errors import ConfigError, DrawzooError
 from ..memory import FLOAT_BYTES, ROWS_PER_PASS, check_fits
 from .options import MASK_HELP, data_options, data_path
@@ -14,7 +14,7 @@ from .trained import checked, checkpoint_command, from_checkpoint, some_images
 
 
 def cmd_sample(args) -> int:
-    from ..pictures import save_grid
+    from ..figures.pictures import save_grid
 
     model = from_checkpoint(args, checked(args, "n", "nrow", outputs={"--out": args.out}))
     images = generate(model, args.n, last=True)
@@ -24,7 +24,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_animate(args) -> int:
-    from ..pictures import animate
+    from ..figures.pictures import animate
 
     if not args.reconstruct and (args.data, args.split, args.data_root) != (None, None, None):
         raise ConfigError("animate: --data, --split and --data-root choose the images of --reconstruct: give it "
@@ -76,7 +76,7 @@ def generate(model, n: int, *, last: bool = False, return_attention: bool = Fals
 
 def _animate_reconstruction(args, model) -> int:
     """`drawzoo animate --reconstruct`: DRAW reading and redrawing --n images of --data/--split."""
-    from ..pictures import animate_reconstruction
+    from ..figures.pictures import animate_reconstruction
 
     if not callable(getattr(model, "reconstruct", None)):
         raise DrawzooError(f"animate --reconstruct: {args.checkpoint} holds a {model.zoo_name!r} model, which draws "
@@ -94,7 +94,7 @@ def _animate_reconstruction(args, model) -> int:
 
 
 def cmd_inpaint(args) -> int:
-    from ..pictures import save_inpainting
+    from ..figures.pictures import save_inpainting
 
     device = checked(args, "n", "nrow", "num_samples", outputs={"--out": args.out},
                      inputs={"--data": data_path(args.data)})

@@ -13,15 +13,15 @@ import os
 from pathlib import Path
 
 from .. import data as datasets
-from .. import objectives
-from ..batching import random_subset
 from ..checkpoints import check_model, read_checkpoint
+from ..data.batching import random_subset
 from ..errors import ConfigError, DrawzooError, ObjectiveError
+from ..evaluation import objectives
 from ..files import check_outputs
-from ..recipes import Data, Recipe, load_recipe
 from ..registry import available, load, model_class
-from ..train_config import TrainConfig, check_resumable, stored_elbo, stored_settings
-from ..training import resolve_device, train
+from ..training.config import TrainConfig, check_resumable, stored_elbo, stored_settings
+from ..training.loop import resolve_device, train
+from ..training.recipes import Data, Recipe, load_recipe
 from .console import say
 from .options import DATA_HELP, DATA_ROOT_HELP, add_config_options, data_path, given
 

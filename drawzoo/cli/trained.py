@@ -10,11 +10,11 @@ import torch
 
 from .. import data as datasets
 from .. import pretrained
-from ..batching import collate_images, random_subset
+from ..data.batching import collate_images, random_subset
 from ..errors import ConfigError
 from ..files import check_outputs
 from ..registry import load
-from ..training import resolve_device
+from ..training.loop import resolve_device
 from .options import DEFAULT_DATA
 
 

@@ -51,15 +51,14 @@ import os
 from pathlib import Path
 
 from ..errors import DataError, InputError  # noqa: F401  (drawzoo.data.DataError, as before)
-from . import amat, binarization
+from . import amat, binarization, two_digit
 from .amat import PIXELS, ROW_BYTES, SHA256, SPLIT_SIZES, URL, binarized_mnist, read_amat
 from .arrays import load_array_file
 from .dataset import BINARIZE, OWN_SPLITS, VALID_FRACTION, ImageDataset, own_split
 from .folders import IMAGE_SUFFIXES, PICTURE_ERRORS, image_folder
 from .locations import cache_dir, data_root
-from .torchvision_sets import (MNIST_FILES, SOURCES, TORCHVISION_SPLITS, VALID_SIZES, Source, cifar10,
-                               fashion_mnist, mnist, svhn)
-from . import two_digit
+from .torchvision_sets import (MNIST_FILES, SOURCES, TORCHVISION_SPLITS, VALID_SIZES, Source, cifar10, fashion_mnist,
+                               mnist, svhn)
 from .two_digit import two_digit_mnist
 
 __all__ = [

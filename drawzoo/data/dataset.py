@@ -8,8 +8,8 @@ import copy
 import torch
 
 from ..errors import DataError, InputError
-from ..images import check_images
 from . import binarization
+from .images import check_images
 
 BINARIZE = (None, "threshold", "dynamic")
 

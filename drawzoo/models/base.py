@@ -13,7 +13,7 @@ batch dimensions left of it (vectorised particles, ``Predictive(parallel=True)``
 value is ``[..., B, *event]`` and every network must take any leading batch shape. ``num_data=N``
 scales every site by N / B, exactly as a subsampled ``pyro.plate`` does.
 
-``mask`` (bool, broadcastable to ``x``, True where a pixel is observed; `drawzoo.masks`) makes the
+``mask`` (bool, broadcastable to ``x``, True where a pixel is observed; `drawzoo.data.masks`) makes the
 images partially observed: the likelihood counts the observed pixels only (`pixel_likelihood`),
 and the guide never looks at the values of unobserved pixels (each model says what it reads
 there instead). `inpaint` fills the unobserved pixels from the model.
@@ -41,15 +41,15 @@ from pyro.params import param_with_module_name
 from torch import Tensor, nn
 
 from ..config import build_config
+from ..data.images import check_images
+from ..data.masks import check_mask
 from ..errors import ConfigError, InputError
-from ..images import check_images
-from ..importance import importance_resample
-from ..masks import check_mask
 from . import likelihoods
-from .fast_path import StepFunction, capturing
+
 # Third-party models import these from here (DEVELOPERS.md: base.lstm_step, base.StepLinear, ...);
 # their home is layers.py (network parts) and fast_path.py (torch.compile, deferred gradients).
-from .fast_path import RECOMPILE_LIMIT, StepLinear, has_hooks  # noqa: F401
+from .fast_path import RECOMPILE_LIMIT, StepFunction, StepLinear, capturing, has_hooks  # noqa: F401
+from .importance import importance_resample
 from .layers import GaussianPosterior, cat_features, lstm_step, lstm_update  # noqa: F401
 
 _instances: defaultdict[str, itertools.count] = defaultdict(itertools.count)
@@ -117,7 +117,7 @@ class ZooModel(nn.Module):
     #: operations on every batch of a shape, given the same keyword arguments: no branch on tensor
     #: values (input checks that raise aside) and no Python state that changes between steps. Then
     #: ``drawzoo.train(compile=True)`` records a whole training step once per batch shape and
-    #: replays it (`drawzoo.step_capture`). Each class declares it itself: a subclass, which may have
+    #: replays it (`drawzoo.training.step_capture`). Each class declares it itself: a subclass, which may have
     #: changed anything, is not traceable until it declares so too.
     traceable: ClassVar[bool] = False
 
@@ -193,7 +193,7 @@ class ZooModel(nn.Module):
         return x if self.likelihood is None else self.likelihood.check_data(x, name)
 
     def check_mask(self, mask, batch_size: int) -> Tensor | None:
-        """`mask` (None: every pixel observed) checked (`drawzoo.masks.check_mask`) and expanded to
+        """`mask` (None: every pixel observed) checked (`drawzoo.data.masks.check_mask`) and expanded to
         ``[batch_size, C, H, W]`` on the model's device."""
         return None if mask is None else check_mask(mask, (batch_size, *self.image_shape), device=self.device)
 
@@ -276,7 +276,7 @@ class ZooModel(nn.Module):
     @torch.no_grad()
     def inpaint(self, x, mask, num_samples: int = 100, sample: bool = False) -> Tensor:
         """Fill the unobserved pixels of images `x` ``[B, C, H, W]`` (`mask` False there) from
-        p(x_miss | x_obs), by sampling importance resampling (`drawzoo.importance.importance_resample`):
+        p(x_miss | x_obs), by sampling importance resampling (`drawzoo.models.importance.importance_resample`):
         K = `num_samples` z's from the guide given the observed pixels, one resampled per image
         with weight p(x_obs, z) / q(z | x_obs), and the missing pixels from p(x | z): their means
         (Bernoulli probabilities), or a binary draw with ``sample=True``.

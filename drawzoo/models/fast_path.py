@@ -1,6 +1,6 @@
 """The fast path (`ZooModel.compile_steps`): step functions run through ``torch.compile``
 (`StepFunction`), linear maps whose weight gradient a pass sums once (`StepLinear`), and the flag
-`capturing` that is on while `drawzoo.step_capture` records a whole training step of a model."""
+`capturing` that is on while `drawzoo.training.step_capture` records a whole training step of a model."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ _capture = threading.local()
 
 
 def capturing() -> bool:
-    """Whether this thread is recording a training step (`drawzoo.step_capture`): the model's
+    """Whether this thread is recording a training step (`drawzoo.training.step_capture`): the model's
     tensors are then fake (shapes, no values), and what it does to Python or Pyro state (e.g.
     `ZooModel.register`'s param-store bookkeeping) is not replayed by the recorded step."""
     return getattr(_capture, "on", False)

@@ -26,8 +26,8 @@ from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
 from ..config import param
+from ..data.images import has_values
 from ..errors import ConfigError, InputError
-from ..images import has_values
 
 LEVELS = 256  #: the values k / 255, k = 0..255, of an 8-bit image
 HALF_BIN = 0.5 / (LEVELS - 1)  #: half the width of a level's bin, in [0, 1] units
@@ -148,7 +148,7 @@ class PixelLikelihood:
 
     def check_data(self, x: Tensor, name: str = "x") -> Tensor:
         """`x` (images in [0, 1]), or an `InputError` if this likelihood cannot score it (a cheap check;
-        none on a tensor without values, `drawzoo.images.has_values`)."""
+        none on a tensor without values, `drawzoo.data.images.has_values`)."""
         if self.on_grid and has_values(x):
             bad = off_grid(x)
             if bool(bad.any()):

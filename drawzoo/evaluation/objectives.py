@@ -17,13 +17,13 @@ import dataclasses
 import numbers
 
 import torch
-from pyro.infer import ELBO, RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
 from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO, RenyiELBO, ReweightedWakeSleep, Trace_ELBO, TraceMeanField_ELBO, TraceTailAdaptive_ELBO
 from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from .errors import ObjectiveError
+from ..errors import ObjectiveError
 
 
 def analytic_kl_sites(model_trace, guide_trace) -> set[str]:

@@ -2,7 +2,7 @@
 
 For images x and K guide samples z_k ~ q(z | x), the log-weights are
 ``log w_k = log p(x, z_k) - log q(z_k | x)`` (nats), ``[K, B]``; with a mask (True where a pixel
-is observed, `drawzoo.masks`) the guide and the likelihood are given it, and the weights are
+is observed, `drawzoo.data.masks`) the guide and the likelihood are given it, and the weights are
 ``p(x_obs, z_k) / q(z_k | x_obs)``. `drawzoo.evaluation` turns them into likelihood estimates;
 `importance_resample` (``ZooModel.inpaint``) into filled-in pixels. The K samples of an image are
 drawn in one vectorised pass (the batch repeated K times), not in a Python loop.
@@ -20,8 +20,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from .errors import InputError
-from .memory import images_per_pass
+from ..errors import InputError
+from ..memory import images_per_pass
 
 
 class ModelAndGuide(Protocol):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoints import save_checkpoint
-from .errors import NoLatentSitesError
-from .evaluation import evaluate
+from ..checkpoints import save_checkpoint
+from ..errors import NoLatentSitesError
+from ..evaluation.scoring import evaluate
 
 
 class Validation:

@@ -1,7 +1,7 @@
 """Training any zoo model by stochastic variational inference, with checkpoints that resume.
 
 The objective is any Pyro ELBO that fits the model/guide pair (``AnalyticKL_ELBO`` by
-default, the objective "elbo": DRAW's L^x + L^z; `drawzoo.objectives` names the common ones), taken per image (nats)
+default, the objective "elbo": DRAW's L^x + L^z; `drawzoo.evaluation.objectives` names the common ones), taken per image (nats)
 and minimised by Adam with global gradient-norm clipping. An ELBO with a differentiable loss is
 differentiated by autograd -- Pyro's PyTorch-native SVI idiom --, any other (``RenyiELBO``,
 ``TraceGraph_ELBO``, ``ReweightedWakeSleep``...) by its own ``loss_and_grads``.
@@ -16,10 +16,10 @@ logger: the ``drawzoo`` command shows them; in your own program, e.g.
 ``logging.basicConfig(level=logging.INFO)``.
 
 This module is the story: `train` and the step loop (`_Run`). Its other concerns each have a
-module: the loss a step takes (`drawzoo.loss`), where the run stands and its checkpoint
-(`drawzoo.train_state`), validation and the best weights (`drawzoo.validation`), divergence
-(`drawzoo.divergence`), the time limit and signals (`drawzoo.stopping`), messages and TensorBoard
-summaries (`drawzoo.train_log`).
+module: the loss a step takes (`drawzoo.training.loss`), where the run stands and its checkpoint
+(`drawzoo.training.state`), validation and the best weights (`drawzoo.training.validation`), divergence
+(`drawzoo.training.divergence`), the time limit and signals (`drawzoo.training.stopping`), messages and TensorBoard
+summaries (`drawzoo.training.report`).
 """
 
 from __future__ import annotations
@@ -33,18 +33,19 @@ from pyro.infer import ELBO
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from . import distributed, objectives
-from .batching import as_dataset, collate_images, epoch_data
-from .checkpoints import CheckpointLock
-from .config import as_dict
+from .. import distributed
+from ..checkpoints import CheckpointLock
+from ..config import as_dict
+from ..data.batching import as_dataset, collate_images, epoch_data
+from ..errors import ConfigError, DrawzooError, ObjectiveError, first_line
+from ..evaluation import objectives
+from ..files import check_outputs
+from .config import TrainConfig, accelerators, devices_here, parse_device
 from .divergence import Divergence, DivergenceError, TrainingError
-from .errors import ConfigError, DrawzooError, ObjectiveError, first_line
-from .files import check_outputs
 from .loss import ELBOLoss, StepLoss
+from .report import Report, log, require_tensorboard
+from .state import Progress, RunCheckpoint
 from .stopping import Interrupted, StopRequests, signal_name
-from .train_config import TrainConfig, accelerators, devices_here, parse_device
-from .train_log import Report, log, require_tensorboard
-from .train_state import Progress, RunCheckpoint
 from .validation import Validation
 
 __all__ = ["DivergenceError", "ELBOLoss", "TrainingError", "resolve_device", "train"]
@@ -77,7 +78,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     follows a cosine from `lr` down to `lr_min` over the whole run (`epochs`, or `max_steps` if that
     comes first); else it stays at `lr`. `max_steps` may stop training mid-epoch.
 
-    The objective is ``drawzoo.objectives.make_elbo(objective, particles)``, or `elbo`: any
+    The objective is ``drawzoo.evaluation.objectives.make_elbo(objective, particles)``, or `elbo`: any
     `pyro.infer.ELBO` that fits the model, e.g. ``RenyiELBO(alpha=0, num_particles=5,
     vectorize_particles=True, max_plate_nesting=1)`` trains on the IWAE bound. Its loss on a batch
     is divided by the batch size: the train loss is in nats per image (for ``RenyiELBO``, the mean
@@ -90,7 +91,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     `checkpoint`: a path; if the file exists, training resumes from it and continues exactly as an
     uninterrupted run would. The model's name and config must be the checkpoint's, and so must the
     fields of `config` that define the trajectory (seed, batch_size, lr, lr_min, clip_norm, the
-    objective and its particles as `drawzoo.objectives.describe` has it, valid_samples): a
+    objective and its particles as `drawzoo.evaluation.objectives.describe` has it, valid_samples): a
     `CheckpointError` names each one that differs, with both values. The budget (epochs, max_steps,
     max_minutes) and where the run writes may change. The checkpoint holds `config` and is written
     atomically every `every` epochs, every `every_steps` optimizer steps if given, and at the end.
@@ -114,7 +115,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch; with `valid_data`,
     also how much each step tells on it (`evaluate(..., per_step=True)`, from the validation passes):
     ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of them all under Custom
-    Scalars) and the picture ``kl_per_step`` (`drawzoo.plots.kl_plot`, which needs matplotlib:
+    Scalars) and the picture ``kl_per_step`` (`drawzoo.figures.plots.kl_plot`, which needs matplotlib:
     ``drawzoo[plots]``, in ``drawzoo[tensorboard]``) of the epoch's curve.
     Each epoch's figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
     (the history entry) after it is validated. `progress`: show progress bars.
@@ -139,7 +140,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
         require_tensorboard(kl_picture=valid_data is not None)
     if elbo is not None and not isinstance(elbo, ELBO):
         raise ObjectiveError(f"elbo must be a pyro.infer.ELBO instance (e.g. TraceMeanField_ELBO(), or "
-                             f"drawzoo.objectives.make_elbo('iwae', 5)), got {type(elbo).__name__} {elbo!r}")
+                             f"drawzoo.evaluation.objectives.make_elbo('iwae', 5)), got {type(elbo).__name__} {elbo!r}")
     device = resolve_device(config.device)
     group = distributed.join(device)
     if config.batch_size % group.world:

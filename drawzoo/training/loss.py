@@ -1,10 +1,10 @@
 """The loss a training step takes: a Pyro ELBO of a zoo model's model/guide pair, per image (nats).
 
-`ELBOLoss` is the loss and its gradients for any ELBO (`drawzoo.objectives` names the common
+`ELBOLoss` is the loss and its gradients for any ELBO (`drawzoo.evaluation.objectives` names the common
 ones); `StepLoss` is how `drawzoo.train`'s steps take it: with Pyro's own checks (site shapes,
 model/guide match, distribution arguments) on the first step of each batch shape only, a failure
 of the very first step reported as the objective's (`ObjectiveError`), and on the fast path the
-later steps of a traceable model replayed from a recording (`drawzoo.step_capture`).
+later steps of a traceable model replayed from a recording (`drawzoo.training.step_capture`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from pyro.infer import TraceTailAdaptive_ELBO
 from torch import nn
 
-from . import objectives
-from .errors import ObjectiveError, first_line
+from ..errors import ObjectiveError, first_line
+from ..evaluation import objectives
 from .step_capture import StepCapture, validation_off
 
 
@@ -49,7 +49,7 @@ class ELBOLoss(nn.Module):
 
     def step(self, x: torch.Tensor, kwargs: dict):
         """`loss_and_grads`'s work; its loss as a number, or a 0-dim tensor where Pyro's ``.item()``
-        gives one (while `drawzoo.step_capture` records the step)."""
+        gives one (while `drawzoo.training.step_capture` records the step)."""
         B, model, guide = x.shape[0], self.net.model, self.net.guide
         if isinstance(self.elbo, TraceTailAdaptive_ELBO):  # Pyro's differentiable_loss, without its +inf
             surrogate = sum(self.elbo._differentiable_loss_particle(model_trace, guide_trace)[1]

@@ -10,7 +10,7 @@ twice). A signal that was ignored (``SIG_IGN``, e.g. ``trap '' INT``) stays igno
 the handlers that were there before are restored. Under torchrun, every process stops at the same
 step when any of them is asked to (`StopRequests.anywhere`, and the flag each step's gradient
 all-reduce carries). After the checkpoint, `StopRequests.stopped` ends the run. (A run that
-diverges stops with an error instead: `drawzoo.divergence`.)
+diverges stops with an error instead: `drawzoo.training.divergence`.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 
-from .train_log import log
+from .report import log
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -24,11 +24,11 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from .config import build_config, check_fields, check_positive, param
-from .errors import DrawzooError, RecipeError, first_line
-from .files import note_read
-from .registry import model_class
-from .train_config import TrainConfig
+from ..config import build_config, check_fields, check_positive, param
+from ..errors import DrawzooError, RecipeError, first_line
+from ..files import note_read
+from ..registry import model_class
+from .config import TrainConfig
 
 TABLES = ("model", "config", "train", "data", "benchmark", "campaign")
 

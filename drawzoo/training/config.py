@@ -18,10 +18,10 @@ import math
 
 import torch
 
-from . import objectives
-from .checkpoints import config_mismatches
-from .config import as_dict, build_config, check_fields, check_positive, param
-from .errors import CheckpointError, ConfigError
+from ..checkpoints import config_mismatches
+from ..config import as_dict, build_config, check_fields, check_positive, param
+from ..errors import CheckpointError, ConfigError
+from ..evaluation import objectives
 
 KIND = "train config"  #: how errors name its fields: "train config 'lr' must be ..."
 VALIDATE = ("first", "every")  #: the choices of `TrainConfig.validate`
@@ -49,7 +49,7 @@ class TrainConfig:
                                  "run (epochs, or max_steps if that comes first) [constant lr]")
     clip_norm: float = fixed(10.0, "clip the global gradient norm to this (inf: no clipping)")
     objective: str = fixed(objectives.DEFAULT, "what training minimises, per image: a name of "
-                           "drawzoo.objectives.OBJECTIVES", choices=tuple(objectives.OBJECTIVES))
+                           "drawzoo.evaluation.objectives.OBJECTIVES", choices=tuple(objectives.OBJECTIVES))
     particles: int = fixed(1, "K samples of the latents per image, drawn in one vectorised pass")
     seed: int = fixed(0, "seed of shuffling, sampling and validation (drawzoo train: of the initial weights too, "
                       "as drawzoo.load(..., seed=...))")

@@ -1,6 +1,6 @@
 """Pictures of what the zoo draws: image grids as PNG, inpainted images beside the originals,
 DRAW's canvases through time as a GIF, all drawn with torchvision and Pillow. Plots (the KL per
-step, learning curves) are matplotlib figures: `drawzoo.plots`.
+step, learning curves) are matplotlib figures: `drawzoo.figures.plots`.
 
 Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
@@ -24,10 +24,10 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
-from .attention import Glimpse
-from .errors import InputError
-from .files import check_output, write_output
-from .masks import check_mask
+from ..attention import Glimpse
+from ..data.masks import check_mask
+from ..errors import InputError
+from ..files import check_output, write_output
 
 PADDING = 2  #: pixels around and between the images of a grid (torchvision's default)
 MIN_HEIGHT = 84  #: the default GIF upscaling makes every image at least this many pixels tall

@@ -9,7 +9,7 @@ Every zoo model takes images as a float tensor ``[B, C, H, W]`` with values in [
 - everything else that is off (integer pixels, wrong rank or shape, an empty batch, NaN/inf,
   values outside [0, 1]) is an `InputError` that says what is wrong and, where it can, how to fix it.
 
-A tensor without values (a fake tensor, while `drawzoo.step_capture` records a training step) has
+A tensor without values (a fake tensor, while `drawzoo.training.step_capture` records a training step) has
 its type, shape and dtype checked; its values are the real batch's, which the recorded step's
 caller checks before every replay.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def _shape(shape) -> str:

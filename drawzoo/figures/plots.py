@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConfigError, DrawzooError, InputError
-from .files import check_output, output_file
+from ..errors import ConfigError, DrawzooError, InputError
+from ..files import check_output, output_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,7 +37,7 @@ GREY = "#969696"  #: the reconstruction gap, and `curve_plot`'s first reference
 CURVE_COLOURS = (BLUE, RED, "#2ca02c", "#9467bd", "#ff7f0e")  #: `curve_plot`'s curves, in turn
 
 
-def require_matplotlib(what: str = "drawzoo.plots") -> None:
+def require_matplotlib(what: str = "drawzoo.figures.plots") -> None:
     """`DrawzooError` in one line unless matplotlib imports: `what` (the thing that plots) needs it,
     and ``pip install "drawzoo[plots]"`` installs it. Commands call it before any work."""
     try:

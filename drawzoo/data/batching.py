@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from .data import ImageDataset
-from .errors import InputError
+from ..errors import InputError
+from . import ImageDataset
 from .images import check_images
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import pyro
 import torch
 
-from . import distributed
-from .checkpoints import check_matches, read_checkpoint, save_checkpoint
-from .errors import CheckpointError
-from .train_config import TrainConfig, check_resumable, to_checkpoint
-from .train_log import log
+from .. import distributed
+from ..checkpoints import check_matches, read_checkpoint, save_checkpoint
+from ..errors import CheckpointError
+from .config import TrainConfig, check_resumable, to_checkpoint
+from .report import log
 
 
 @dataclasses.dataclass
@@ -42,7 +42,7 @@ class Progress:
 class RunCheckpoint:
     """The checkpoint of one `train` call at `path` (None: nothing is written): `model`, its
     `optimizer`, the train config `config` and the objective as `elbo` describes it
-    (`drawzoo.objectives.describe`); `group`: the training processes."""
+    (`drawzoo.evaluation.objectives.describe`); `group`: the training processes."""
 
     def __init__(self, path: Path | None, model, optimizer, config: TrainConfig, elbo: dict,
                  group: distributed.Group):

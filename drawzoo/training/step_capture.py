@@ -3,7 +3,7 @@ itself `traceable <drawzoo.models.ZooModel.traceable>` has its step recorded onc
 and replayed from then on, with none of Pyro's per-step bookkeeping.
 
 What is recorded is the plain path's own step -- Pyro's ELBO running the model and the guide, and
-the backward pass (`drawzoo.loss.ELBOLoss`) -- as the tensor operations it dispatches, on fake
+the backward pass (`drawzoo.training.loss.ELBOLoss`) -- as the tensor operations it dispatches, on fake
 tensors (shapes, no values: ``make_fx(tracing_mode="fake")``): one graph ``(parameters, buffers,
 images, keyword tensors) -> (loss, gradients)``. A replay runs it outside autograd, compiled with
 the model's ``compile_options`` (`ZooModel.compile_steps <drawzoo.models.ZooModel.compile_steps>`;
@@ -43,9 +43,9 @@ from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
-from .errors import first_line
-from .models.fast_path import StepFunction, capture_mode, has_hooks
-from .objectives import AnalyticKL_ELBO
+from ..errors import first_line
+from ..evaluation.objectives import AnalyticKL_ELBO
+from ..models.fast_path import StepFunction, capture_mode, has_hooks
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class StepCapture:
 
     ``step(x, kwargs)`` must add the gradient of the loss on images `x` (and `model`/`guide`
     keyword arguments `kwargs`) to the parameters' ``.grad`` and return the loss, a number (a 0-dim
-    tensor while recorded): `drawzoo.loss.ELBOLoss`'s plain step. Calling this object does the
+    tensor while recorded): `drawzoo.training.loss.ELBOLoss`'s plain step. Calling this object does the
     same from a recording (made on the first call with each key), or returns None where it cannot:
     then the caller runs the plain path, as after the one warning that says why.
     """

@@ -13,9 +13,9 @@ import math
 
 import torch
 
-from .errors import DrawzooError
-from .evaluation import evaluate
-from .train_log import log
+from ..errors import DrawzooError
+from ..evaluation.scoring import evaluate
+from .report import log
 
 
 class TrainingError(DrawzooError):
@@ -29,7 +29,7 @@ class DivergenceError(TrainingError):
 class Divergence:
     """The divergence checks of one `train` call with train config `config`. Their errors name the
     optimizer step `step` the run is at, and what `checkpoint` (the run's
-    `drawzoo.train_state.RunCheckpoint`) holds."""
+    `drawzoo.training.state.RunCheckpoint`) holds."""
 
     def __init__(self, config, checkpoint):
         self.config, self.checkpoint = config, checkpoint

@@ -11,15 +11,15 @@ How much each latent site tells (`evaluate(..., per_step=True)`): for every late
 in the order the guide samples them (DRAW: z_0..z_{T-1}, one per glimpse; the VAE: its one z), the
 mean ``KL(q(z_t | x, z_<t) || p(z_t | z_<t))`` in nats on the same passes, analytic where
 `torch.distributions.kl_divergence` knows the pair and that is exact (as the ``"elbo"`` objective
-takes it, `drawzoo.objectives.analytic_kl_sites`; Normal vs Normal, with Pyro's ``to_event``),
+takes it, `drawzoo.evaluation.objectives.analytic_kl_sites`; Normal vs Normal, with Pyro's ``to_event``),
 else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
 up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, the ``"elbo"`` objective's loss).
 
-The log-weights come from `drawzoo.importance`: the K samples of an image are drawn in one
+The log-weights come from `drawzoo.models.importance`: the K samples of an image are drawn in one
 vectorised pass (the batch repeated K times), not in a Python loop.
 
-Partially observed images (a mask, True where a pixel is observed, `drawzoo.masks`): the same
+Partially observed images (a mask, True where a pixel is observed, `drawzoo.data.masks`): the same
 estimate with the guide and the likelihood given the mask estimates log p(x_obs), and the
 conditional NLL of the missing pixels is the difference of two such estimates,
 
@@ -48,17 +48,25 @@ from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
 from tqdm.auto import tqdm
 
-from . import distributed
-from .batching import as_dataset, collate_images
-from .errors import InputError, NoLatentSitesError
-from .importance import importance_resample  # noqa: F401 - its name here since before drawzoo.importance
-from .importance import log_importance_weights, log_mean_exp, log_weights, mask_kwargs, per_image, sample_sites, traces
-from .masks import check_mask, named_mask
-from .memory import ROWS_PER_PASS, images_per_pass
+from .. import distributed
+from ..data.batching import as_dataset, collate_images
+from ..data.masks import check_mask, named_mask
+from ..errors import InputError, NoLatentSitesError
+from ..memory import ROWS_PER_PASS, images_per_pass
+from ..models.importance import (
+    importance_resample,  # noqa: F401 - drawzoo.evaluation.importance_resample, as before
+    log_importance_weights,
+    log_mean_exp,
+    log_weights,
+    mask_kwargs,
+    per_image,
+    sample_sites,
+    traces,
+)
 from .objectives import analytic_kl_sites
 
 if TYPE_CHECKING:
-    from .models.base import ZooModel
+    from ..models.base import ZooModel
 
 
 
@@ -79,7 +87,7 @@ def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tenso
     """Per latent site of the guide (by name, in sampling order): ``KL(q || p)`` ``[rows]`` in nats
     and how it was computed ("analytic" or "monte carlo", see the module's docstring); and the
     reconstruction term ``-log p(x | z)`` ``[rows]`` (the model's observed sites). Both traces must
-    have had their log-probabilities computed (`drawzoo.importance.log_prob_sum`)."""
+    have had their log-probabilities computed (`drawzoo.models.importance.log_prob_sum`)."""
     model_sites = sample_sites(model_trace)
     exact = analytic_kl_sites(model_trace, guide_trace)
     kls, methods = {}, []
@@ -104,7 +112,7 @@ def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tenso
 
 
 def dataset_mask(mask, image_shape, num_images: int, seed: int = 0) -> torch.Tensor:
-    """`mask` for a data set of `num_images` images: a name of `drawzoo.masks.NAMES` (``random:P``
+    """`mask` for a data set of `num_images` images: a name of `drawzoo.data.masks.NAMES` (``random:P``
     drawn per image with `seed`) or a bool tensor broadcastable to ``[N, C, H, W]``; bool
     ``[N, C, H, W]`` on the CPU (a view where it repeats)."""
     if isinstance(mask, str):
@@ -126,7 +134,7 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
     the guide's order (T floats for DRAW, one for the VAE), ``"kl_estimate"``, how each was computed
     (``"analytic"`` or ``"monte carlo"``), ``"latent_sites"``, their names, and ``"reconstruction"``,
     ``-E log p(x | z)``; a model without latent sites raises `NoLatentSitesError` before any work.
-    With a `mask` (a name of `drawzoo.masks.NAMES`, e.g. "bottom", or a bool tensor broadcastable to
+    With a `mask` (a name of `drawzoo.data.masks.NAMES`, e.g. "bottom", or a bool tensor broadcastable to
     ``[N, C, H, W]``, True where observed) also ``"nll_observed"`` (-log p^(x_obs)), ``"cond_nll"``
     (``nll - nll_observed``, the importance-sampled estimate of -log p(x_miss | x_obs): see the
     module's docstring for its bias) and ``"missing_fraction"`` (of the pixels scored); a mask that
@@ -199,8 +207,9 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
             rows = num_samples * len(x)
             log_w = log_weights(guide_trace, model_trace, num_samples, len(x)).double()
             log_p = log_mean_exp(log_w)
-            images["neg_elbo"].append(-log_w.mean(0).cpu())
-            images["nll"].append(-log_p.cpu())
+            if per_image or nested_k:  # kept only when asked for
+                images["neg_elbo"].append(-log_w.mean(0).cpu())
+                images["nll"].append(-log_p.cpu())
             for k in nested_k:  # the K/k disjoint groups of k samples: log mean_group w, averaged over groups
                 images[k].append(-log_mean_exp(log_w.view(num_samples // k, k, -1).transpose(0, 1)).mean(0).cpu())
             neg_elbo -= log_w.mean(0).sum().item()

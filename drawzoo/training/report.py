@@ -12,8 +12,8 @@ import logging
 
 import torch
 
-from .errors import DrawzooError
-from .plots import require_matplotlib
+from ..errors import DrawzooError
+from ..figures.plots import require_matplotlib
 
 log = logging.getLogger("drawzoo.training")
 
@@ -88,7 +88,7 @@ class Report:
 
     def _kl_per_step(self, scores: dict, epoch: float, step: int) -> None:
         """The validation KL per step to TensorBoard: one scalar per step, and the plot."""
-        from .plots import figure_to_array, kl_plot
+        from ..figures.plots import figure_to_array, kl_plot
 
         for t, kl in enumerate(scores["kl_per_step"]):
             self.writer.add_scalar(f"kl_per_step/t_{t:02d}", kl, step)
