@@ -1,6 +1,6 @@
 """Pretrained zoo models: trained weights named by tags, each file checked against one manifest.
 
-A tag is ``MODEL.NAME`` (``draw.attention_bmnist``). ``drawzoo.load("draw", pretrained="attention_bmnist")``
+A tag is ``MODEL.NAME`` (``draw.paper_attention_bmnist``). ``drawzoo.load("draw", pretrained="paper_attention_bmnist")``
 (the full tag works too, and ``pretrained=True`` picks the model's default tag, or the one tag whose
 config agrees with the config given) builds the model from the tag's config and loads its weights.
 
@@ -61,7 +61,7 @@ class Pretrained:
 
     @property
     def name(self) -> str:
-        """The tag without its model: ``attention_bmnist``."""
+        """The tag without its model: ``paper_attention_bmnist``."""
         return self.tag.partition(".")[2]
 
     @property
@@ -93,7 +93,8 @@ def manifest(path: Path | None = None) -> dict[str, Pretrained]:
 
 
 def list_pretrained(model: str | None = None) -> list[str]:
-    """The tags of every pretrained model (of `model` only, if given), e.g. ``['draw.attention_bmnist', ...]``."""
+    """The tags of every pretrained model (of `model` only, if given), e.g.
+    ``['vae.bmnist', 'draw.paper_attention_bmnist', ...]``."""
     return [tag for tag, e in manifest().items() if model is None or e.model == model]
 
 
