@@ -15,11 +15,14 @@ Messages (each epoch's figures, notes on resuming, skipped steps) go to the ``dr
 logger: the ``drawzoo`` command shows them; in your own program, e.g.
 ``logging.basicConfig(level=logging.INFO)``.
 
-This module is the story: `train` and the step loop (`_Run`). Its other concerns each have a
-module: the loss a step takes (`drawzoo.training.loss`), where the run stands and its checkpoint
-(`drawzoo.training.state`), validation and the best weights (`drawzoo.training.validation`), divergence
-(`drawzoo.training.divergence`), the time limit and signals (`drawzoo.training.stopping`), messages and TensorBoard
-summaries (`drawzoo.training.report`).
+This module is the story: `train` and the step loop (`_Run`), which calls each concern of a run
+at the named points of a step and an epoch. The concerns each have a module, and none holds or
+calls another: the loss a step takes (`drawzoo.training.loss`), where the run stands and its
+checkpoint (`drawzoo.training.state`), validation and the best weights
+(`drawzoo.training.validation`), divergence (`drawzoo.training.divergence`), the time limit and
+signals (`drawzoo.training.stopping`), messages and TensorBoard summaries
+(`drawzoo.training.report`). What a checkpoint holds, an error that stops the run says: the loop
+adds it to the concern's message.
 """
 
 from __future__ import annotations
@@ -160,6 +163,12 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
         with run.report.summaries(config.log_dir if group.main else None, run.state.step):
             try:
                 history = run.fit(dataset, valid)
+            except DivergenceError as e:  # its message ends with what the checkpoint on disk holds
+                e.args = (f"{e}{run.checkpoint.kept()}",)
+                raise
+            except TrainingError as e:
+                e.args = (f"{e}{run.checkpoint.intact()}",)
+                raise
             except RuntimeError as e:  # a collective failed: another process died or hung
                 if not group.active or isinstance(e, DrawzooError):
                     raise
@@ -174,7 +183,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
 
 class _Run:
     """One call of `train`: the model, its objective and optimizer, where training stands
-    (`state`), and the step loop over the epochs (`fit`)."""
+    (`state`), the concerns of the run, and the step loop over the epochs (`fit`)."""
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
                  stop: StopRequests, on_epoch, progress):
@@ -187,7 +196,7 @@ class _Run:
         self.on_epoch, self.progress = on_epoch, progress
         self.state = Progress()
         self.checkpoint = RunCheckpoint(path, model, self.optimizer, config, objectives.describe(objective.elbo), group)
-        self.divergence = Divergence(config, self.checkpoint)
+        self.divergence = Divergence(config)
         self.validation = Validation(model, config, group.main)
         self.report = Report(model, config, group.main)
         self.stop = stop  #: the time limit and the signals
@@ -201,14 +210,23 @@ class _Run:
         """Train on `dataset` from where `state` stands, validating on `valid` (None: no
         validation), until the budget is spent or a stop is asked; the history (see `train`)."""
         state, config = self.state, self.config
-        epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
+        epochs, max_steps = config.epochs, config.max_steps
         self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
         if state.epoch >= epochs or (max_steps is not None and state.step >= max_steps):
             # a finished run rerun: no step, no validation, no write (the weights and figures stay)
             budget = f"epochs={epochs}" + ("" if max_steps is None else f", max_steps={max_steps}")
             log.warning("the run is already complete (epoch %g, step %d; %s): nothing to train, nothing written",
                         state.epoch + state.step_in_epoch / len(self._epoch_batches(dataset)), state.step, budget)
-            return self._history()
+            history = self._history()
+        else:
+            history = self._epochs(dataset, valid)
+        return history
+
+    def _epochs(self, dataset, valid) -> list[dict]:
+        """The epochs of `fit`, each its steps then its end (or the end of the part of one that
+        `max_steps` ends); the history, or `_halt`'s if a stop is asked."""
+        state, config = self.state, self.config
+        epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
         while state.epoch < epochs:
             batches = self._epoch_batches(dataset)
             # dynamically binarized images: this epoch's draw, which only (seed, epoch) decides
@@ -218,27 +236,38 @@ class _Run:
             started = time.perf_counter()
             bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs}", total=len(batches),
                        initial=state.step_in_epoch, unit="batch", disable=not self.progress, leave=False)
+            part = False  #: whether max_steps ends the run mid-epoch
             for x in bar:
-                stop = self._step(x)
+                stop = self._step(x)  # a signal or the time limit (of any process), carried by its all-reduce
                 if state.images:
                     bar.set_postfix(loss=f"{state.loss_sum / state.images:.2f} nats")
                 if every_steps is not None and state.step % every_steps == 0:
                     self._save()
-                if max_steps is not None and state.step >= max_steps and state.step_in_epoch < len(batches):
-                    bar.close()
-                    record = self._record(valid, started, state.epoch + state.step_in_epoch / len(batches))
-                    state.partial = {**record, "partial": True}  # kept, so that a rerun returns it too
-                    self._save()
-                    return self._history()
+                part = max_steps is not None and state.step >= max_steps and state.step_in_epoch < len(batches)
+                if part:
+                    break
                 if stop:
                     bar.close()
                     return self._halt(started, len(batches))
             bar.close()
-            record = self._record(valid, started, state.epoch + 1)
-            state.history.append(record)
-            state.epoch += 1
-            state.step_in_epoch, state.loss_sum, state.images = 0, 0.0, 0
-            if state.epoch % every == 0 or state.epoch == epochs or state.step == max_steps:
+            # the end of the epoch, or of the part of it that max_steps ends
+            epoch = state.epoch + state.step_in_epoch / len(batches) if part else state.epoch + 1
+            record, scores = self._figures(epoch, started), None
+            if valid is not None:
+                scores = self.validation.scores(valid)
+                record["valid_loss"] = scores["neg_elbo"]
+                self.divergence.check("validation loss", record["valid_loss"], state.step)
+                self.validation.keep_best(state, record["valid_loss"], epoch)
+            self.report.epoch(record, scores, state.step)
+            if part:
+                record = state.partial = {**record, "partial": True}  # kept, so that a rerun returns it too
+            else:
+                state.history.append(record)
+                state.epoch += 1
+                state.step_in_epoch, state.loss_sum, state.images = 0, 0.0, 0
+            if self.on_epoch is not None:
+                self.on_epoch({key: value for key, value in record.items() if key != "partial"})
+            if part or state.epoch % every == 0 or state.epoch == epochs or state.step == max_steps:
                 self._save()
             if max_steps is not None and state.step >= max_steps:
                 break
@@ -251,14 +280,17 @@ class _Run:
         return list(self.state.history) + ([self.state.partial] if self.state.partial is not None else [])
 
     def _halt(self, started: float, batches: int) -> list[dict]:
-        """Stop here, as a signal or the time limit asked (of any process): checkpoint, then
-        `StopRequests.stopped`; the history gets a partial last entry (no validation) if mid-epoch."""
+        """Stop here, as a signal or the time limit asked (of any process): checkpoint,
+        then `StopRequests.stopped`, which raises `Interrupted` for a signal, else says so; the
+        history gets a partial last entry (no validation) if mid-epoch, marked as stopped."""
         state = self.state
         history = list(state.history)
         if state.step_in_epoch:
             history.append({**self._figures(state.epoch + state.step_in_epoch / batches, started), "partial": True})
         self._save()
-        return self.stop.stopped(history, state.step, self.group, self.checkpoint.where())
+        history, line = self.stop.stopped(history, state.step, self.group, self.checkpoint.where())
+        self.report.stopped(line)
+        return history
 
     def _epoch_batches(self, dataset) -> list[list[int]]:
         """This process's batches of the current epoch: its share (every world-th image) of a
@@ -293,8 +325,9 @@ class _Run:
             state.loss_sum += loss * len(x)
             state.images += len(x)
             self.report.step(loss, state.step)
-            return stop
-        self.divergence.skipped(state.step)
+        else:
+            self.report.skipped(state.step)
+            self.divergence.skipped(state.step)
         return stop
 
     def _average_gradients(self, loss: float, stop: bool) -> tuple[float, bool]:
@@ -327,22 +360,9 @@ class _Run:
         return {"epoch": epoch, "step": self.state.step, "train_loss": loss_sum / max(images, 1),
                 "valid_loss": None, "seconds": time.perf_counter() - started}
 
-    def _record(self, valid, started: float, epoch: float) -> dict:
-        """The figures of the epoch (or part) just trained; validates, keeps the best weights, reports."""
-        state = self.state
-        record, scores = self._figures(epoch, started), None
-        if valid is not None:
-            scores = self.validation.scores(valid)
-            record["valid_loss"] = scores["neg_elbo"]
-            self.divergence.check("validation loss", record["valid_loss"], state.step)
-            self.validation.keep_best(state, record["valid_loss"], epoch)
-        self.report.epoch(record, scores, state.step)
-        if self.on_epoch is not None:
-            self.on_epoch(dict(record))
-        return record
-
     def _save(self) -> None:
-        """Checkpoint (`RunCheckpoint.save`), once the weights are checked (`Divergence.check_saveable`)."""
+        """Checkpoint, if the run has one: once the weights are checked (`Divergence.check_saveable`),
+        `RunCheckpoint.save`."""
         if self.checkpoint.path is not None:
             self.divergence.check_saveable(self.model, self.last_batch, self.state.step)
             self.checkpoint.save(self.state)

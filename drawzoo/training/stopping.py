@@ -1,16 +1,16 @@
 """Stopping training early without losing a step: at a time limit, on SIGTERM or SIGINT.
 
 `StopRequests` is what `drawzoo.train` asks after each optimizer step: has the time limit passed,
-or has a signal come? While it is entered in the main thread, the first SIGINT (Ctrl-C) or SIGTERM
-(a scheduler's preemption notice) is only noted: training stops after the step in progress, writes
-its checkpoint and raises `Interrupted`. A second SIGINT raises `Interrupted` at once, wherever
-training is (checkpoints are written atomically: the last one stays intact); a second SIGTERM
-changes nothing (schedulers and launchers such as torchrun send it to every process, sometimes
-twice). A signal that was ignored (``SIG_IGN``, e.g. ``trap '' INT``) stays ignored. On leaving,
-the handlers that were there before are restored. Under torchrun, every process stops at the same
-step when any of them is asked to (`StopRequests.anywhere`, and the flag each step's gradient
-all-reduce carries). After the checkpoint, `StopRequests.stopped` ends the run. (A run that
-diverges stops with an error instead: `drawzoo.training.divergence`.)
+or has a signal come? While it is entered in the main thread, the first SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption notice)
+is only noted: training stops after the step in progress, writes its checkpoint and raises
+`Interrupted`. A second SIGINT raises `Interrupted` at once, wherever training is (checkpoints are
+written atomically: the last one stays intact); a second SIGTERM changes nothing (schedulers and
+launchers such as torchrun send it to every process, sometimes twice). A signal that was ignored
+(``SIG_IGN``, e.g. ``trap '' INT``) stays ignored. On leaving, the handlers that were there before
+are restored. Under torchrun, every process stops at the same step when any of them is asked to
+(`StopRequests.anywhere`, and the flag each step's gradient all-reduce carries). After the
+checkpoint, `StopRequests.stopped` ends the run, and returns what to log to the loop, which
+reports it. (A run that diverges stops with an error instead: `drawzoo.training.divergence`.)
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-
-from .report import log
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -64,19 +62,18 @@ class StopRequests:
         """Whether any process of `group` (a `drawzoo.distributed.Group`) is asked to stop."""
         return bool(group.sum(float(self.requested()))[0])
 
-    def stopped(self, history: list[dict], step: int, group, where: str) -> list[dict]:
+    def stopped(self, history: list[dict], step: int, group, where: str) -> tuple[list[dict], str]:
         """End the run that stopped at optimizer `step` (its checkpoint, `where`, just written) as
-        any process of `group` was asked: raise `Interrupted` for a signal, else log one line
-        (WARNING) and return `history` with its last entry marked ``"stopped": "max_minutes"``."""
+        any process of `group` was asked: raise `Interrupted` for a signal; else `history` with its
+        last entry marked ``"stopped": "max_minutes"``, and the line to log (WARNING)."""
         signum = max(group.gather(self.signum))  # also makes every process wait for the write
         at = f"at step {step} (epoch {history[-1]['epoch']:g}): {where}"
         if self.checkpoint is not None:
             at += ", resume from it to continue"
         if signum:
             raise Interrupted(f"stopped by {signal_name(signum)} {at}", signum)
-        if group.main:
-            log.warning("stopped at the time limit (max_minutes=%g) %s", self.max_minutes, at)
-        return history[:-1] + [{**history[-1], "stopped": "max_minutes"}]
+        line = f"stopped at the time limit (max_minutes={self.max_minutes:g}) {at}"
+        return history[:-1] + [{**history[-1], "stopped": "max_minutes"}], line
 
     def _handle(self, signum, frame) -> None:
         if self.signum and signum == signal.SIGINT:
