@@ -23,6 +23,7 @@ from .errors import (CheckpointError, ConfigError, DataError, DrawzooError, Inpu
 from .evaluation.scoring import evaluate
 from .pretrained import list_pretrained
 from .registry import available, load, model_class
+from .training.callbacks import Callback
 from .training.config import TrainConfig
 from .training.loop import DivergenceError, TrainingError, train
 from .training.recipes import load_recipe
@@ -34,7 +35,8 @@ except _metadata.PackageNotFoundError:  # run from a source tree that is not ins
     __version__ = "0+unknown"
 
 __all__ = [
-    "available", "load", "model_class", "list_pretrained", "train", "TrainConfig", "load_recipe", "evaluate",
+    "available", "load", "model_class", "list_pretrained", "train", "TrainConfig", "Callback", "load_recipe",
+    "evaluate",
     "DrawzooError", "TrainingError", "DivergenceError", "UnknownModelError", "ConfigError", "InputError",
     "CheckpointError", "DataError", "ObjectiveError", "PretrainedError", "RecipeError", "WriteError", "NoLatentSitesError",
     "MemoryLimitError",

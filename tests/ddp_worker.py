@@ -9,8 +9,10 @@ With "noiseless", every z_t of the guide is its posterior mean (no sampling nois
 data-parallel run can be compared with a single process to float precision. With "iwae", the
 objective is RenyiELBO(alpha=0) with 3 vectorised particles (an ELBO without a differentiable
 loss, trained by its loss_and_grads) instead of TraceMeanField_ELBO. FIELD=VALUE: more TrainConfig
-fields (e.g. max_minutes=0.01). Stopped by a signal, it writes the message of `drawzoo.Interrupted`
-to OUT/rank{R}.pt instead and exits with 128 + the signal's number.
+fields (e.g. max_minutes=0.01), or stop_at=STEP: rank 1 alone has a callback, which asks the run to
+stop after optimizer step STEP (`drawzoo.training.callbacks.Run.stop`). Stopped by a signal, it
+writes the message of `drawzoo.Interrupted` to OUT/rank{R}.pt instead and exits with 128 + the
+signal's number.
 """
 
 import ast
@@ -25,6 +27,17 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 import drawzoo
+
+
+class StopAt(drawzoo.Callback):
+    """Asks the run to stop after optimizer step `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, run, loss):
+        if run.state.step == self.step:
+            run.stop(f"rank 1 asked at step {self.step}")
 
 
 class MeanSamples(Messenger):
@@ -71,6 +84,8 @@ if __name__ == "__main__":
     elbo = objective({a for a in sys.argv[3:] if "=" not in a})
     settings = {k: ast.literal_eval(v) for k, v in (a.split("=", 1) for a in sys.argv[3:] if "=" in a)}
     rank = int(os.environ.get("RANK", "0"))
+    stop_at = settings.pop("stop_at", None)
+    callbacks = [StopAt(stop_at)] if stop_at is not None and rank == 1 else []
     torch.set_num_threads(1)
     torch.manual_seed(rank)  # other weights in rank 1: train starts from rank 0's
     model = drawzoo.load("draw", image_shape=(1, 10, 10), T=3, hidden_dim=32, latent_dim=4, write_size=3)
@@ -78,7 +93,7 @@ if __name__ == "__main__":
     train, valid = data()
     try:
         history = drawzoo.train(model, train, valid, epochs=epochs, batch_size=24, lr=3e-3, checkpoint=out / "run.pt",
-                                seed=0, elbo=elbo, progress=False, **settings,
+                                seed=0, elbo=elbo, progress=False, callbacks=callbacks, **settings,
                                 on_epoch=lambda record: digests.append(digest(model)))
     except drawzoo.Interrupted as e:
         torch.save({"interrupted": str(e)}, out / f"rank{rank}.pt")

@@ -140,6 +140,20 @@ def test_a_time_limit_and_a_signal_to_one_rank_stop_every_rank_at_the_same_step(
     assert all(torch.equal(r0["state_dict"][k], w) for k, w in straight["state_dict"].items())
 
 
+def test_a_callback_of_one_rank_stops_every_rank_at_the_same_step(runs, tmp_path):
+    """A callback that rank 1 alone has asks the run to stop after step 7: both processes stop
+    there (rank 0, which has no callback, too), with the same history marked with its reason and
+    rank 0's checkpoint, which resumes to the weights of the uninterrupted run."""
+    _, _, (straight, _) = runs
+    r0, r1 = run_torchrun(tmp_path, 2, "noiseless", "stop_at=7")
+    assert figures(r0["history"]) == figures(r1["history"])
+    assert {k: v for k, v in r0["history"][-1].items() if k not in ("train_loss", "seconds")} == {
+        "epoch": 0.7, "step": 7, "valid_loss": None, "partial": True, "stopped": "rank 1 asked at step 7"}
+    assert read_checkpoint(tmp_path / "run.pt")["progress"]["step"] == 7
+    r0, _ = run_torchrun(tmp_path, 2, "noiseless")
+    assert all(torch.equal(r0["state_dict"][k], w) for k, w in straight["state_dict"].items())
+
+
 def _worker_pids() -> dict[int, int]:
     """{RANK: pid} of the live worker processes that torchrun started."""
     found = {}

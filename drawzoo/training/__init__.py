@@ -6,9 +6,11 @@
 - `config`: `TrainConfig`, the one source of the training settings; `recipes`: `load_recipe`;
 - `state`: where a run stands (`state.Progress`) and its checkpoint (`state.RunCheckpoint`);
 - `validation` (and the best weights), `divergence`, `stopping` (time limit, signals), `report`
-  (messages, TensorBoard): the concerns the loop calls.
+  (messages, TensorBoard): the concerns the loop calls;
+- `callbacks`: the user's own code at the same points (`Callback`, ``train(..., callbacks=[...])``).
 """
 
+from .callbacks import Callback
 from .config import TrainConfig
 from .divergence import DivergenceError, TrainingError
 from .loop import resolve_device, train
@@ -16,5 +18,5 @@ from .loss import ELBOLoss
 from .recipes import load_recipe
 from .stopping import Interrupted
 
-__all__ = ["DivergenceError", "ELBOLoss", "Interrupted", "TrainConfig", "TrainingError", "load_recipe",
+__all__ = ["Callback", "DivergenceError", "ELBOLoss", "Interrupted", "TrainConfig", "TrainingError", "load_recipe",
            "resolve_device", "train"]

@@ -1,10 +1,11 @@
-"""Stopping a training run that diverges, with an error that says what the last checkpoint holds.
+"""Stopping a training run that diverges.
 
 A run diverges when a loss is above the train config's ``divergence_threshold`` (nats per image;
 NaN too, while the threshold is finite) -- a step's, a validation's, or that of the weights about
 to be checkpointed on the last batch --, or when its weights are not finite: `DivergenceError`,
 before anything diverged is written. A step whose loss or gradient is not finite is skipped
-instead (logged once); ``max_bad_steps`` of them in a row stop the run with `TrainingError`.
+instead (the loop logs the first); ``max_bad_steps`` of them in a row stop the run with
+`TrainingError`. The loop ends these errors' messages with what the last checkpoint holds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import torch
 
 from ..errors import DrawzooError
 from ..evaluation.scoring import evaluate
-from .report import log
 
 
 class TrainingError(DrawzooError):
@@ -28,12 +28,11 @@ class DivergenceError(TrainingError):
 
 class Divergence:
     """The divergence checks of one `train` call with train config `config`. Their errors name the
-    optimizer step `step` the run is at, and what `checkpoint` (the run's
-    `drawzoo.training.state.RunCheckpoint`) holds."""
+    optimizer step `step` the run is at."""
 
-    def __init__(self, config, checkpoint):
-        self.config, self.checkpoint = config, checkpoint
-        self.bad_in_a_row, self.warned = 0, False  #: non-finite steps skipped in a row; whether one was logged
+    def __init__(self, config):
+        self.config = config
+        self.bad_in_a_row = 0  #: non-finite steps skipped in a row
 
     def check(self, what: str, loss: float, step: int) -> None:
         """`DivergenceError` if `loss` (of `what`, nats per image) is above the divergence
@@ -61,29 +60,18 @@ class Divergence:
         self.bad_in_a_row = 0
 
     def skipped(self, step: int) -> None:
-        """A step skipped for a non-finite loss or gradient: logged (the first only);
-        `TrainingError` once ``max_bad_steps`` come in a row."""
+        """A step skipped for a non-finite loss or gradient: `TrainingError` once ``max_bad_steps``
+        come in a row."""
         self.bad_in_a_row += 1
-        if not self.warned:
-            log.warning("non-finite loss or gradient at step %d: update skipped", step)
-            self.warned = True
         if self.bad_in_a_row >= self.config.max_bad_steps:
-            raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, "
-                                f"up to step {step}{self.checkpoint.intact()}")
+            raise TrainingError(f"stopped: {self.bad_in_a_row} non-finite losses in a row, up to step {step}")
 
     def error(self, what: str, step: int, loss: float | None = None) -> DivergenceError:
         """The error that stops a diverging run at `step`: `what` happened (the loss, `loss` nats
         per image, is above the divergence threshold, if given)."""
         if loss is not None:
             what += f" {loss:.4g} nats per image, above divergence_threshold {self.config.divergence_threshold:g}"
-        path, saved = self.checkpoint.path, self.checkpoint.saved_step
-        if path is None:
-            kept = ""
-        elif saved is None:
-            kept = f"; nothing was written to {path}"
-        else:
-            kept = f"; the last checkpoint, {path} at step {saved}, is intact"
-        return DivergenceError(f"diverged at step {step}: {what}{kept}")
+        return DivergenceError(f"diverged at step {step}: {what}")
 
 
 def finite_weights(model) -> bool:

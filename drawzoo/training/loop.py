@@ -15,11 +15,14 @@ Messages (each epoch's figures, notes on resuming, skipped steps) go to the ``dr
 logger: the ``drawzoo`` command shows them; in your own program, e.g.
 ``logging.basicConfig(level=logging.INFO)``.
 
-This module is the story: `train` and the step loop (`_Run`). Its other concerns each have a
-module: the loss a step takes (`drawzoo.training.loss`), where the run stands and its checkpoint
-(`drawzoo.training.state`), validation and the best weights (`drawzoo.training.validation`), divergence
-(`drawzoo.training.divergence`), the time limit and signals (`drawzoo.training.stopping`), messages and TensorBoard
-summaries (`drawzoo.training.report`).
+This module is the story: `train` and the step loop (`_Run`), which calls each concern of a run
+at the named points of a step and an epoch, and the user's callbacks after them at the same points
+(`drawzoo.training.callbacks`). The concerns each have a module, and none holds or calls another:
+the loss a step takes (`drawzoo.training.loss`), where the run stands and its checkpoint
+(`drawzoo.training.state`), validation and the best weights (`drawzoo.training.validation`),
+divergence (`drawzoo.training.divergence`), the time limit and signals (`drawzoo.training.stopping`),
+messages and TensorBoard summaries (`drawzoo.training.report`). What a checkpoint holds, an error
+that stops the run says: the loop adds it to the concern's message.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ..data.batching import as_dataset, collate_images, epoch_data
 from ..errors import ConfigError, DrawzooError, ObjectiveError, first_line
 from ..evaluation import objectives
 from ..files import check_outputs
+from . import callbacks as _callbacks
 from .config import TrainConfig, accelerators, devices_here, parse_device
 from .divergence import Divergence, DivergenceError, TrainingError
 from .loss import ELBOLoss, StepLoss
@@ -65,7 +69,7 @@ def resolve_device(device=None) -> torch.device:
 
 
 def train(model, train_data, valid_data=None, config: TrainConfig | None = None, *, elbo=None, checkpoint=None,
-          on_epoch=None, progress: bool = True, **settings) -> list[dict]:
+          callbacks=None, on_epoch=None, progress: bool = True, **settings) -> list[dict]:
     """Train `model` as `config` says (a `TrainConfig`; keyword `settings` such as ``epochs=5,
     lr=3e-3`` build one, or override the fields of `config`); its docstrings say what each field does.
 
@@ -117,14 +121,23 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of them all under Custom
     Scalars) and the picture ``kl_per_step`` (`drawzoo.figures.plots.kl_plot`, which needs matplotlib:
     ``drawzoo[plots]``, in ``drawzoo[tensorboard]``) of the epoch's curve.
-    Each epoch's figures are logged (``drawzoo.training``, INFO). `on_epoch`: called with each epoch's record
-    (the history entry) after it is validated. `progress`: show progress bars.
+    Each epoch's figures are logged (``drawzoo.training``, INFO). `progress`: show progress bars.
+
+    `callbacks`: a list of objects whose methods named ``on_train_start``, ``on_epoch_start``,
+    ``on_step_end``, ``on_validation_end``, ``on_epoch_end``, ``on_checkpoint``, ``on_train_end``
+    (`drawzoo.Callback`'s; any it lacks are not called) are called at those points of the run, after
+    the run's own concerns and in the order of the list, e.g. to log to an experiment tracker or to
+    stop on a rule of your own (``run.stop(reason)``: as at the time limit, the history's last entry
+    then marked ``"stopped": reason``). Another method named ``on_...`` is a `ConfigError` before
+    any work. `drawzoo.training.callbacks` says when each is called. `on_epoch`: a function called
+    with each epoch's record (the history entry, without a part-epoch's ``"partial"`` mark) after
+    it is validated, before the callbacks.
 
     Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
     ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
     with ``"partial": True`` and a fractional ``epoch`` if `max_steps` or `max_minutes` stopped
     mid-epoch (not validated after `max_minutes`). After `max_minutes`, the last entry also has
-    ``"stopped": "max_minutes"``: training is not finished.
+    ``"stopped": "max_minutes"`` (a callback's stop: its reason): training is not finished.
 
     Under ``torchrun`` (see the module docstring) `batch_size` is the global batch: each of the N
     processes takes ``batch_size / N`` images of it, so the run follows a single-process run with
@@ -141,6 +154,7 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     if elbo is not None and not isinstance(elbo, ELBO):
         raise ObjectiveError(f"elbo must be a pyro.infer.ELBO instance (e.g. TraceMeanField_ELBO(), or "
                              f"drawzoo.evaluation.objectives.make_elbo('iwae', 5)), got {type(elbo).__name__} {elbo!r}")
+    callbacks = _callbacks.Callbacks(_callbacks.check(callbacks), on_epoch)
     device = resolve_device(config.device)
     group = distributed.join(device)
     if config.batch_size % group.world:
@@ -153,13 +167,19 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     objective = ELBOLoss(model, elbo if elbo is not None else objectives.make_elbo(config.objective, config.particles))
     path = None if checkpoint is None else Path(checkpoint)
     stop = StopRequests(config.max_minutes, called, path)
-    run = _Run(model, objective, group, config, path=path, stop=stop, on_epoch=on_epoch,
+    run = _Run(model, objective, group, config, path=path, stop=stop, callbacks=callbacks,
                progress=progress and group.main)
     with CheckpointLock(path if group.main else None) as run.checkpoint.lock, stop:
         run.start()
         with run.report.summaries(config.log_dir if group.main else None, run.state.step):
             try:
                 history = run.fit(dataset, valid)
+            except DivergenceError as e:  # its message ends with what the checkpoint on disk holds
+                e.args = (f"{e}{run.checkpoint.kept()}",)
+                raise
+            except TrainingError as e:
+                e.args = (f"{e}{run.checkpoint.intact()}",)
+                raise
             except RuntimeError as e:  # a collective failed: another process died or hung
                 if not group.active or isinstance(e, DrawzooError):
                     raise
@@ -174,42 +194,61 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
 
 class _Run:
     """One call of `train`: the model, its objective and optimizer, where training stands
-    (`state`), and the step loop over the epochs (`fit`)."""
+    (`state`), the concerns of the run, the `callbacks`, and the step loop over the epochs (`fit`)."""
 
     def __init__(self, model, objective: ELBOLoss, group: distributed.Group, config: TrainConfig, *, path,
-                 stop: StopRequests, on_epoch, progress):
+                 stop: StopRequests, callbacks: _callbacks.Callbacks, progress):
         self.model, self.group, self.config = model, group, config
         self.step_loss = StepLoss(objective, config.validate, fast=config.compile)
         # fused Adam (one kernel for all parameters) on the fast path: the same update up to float rounding
         fused = config.compile and next(model.parameters()).device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
-        self.on_epoch, self.progress = on_epoch, progress
+        self.progress = progress
         self.state = Progress()
         self.checkpoint = RunCheckpoint(path, model, self.optimizer, config, objectives.describe(objective.elbo), group)
-        self.divergence = Divergence(config, self.checkpoint)
+        self.divergence = Divergence(config)
         self.validation = Validation(model, config, group.main)
         self.report = Report(model, config, group.main)
-        self.stop = stop  #: the time limit and the signals
+        self.stop = stop  #: the time limit, the signals and the callbacks' stops
+        self.callbacks = callbacks
+        # a stop a callback asks after a step is looked for after each step: one more all-reduce a
+        # step under torchrun, so only if a process has callbacks (they may be rank 0's only)
+        self.stops_after_steps = bool(group.sum(float(bool(callbacks.user)))[0])
+        self.view = None  #: the run as the callbacks see it (`drawzoo.training.callbacks.Run`), once it `start`s
         self.last_batch = None  #: the batch of the last step, on which the weights are checked before a save
 
     def start(self) -> None:
         """Resume from the checkpoint if there is one, else start afresh (`RunCheckpoint.start`)."""
         self.state = self.checkpoint.start()
+        self.view = _callbacks.Run(self.model, self.optimizer, self.config, self.state, self.checkpoint.path,
+                                  self.group.main, self.stop.ask)
 
     def fit(self, dataset, valid) -> list[dict]:
         """Train on `dataset` from where `state` stands, validating on `valid` (None: no
         validation), until the budget is spent or a stop is asked; the history (see `train`)."""
         state, config = self.state, self.config
-        epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
+        epochs, max_steps = config.epochs, config.max_steps
         self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
+        self.callbacks.on_train_start(self.view)
         if state.epoch >= epochs or (max_steps is not None and state.step >= max_steps):
             # a finished run rerun: no step, no validation, no write (the weights and figures stay)
             budget = f"epochs={epochs}" + ("" if max_steps is None else f", max_steps={max_steps}")
             log.warning("the run is already complete (epoch %g, step %d; %s): nothing to train, nothing written",
                         state.epoch + state.step_in_epoch / len(self._epoch_batches(dataset)), state.step, budget)
-            return self._history()
+            history = self._history()
+        else:
+            history = self._epochs(dataset, valid)
+        self.callbacks.on_train_end(self.view, history)
+        return history
+
+    def _epochs(self, dataset, valid) -> list[dict]:
+        """The epochs of `fit`, each its steps then its end (or the end of the part of one that
+        `max_steps` ends); the history, or `_halt`'s if a stop is asked."""
+        state, config, callbacks, view = self.state, self.config, self.callbacks, self.view
+        epochs, every, every_steps, max_steps = config.epochs, config.every, config.every_steps, config.max_steps
         while state.epoch < epochs:
+            callbacks.on_epoch_start(view)
             batches = self._epoch_batches(dataset)
             # dynamically binarized images: this epoch's draw, which only (seed, epoch) decides
             loader = DataLoader(epoch_data(dataset, config.seed, state.epoch),
@@ -218,31 +257,42 @@ class _Run:
             started = time.perf_counter()
             bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{epochs}", total=len(batches),
                        initial=state.step_in_epoch, unit="batch", disable=not self.progress, leave=False)
+            part = False  #: whether max_steps ends the run mid-epoch
             for x in bar:
-                stop = self._step(x)
+                stop = self._step(x)  # a signal or the time limit (of any process), carried by its all-reduce
                 if state.images:
                     bar.set_postfix(loss=f"{state.loss_sum / state.images:.2f} nats")
                 if every_steps is not None and state.step % every_steps == 0:
                     self._save()
-                if max_steps is not None and state.step >= max_steps and state.step_in_epoch < len(batches):
-                    bar.close()
-                    record = self._record(valid, started, state.epoch + state.step_in_epoch / len(batches))
-                    state.partial = {**record, "partial": True}  # kept, so that a rerun returns it too
-                    self._save()
-                    return self._history()
-                if stop:
+                part = max_steps is not None and state.step >= max_steps and state.step_in_epoch < len(batches)
+                if part:
+                    break
+                if stop or (self.stops_after_steps and self.stop.asked_anywhere(self.group)):
                     bar.close()
                     return self._halt(started, len(batches))
             bar.close()
-            record = self._record(valid, started, state.epoch + 1)
-            state.history.append(record)
-            state.epoch += 1
-            state.step_in_epoch, state.loss_sum, state.images = 0, 0.0, 0
-            if state.epoch % every == 0 or state.epoch == epochs or state.step == max_steps:
+            # the end of the epoch, or of the part of it that max_steps ends
+            epoch = state.epoch + state.step_in_epoch / len(batches) if part else state.epoch + 1
+            record, scores = self._figures(epoch, started), None
+            if valid is not None:
+                scores = self.validation.scores(valid)
+                record["valid_loss"] = scores["neg_elbo"]
+                self.divergence.check("validation loss", record["valid_loss"], state.step)
+                self.validation.keep_best(state, record["valid_loss"], epoch)
+                callbacks.on_validation_end(view, scores)
+            self.report.epoch(record, scores, state.step)
+            if part:
+                record = state.partial = {**record, "partial": True}  # kept, so that a rerun returns it too
+            else:
+                state.history.append(record)
+                state.epoch += 1
+                state.step_in_epoch, state.loss_sum, state.images = 0, 0.0, 0
+            callbacks.on_epoch_end(view, record)
+            if part or state.epoch % every == 0 or state.epoch == epochs or state.step == max_steps:
                 self._save()
             if max_steps is not None and state.step >= max_steps:
                 break
-            if state.epoch < epochs and self.stop.anywhere(self.group):  # asked during validation
+            if state.epoch < epochs and self.stop.anywhere(self.group):  # asked during validation or the hooks
                 return self._halt(started, len(batches))
         return self._history()
 
@@ -251,14 +301,17 @@ class _Run:
         return list(self.state.history) + ([self.state.partial] if self.state.partial is not None else [])
 
     def _halt(self, started: float, batches: int) -> list[dict]:
-        """Stop here, as a signal or the time limit asked (of any process): checkpoint, then
-        `StopRequests.stopped`; the history gets a partial last entry (no validation) if mid-epoch."""
+        """Stop here, as a signal, the time limit or a callback asked (of any process): checkpoint,
+        then `StopRequests.stopped`, which raises `Interrupted` for a signal, else says so; the
+        history gets a partial last entry (no validation) if mid-epoch, marked as stopped."""
         state = self.state
         history = list(state.history)
         if state.step_in_epoch:
             history.append({**self._figures(state.epoch + state.step_in_epoch / batches, started), "partial": True})
         self._save()
-        return self.stop.stopped(history, state.step, self.group, self.checkpoint.where())
+        history, line = self.stop.stopped(history, state.step, self.group, self.checkpoint.where())
+        self.report.stopped(line)
+        return history
 
     def _epoch_batches(self, dataset) -> list[list[int]]:
         """This process's batches of the current epoch: its share (every world-th image) of a
@@ -271,7 +324,7 @@ class _Run:
     def _step(self, x) -> bool:
         """One Adam step on batch `x`, skipped if the loss or gradient is not finite; `DivergenceError`
         if the loss is above the divergence threshold or the step leaves a weight non-finite. Returns
-        whether any process is asked to stop (a signal, the time limit)."""
+        whether any process is asked to stop (a signal, the time limit, a callback before the step)."""
         state, model = self.state, self.model
         x = self.last_batch = model.check_images(x, name="train_data batch")
         state.partial = None  # the part-epoch goes on
@@ -293,8 +346,11 @@ class _Run:
             state.loss_sum += loss * len(x)
             state.images += len(x)
             self.report.step(loss, state.step)
-            return stop
-        self.divergence.skipped(state.step)
+            self.callbacks.on_step_end(self.view, mean_loss)
+        else:
+            self.report.skipped(state.step)
+            self.divergence.skipped(state.step)
+            self.callbacks.on_step_end(self.view, math.nan)
         return stop
 
     def _average_gradients(self, loss: float, stop: bool) -> tuple[float, bool]:
@@ -327,22 +383,10 @@ class _Run:
         return {"epoch": epoch, "step": self.state.step, "train_loss": loss_sum / max(images, 1),
                 "valid_loss": None, "seconds": time.perf_counter() - started}
 
-    def _record(self, valid, started: float, epoch: float) -> dict:
-        """The figures of the epoch (or part) just trained; validates, keeps the best weights, reports."""
-        state = self.state
-        record, scores = self._figures(epoch, started), None
-        if valid is not None:
-            scores = self.validation.scores(valid)
-            record["valid_loss"] = scores["neg_elbo"]
-            self.divergence.check("validation loss", record["valid_loss"], state.step)
-            self.validation.keep_best(state, record["valid_loss"], epoch)
-        self.report.epoch(record, scores, state.step)
-        if self.on_epoch is not None:
-            self.on_epoch(dict(record))
-        return record
-
     def _save(self) -> None:
-        """Checkpoint (`RunCheckpoint.save`), once the weights are checked (`Divergence.check_saveable`)."""
+        """Checkpoint, if the run has one: once the weights are checked (`Divergence.check_saveable`),
+        `RunCheckpoint.save`, then the callbacks' ``on_checkpoint``."""
         if self.checkpoint.path is not None:
             self.divergence.check_saveable(self.model, self.last_batch, self.state.step)
             self.checkpoint.save(self.state)
+            self.callbacks.on_checkpoint(self.view, self.checkpoint.path)

@@ -1,8 +1,9 @@
 """What a training run tells as it goes: its messages and its TensorBoard summaries.
 
 Every piece of `drawzoo.train` writes its messages (each epoch's figures, notes on resuming,
-skipped steps, the time limit) to one logger, `log` (``drawzoo.training``). `Report` writes each
-epoch's line (rank 0) and, inside `Report.summaries`, the scalars and pictures of a ``log_dir``.
+skipped steps, an early stop) to one logger, `log` (``drawzoo.training``). `Report` writes each
+epoch's line (rank 0), the first skipped step's, the line of an early stop and, inside
+`Report.summaries`, the scalars and pictures of a ``log_dir``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Report:
     def __init__(self, model, config, main: bool):
         self.model, self.config, self.main = model, config, main
         self.writer = None  #: the SummaryWriter while `summaries` is entered with a log_dir
+        self.skips_told = False  #: whether a skipped step was logged
 
     @contextlib.contextmanager
     def summaries(self, log_dir, step: int):
@@ -85,6 +87,19 @@ class Report:
             valid_text = "" if record["valid_loss"] is None else f", valid {record['valid_loss']:.2f}"
             log.info("epoch %g: train %.2f%s nats/image (%.1f s)", record["epoch"], record["train_loss"], valid_text,
                      record["seconds"])
+
+    def skipped(self, step: int) -> None:
+        """Optimizer step `step` was skipped for a non-finite loss or gradient: logged (WARNING),
+        the first only, by every process."""
+        if not self.skips_told:
+            log.warning("non-finite loss or gradient at step %d: update skipped", step)
+            self.skips_told = True
+
+    def stopped(self, line: str) -> None:
+        """The run stopped early (`drawzoo.training.stopping.StopRequests.stopped`): its `line`
+        logged (WARNING, rank 0)."""
+        if self.main:
+            log.warning(line)
 
     def _kl_per_step(self, scores: dict, epoch: float, step: int) -> None:
         """The validation KL per step to TensorBoard: one scalar per step, and the plot."""

@@ -48,7 +48,7 @@ class RunCheckpoint:
                  group: distributed.Group):
         self.path, self.model, self.optimizer, self.config, self.elbo, self.group = (
             path, model, optimizer, config, elbo, group)
-        self.saved_step = None  #: the step of the last checkpoint on disk (for error messages)
+        self.saved_step = None  #: the step of the last checkpoint on disk (`kept`), None if none
         self.lock = None  #: the CheckpointLock that `train` holds while the run goes
 
     def where(self) -> str:
@@ -58,6 +58,15 @@ class RunCheckpoint:
     def intact(self) -> str:
         """The end of the message of an error that stops the run: the last checkpoint is intact."""
         return f"; the last checkpoint at {self.path} is intact" if self.path is not None else ""
+
+    def kept(self) -> str:
+        """The end of the message of a `drawzoo.DivergenceError`: what the checkpoint on disk
+        holds (the step it was written at, or that nothing was written)."""
+        if self.path is None:
+            return ""
+        if self.saved_step is None:
+            return f"; nothing was written to {self.path}"
+        return f"; the last checkpoint, {self.path} at step {self.saved_step}, is intact"
 
     def start(self) -> Progress:
         """Resume from the checkpoint if there is one; else take rank 0's weights and seed every
