@@ -11,12 +11,30 @@ gloo's worker threads otherwise abort the process (SIGABRT) while the interprete
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import os
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from .errors import first_line
+
+
+class LostProcesses(RuntimeError):
+    """A collective operation of the training processes failed: another process died or hung
+    (the message is torch's first line)."""
+
+
+@contextlib.contextmanager
+def _collective():
+    """Inside: a `RuntimeError` of torch.distributed is a `LostProcesses`; anything else (a user's
+    own RuntimeError in a callback, say) is left as it is, since it comes from no collective."""
+    try:
+        yield
+    except RuntimeError as e:
+        raise LostProcesses(first_line(e)) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +58,8 @@ class Group:
         if not self.active:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        with _collective():
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
     def mean_(self, tensors: list[torch.Tensor]) -> None:
@@ -49,7 +68,8 @@ class Group:
         if not self.active:
             return
         flat = torch.cat([t.reshape(-1) for t in tensors])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        with _collective():
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         flat /= self.world
         for t, mean in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
             t.copy_(mean.view_as(t))
@@ -58,14 +78,16 @@ class Group:
         """Overwrite each tensor with rank 0's (e.g. a model's ``state_dict().values()``)."""
         if self.active:
             for t in tensors:
-                dist.broadcast(t, src=0)
+                with _collective():
+                    dist.broadcast(t, src=0)
 
     def gather(self, obj) -> list:
         """`obj` of every process, in rank order."""
         if not self.active:
             return [obj]
         out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        with _collective():
+            dist.all_gather_object(out, obj)
         return out
 
 

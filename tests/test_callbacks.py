@@ -272,3 +272,47 @@ def test_on_epoch_still_gets_each_record_before_the_callbacks(data):
     unmarked = {k: v for k, v in history[1].items() if k != "partial"}
     assert seen == [("on_epoch", history[0]), ("callback", history[0]), ("on_epoch", unmarked), ("callback", history[1])]
     assert history[1]["partial"] and all(h["train_loss"] > 0 for h in history)
+
+
+class _TwoProcesses(drawzoo.distributed.Group):
+    """A world of two processes whose collectives are this process alone's (or fail, as
+    `failing` says): what a torchrun process sees, without torchrun."""
+
+    failing = False
+
+    def _maybe_fail(self):
+        if self.failing:
+            raise drawzoo.distributed.LostProcesses("Connection closed by peer")
+
+    def sum(self, *values):
+        self._maybe_fail()
+        return [2 * v for v in values]
+
+    def mean_(self, tensors):
+        self._maybe_fail()
+
+    def broadcast_(self, tensors):
+        pass
+
+    def gather(self, obj):
+        return [obj, obj]
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["a hook's error", "a collective's error"])
+def test_under_torchrun_only_a_failed_collective_reads_as_lost_processes(data, failing, monkeypatch):
+    """A hook's own RuntimeError reaches the caller as it is; only a collective's failure is
+    reported as the loss of the other processes."""
+    monkeypatch.setattr("drawzoo.training.loop.distributed.join", lambda device: _TwoProcesses(0, 2))
+    monkeypatch.setattr(_TwoProcesses, "failing", failing)
+
+    class Fails:
+        def on_step_end(self, run, loss):
+            raise RuntimeError("the tracker's server is down")
+
+    with pytest.raises((RuntimeError, drawzoo.TrainingError)) as caught:
+        drawzoo.train(tiny_draw(), data[0], epochs=1, callbacks=[Fails()], **FAST)
+    if failing:
+        assert type(caught.value) is drawzoo.TrainingError
+        assert str(caught.value) == "rank 0 of 2: lost the other training processes (Connection closed by peer)"
+    else:
+        assert type(caught.value) is RuntimeError and str(caught.value) == "the tracker's server is down"

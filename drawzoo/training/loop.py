@@ -40,7 +40,7 @@ from .. import distributed
 from ..checkpoints import CheckpointLock
 from ..config import as_dict
 from ..data.batching import as_dataset, collate_images, epoch_data
-from ..errors import ConfigError, DrawzooError, ObjectiveError, first_line
+from ..errors import ConfigError, ObjectiveError
 from ..evaluation import objectives
 from ..files import check_outputs
 from . import callbacks as _callbacks
@@ -167,25 +167,25 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     objective = ELBOLoss(model, elbo if elbo is not None else objectives.make_elbo(config.objective, config.particles))
     path = None if checkpoint is None else Path(checkpoint)
     stop = StopRequests(config.max_minutes, called, path)
-    run = _Run(model, objective, group, config, path=path, stop=stop, callbacks=callbacks,
-               progress=progress and group.main)
-    with CheckpointLock(path if group.main else None) as run.checkpoint.lock, stop:
-        run.start()
-        with run.report.summaries(config.log_dir if group.main else None, run.state.step):
-            try:
-                history = run.fit(dataset, valid)
-            except DivergenceError as e:  # its message ends with what the checkpoint on disk holds
-                e.args = (f"{e}{run.checkpoint.kept()}",)
-                raise
-            except TrainingError as e:
-                e.args = (f"{e}{run.checkpoint.intact()}",)
-                raise
-            except RuntimeError as e:  # a collective failed: another process died or hung
-                if not group.active or isinstance(e, DrawzooError):
+    run = None
+    try:
+        run = _Run(model, objective, group, config, path=path, stop=stop, callbacks=callbacks,
+                   progress=progress and group.main)
+        with CheckpointLock(path if group.main else None) as run.checkpoint.lock, stop:
+            run.start()
+            with run.report.summaries(config.log_dir if group.main else None, run.state.step):
+                try:
+                    history = run.fit(dataset, valid)
+                except DivergenceError as e:  # its message ends with what the checkpoint on disk holds
+                    e.args = (f"{e}{run.checkpoint.kept()}",)
                     raise
-                reason = first_line(e)
-                raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
-                                    f"({reason}){run.checkpoint.intact()}") from None
+                except TrainingError as e:
+                    e.args = (f"{e}{run.checkpoint.intact()}",)
+                    raise
+    except distributed.LostProcesses as e:  # a collective failed: another process died or hung
+        intact = "" if run is None else run.checkpoint.intact()
+        raise TrainingError(f"rank {group.rank} of {group.world}: lost the other training processes "
+                            f"({e}){intact}") from None
     if stop.signum:  # came once no step was left to stop after: training is complete
         raise Interrupted(f"stopped by {signal_name(stop.signum)} after training was complete: "
                           f"{run.checkpoint.where()}", stop.signum)
