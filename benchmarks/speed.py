@@ -44,10 +44,12 @@ Prints a table and writes JSON (--out). The measurements, each run in a fresh pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -87,9 +89,18 @@ def cases(quick: bool, only: list[str] | None = None) -> list[tuple[str, str, di
     return [(CASES[key], *every[key]) for key in (only or DEFAULT_CASES)]
 
 
+def _dies_with_parent() -> None:
+    """In a measuring process: killed when speed.py dies (Linux), even by SIGKILL (a timeout),
+    instead of measuring on for minutes in the background."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _in_child(fn, *args):
     """Run `fn(*args)` in a fresh process (its own peak memory); returns its result or the error."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_dies_with_parent) as pool:
         try:
             return pool.submit(fn, *args).result()
         except Exception as e:  # a variant that fails (e.g. JIT on this model) is reported, not fatal
