@@ -23,7 +23,7 @@ one entry point (``drawzoo train/eval --data``); it takes
   same in every process and call; the others are grey or colour values (fashion_mnist too, unless
   ``binarize="dynamic"``). The torchvision sets' "valid" split is the last `VALID_SIZES` images of their training
   set, "train" the ones before, "full_train" both. svhn needs scipy (``pip install scipy``);
-- a folder of PNG / JPEG pictures of any size up to `folders.MAX_PICTURE_PIXELS` (`image_folder`),
+- a folder of PNG / JPEG pictures of any size up to ``drawzoo.data.folders.MAX_PICTURE_PIXELS`` (`image_folder`),
   converted to grey or colour and resized and centre-cropped to the image shape asked for;
 - a ``.npy`` / ``.npz`` file of images (`load_array_file`).
 

@@ -10,7 +10,7 @@ For images x and K guide samples z_k ~ q(z | x), with log-weights
 How much each latent site tells (`evaluate(..., per_step=True)`): for every latent site of the guide,
 in the order the guide samples them (DRAW: z_0..z_{T-1}, one per glimpse; the VAE: its one z), the
 mean ``KL(q(z_t | x, z_<t) || p(z_t | z_<t))`` in nats on the same passes, analytic where
-`torch.distributions.kl_divergence` knows the pair and that is exact (as the ``"elbo"`` objective
+``torch.distributions.kl_divergence`` knows the pair and that is exact (as the ``"elbo"`` objective
 takes it, `drawzoo.evaluation.objectives.analytic_kl_sites`; Normal vs Normal, with Pyro's ``to_event``),
 else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add

@@ -2,7 +2,7 @@
 DRAW's canvases through time as a GIF, all drawn with torchvision and Pillow. Plots (the KL per
 step, learning curves) are matplotlib figures: `drawzoo.figures.plots`.
 
-Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
+Grids are laid out by ``torchvision.utils.make_grid``; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
 the N x N grid of filter centres, its line width grows with the filters' standard deviation.
 `animate_reconstruction` shows real images beside DRAW's canvases, with the read window in green
@@ -142,7 +142,7 @@ def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | 
 def attention_boxes(writes: Glimpse, N: int) -> Tensor:
     """Attention windows (read or write) ``[T, n, 4]`` = (x0, y0, x1, y1) in 0-based image pixels (float).
 
-    The window spans the centres of the N x N filters (`drawzoo.attention.filterbank`):
+    The window spans the centres of the N x N filters (`drawzoo.attention.gaussian.filterbank`):
     ``mu_1 = g - (N - 1) / 2 * delta`` to ``mu_N = g + (N - 1) / 2 * delta`` in 1-based pixels,
     minus 1 for 0-based; x from g_x, y from g_y. `writes` has fields ``[T, n]``. Boxes are not
     clipped to the image.

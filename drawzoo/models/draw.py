@@ -102,7 +102,7 @@ class DRAW(ZooModel):
     _transient = ("_trajectory", "_guide_pass")
     step_functions = ("encode_step", "decode_step", "decode_encode_step")
     #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
-    #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
+    #: ``GuidePass``): the same loss and gradients, one decoder pass per step instead of two.
     reuse_guide_decoder = True
     #: On the fast path (`compile_steps`), sum the per-step gradients of the encoder's, posterior's
     #: and decoder's weights in place as they arrive, instead of one new tensor per step and weight
@@ -205,17 +205,17 @@ class DRAW(ZooModel):
         ``h_enc_t = LSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})``, ``(mu_t, sigma_t)`` of q(z_t | ...).
         With a bool `mask` (False: unobserved), x is ``sigmoid(c_{t-1})`` where it is False.
 
-        Given the encoder's weights concatenated, `W_enc` = ``[W_ih, W_hh]``, and `e_enc` (its biases,
+        Given the encoder's weights concatenated, ``W_enc`` = ``[W_ih, W_hh]``, and `e_enc` (its biases,
         `_pass_weights`), the gates are ``[r_t, h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc`` in one
         product. With `x` None (DRAW without attention: ``r_t = [x, x_hat_t]``) they are
-        ``[-sigmoid(c_{t-1}), h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc``, `W_enc` without the columns
+        ``[-sigmoid(c_{t-1}), h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc``, ``W_enc`` without the columns
         of x and `e_enc` ``[B, 4 hidden]`` holding ``(W_x + W_xhat) x`` + biases: the same sum,
         re-associated, its part with x (the same at every step) computed once per pass. Given
-        `W_post` and `e_post`, ``(mu, log sigma) = h_enc_t W_post^T + e_post``.
+        ``W_post`` and `e_post`, ``(mu, log sigma) = h_enc_t W_post^T + e_post``.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
         Returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t, read Glimpse or None, inputs)``, `inputs` the
-        rows ``[..., in]`` the gates multiplied by `W_enc` (detached; None without it).
+        rows ``[..., in]`` the gates multiplied by ``W_enc`` (detached; None without it).
         """
         inputs, glimpse = None, None
         if x is None:
@@ -241,12 +241,12 @@ class DRAW(ZooModel):
     def decode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor,
                     W_dec: Tensor | None = None, e_dec: Tensor | None = None):
         """One step of the decoder: ``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``, ``c_t = c_{t-1} + write(h_dec_t)``;
-        given `W_dec` = ``[W_ih, W_hh]`` and `e_dec` (`_pass_weights`), the gates are
+        given ``W_dec`` = ``[W_ih, W_hh]`` and `e_dec` (`_pass_weights`), the gates are
         ``[z_t, h_dec_{t-1}] W_dec^T + e_dec`` in one product.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
         Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse or None, inputs)``, `inputs` the rows the
-        gates multiplied by `W_dec` (detached; None without it).
+        gates multiplied by ``W_dec`` (detached; None without it).
         """
         inputs = None
         if W_dec is None:
@@ -320,7 +320,7 @@ class DRAW(ZooModel):
 
         Replaying a `guide_pass` whose z_t these are, the steps are deferred (the state stays as it
         was) until the last, which takes the guide's final state if that is still exactly what
-        this decoder would compute (`GuidePass.valid`); otherwise the deferred steps are decoded
+        this decoder would compute (``GuidePass.valid``); otherwise the deferred steps are decoded
         here first, as the plain model would have."""
         if guide_pass is not None and not guide_pass.left:
             met = guide_pass.follow(z)
