@@ -124,11 +124,17 @@ class DRAW(ZooModel):
     # -- the Pyro model and guide -------------------------------------------------------------
 
     def model(self, x=None, *, batch_size=None, num_data=None, mask=None) -> Tensor:
-        """p(x, z_0..z_{T-1}); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
+        """p(x, z_0..z_{T-1}).
 
-        `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
-        `mask`: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
-        likelihood of site "x" counts those only. Returns the final canvas logits c_T ``[..., B, C, H, W]``.
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1], observed; sampled if None.
+            batch_size: B when ``x`` is None.
+            num_data: the size of the data set the batch is drawn from (sites scaled by N / B).
+            mask: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
+                likelihood of site "x" counts those only.
+
+        Returns:
+            The final canvas logits c_T ``[..., B, C, H, W]``.
         """
         x, B = self._data(x, batch_size)
         mask = self.check_mask(mask, B)
@@ -144,10 +150,17 @@ class DRAW(ZooModel):
         return canvas
 
     def guide(self, x, *, num_data=None, mask=None) -> Tensor:
-        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, C, H, W]``.
+        """q(z_0..z_{T-1} | x).
 
-        With `mask` (as for `model`) the encoder reads ``sigmoid(c_{t-1})`` at the unobserved pixels
-        instead of x: their values in `x` are never used."""
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1].
+            num_data: as for `model`.
+            mask: as for `model`; the encoder reads ``sigmoid(c_{t-1})`` at the unobserved pixels
+                instead of x: their values in ``x`` are never used.
+
+        Returns:
+            The final canvas logits c_T ``[..., B, C, H, W]``.
+        """
         x = self.check_images(x)
         B = x.shape[0]
         mask = self.check_mask(mask, B)
@@ -361,11 +374,19 @@ class DRAW(ZooModel):
 
     @torch.no_grad()
     def generate(self, n: int, return_attention: bool = False):
-        """Sample `n` images from the prior, through time.
+        """Sample ``n`` images from the prior, through time.
 
-        Returns the canvases ``[T+1, n, C, H, W]`` in [0, 1] (the blank initial canvas first);
-        with ``return_attention=True`` also the write Glimpse of every step (fields ``[T, n]``,
-        pixel units).
+        Args:
+            n: how many images.
+            return_attention: also return the write glimpses (a model with attention only).
+
+        Returns:
+            The canvases ``[T+1, n, C, H, W]`` in [0, 1] (the blank initial canvas first); with
+            ``return_attention=True``, ``(canvases, writes)``: also the write Glimpse of every step
+            (fields ``[T, n]``, pixel units).
+
+        Raises:
+            ConfigError: ``return_attention=True`` for a model without attention.
         """
         if return_attention and not self.config.attention:
             raise ConfigError("return_attention=True needs a model with attention=True")
@@ -376,8 +397,15 @@ class DRAW(ZooModel):
 
     @torch.no_grad()
     def reconstruct(self, x) -> Reconstruction:
-        """Run the guide on images `x` ``[B, C, H, W]`` (z sampled from q) and return what it drew:
-        canvases ``[T+1, B, C, H, W]`` and the read and write glimpses per step."""
+        """Run the guide on images ``x`` (z sampled from q) and return what it drew.
+
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1].
+
+        Returns:
+            The canvases ``[T+1, B, C, H, W]`` in [0, 1] and the read and write glimpses per step
+            (None without attention).
+        """
         with self._recording() as trajectory, poutine.block():
             self.guide(x)
         self._guide_pass = None
