@@ -152,12 +152,22 @@ def test_the_docs_build_strictly(tmp_path):
 TOY = """
 .. py:module:: toy
 
-.. py:function:: helper(path, num_samples=1)
-
-   Reads `path` with `helper`, as `other(x=1)` says, `num_samples` times; see `Widget` and
-   `evaluate`, and `_private`.
-
 .. py:class:: Widget
+
+.. py:function:: helper(path)
+
+.. py:module:: toy.other
+
+.. py:class:: Gizmo
+
+   .. py:method:: spin()
+
+.. py:module:: toy.sub
+
+.. py:function:: run(path, num_samples=1)
+
+   Reads `path` with `helper`, as `other(x=1)` says, `num_samples` times; see `Widget`,
+   `Gizmo.spin`, `spin` and `_private`.
 """
 
 
@@ -185,8 +195,11 @@ def test_a_backticked_name_is_a_link_or_code_and_a_stale_one_fails(tmp_path):
     _, warnings, html = build_toy(tmp_path / "good", TOY)
     assert warnings == ""
     code = '<code class="xref py py-obj docutils literal notranslate"><span class="pre">{}</span></code>'
-    assert 'href="#toy.helper"' in html and 'href="#toy.Widget"' in html  # documented here: links
-    for name in ("path", "num_samples", "other(x=1)", "_private"):  # a parameter, an expression: code
+    # documented in a package above, or (dotted) in another module: links that Sphinx alone does not make
+    for target in ("toy.helper", "toy.Widget", "toy.other.Gizmo.spin"):
+        assert f'href="#{target}" title="{target}"' in html, target
+    # a parameter, an expression, a private name, a method of another module's class: code
+    for name in ("path", "num_samples", "other(x=1)", "_private", "spin"):
         assert code.format(name) in html and f'title="{name}"' not in html, name
     assert "<cite>" not in html
     for stale in ("`toy.gone`", "`Gadget`", "`drawzoo.attention.filterbank`"):  # dotted or class-like: fails

@@ -299,18 +299,24 @@ CLASS_LIKE = re.compile(r"[A-Z][A-Za-z0-9_]*[a-z][A-Za-z0-9_]*")
 def _suffix_matches(env, target: str, module: str | None, members: bool) -> list[str]:
     """Documented objects named ``...TARGET``, from ``module`` outward: those inside the module
     (then its package, ...) where some are, else all of them. Without ``members`` (a bare
-    lower-case name) only the functions, classes and data of a module count, and a module only
-    from its own package: a parameter ``split`` is not ``GaussianPosterior.split``, nor a
-    parameter ``config`` the module `drawzoo.config`."""
+    lower-case name) only what is in scope counts: the functions, classes and data of the module
+    itself or of a package above it, and a module of its own package. A parameter ``split`` is
+    not ``GaussianPosterior.split``, a parameter ``config`` not the module `drawzoo.config`, and a
+    parameter ``epoch`` in drawzoo.training not the function ``drawzoo.data.binarization.epoch``."""
     domain = env.get_domain("py")
     # an object documented under its public name is found once (drawzoo.data.ImageDataset, not
     # also as drawzoo.data.dataset.ImageDataset)
     found = [name for name, entry in domain.objects.items() if name.endswith("." + target) and not entry.aliased]
-    if not members:
-        found = [name for name in found if (domain.objects[name].objtype == "module" and
-                                            name.rsplit(".", 1)[0] == module) or
-                 (domain.objects[name].objtype != "module" and name.rsplit(".", 1)[0] in domain.modules)]
     scopes = module.split(".") if module else []
+    if not members:
+        above = {".".join(scopes[:depth]) for depth in range(1, len(scopes) + 1)}
+
+
+        def in_scope(name: str) -> bool:
+            parent = name.rsplit(".", 1)[0]
+            return parent == module if domain.objects[name].objtype == "module" else parent in above
+
+        found = [name for name in found if in_scope(name)]
     for depth in range(len(scopes), 0, -1):
         prefix = ".".join(scopes[:depth]) + "."
         inside = [name for name in found if name.startswith(prefix)]
