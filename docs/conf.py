@@ -45,6 +45,10 @@ autodoc_typehints = "signature"
 autodoc_inherit_docstrings = False  # torch.nn.Module.forward's docstring is not ours
 autodoc_default_options = {"members": True, "show-inheritance": True}
 nitpicky = True
+# `name` in a docstring is a reference: it links to what it names, and a name that documents
+# nothing is code (a parameter, an expression) by the rule of docs/_ext/drawzoo_docs.py
+# (resolve_short_name); a class-like or dotted name that resolves nowhere fails the build.
+default_role = "py:obj"
 
 # Google-style sections (Args:, Returns:, Raises:) become fields; attribute docstrings (``#:``) are
 # left as they are written ("what it is: an example"), see docs/_ext/drawzoo_docs.py.

@@ -9,7 +9,7 @@
 The package's parts: `drawzoo.models` (one module per zoo model), `drawzoo.attention`,
 `drawzoo.data` (every data source, batching), `drawzoo.training` (`train` and what a run is made
 of), `drawzoo.evaluation` (`evaluate` and its estimators), `drawzoo.figures` (pictures and plots),
-`drawzoo.cli` (the ``drawzoo`` command); at the top level, what they share: the zoo
+``drawzoo.cli`` (the ``drawzoo`` command); at the top level, what they share: the zoo
 (`drawzoo.registry`), configs, checkpoints, pretrained tags, files, memory, errors, processes.
 """
 

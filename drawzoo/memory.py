@@ -7,7 +7,7 @@ Available memory is ``MemAvailable`` of ``/proc/meminfo`` on the CPU (the free p
 elsewhere), ``torch.cuda.mem_get_info`` on a GPU; on other devices nothing is refused. Estimates
 that refuse are lower bounds (a model's parameters and buffers, the pixels a request must hold),
 so that nothing that fits is refused; an allocation that fails anyway is one line from the
-``drawzoo`` command (`drawzoo.cli.run_program`).
+``drawzoo`` command (``drawzoo.cli.run_program``).
 """
 
 from __future__ import annotations

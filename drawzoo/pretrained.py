@@ -93,8 +93,15 @@ def manifest(path: Path | None = None) -> dict[str, Pretrained]:
 
 
 def list_pretrained(model: str | None = None) -> list[str]:
-    """The tags of every pretrained model (of `model` only, if given), e.g.
-    ``['vae.bmnist', 'draw.paper_attention_bmnist', ...]``."""
+    """The tags of every pretrained model, as `drawzoo.load`'s ``pretrained`` takes them.
+
+    Args:
+        model: only the tags of this model (a registered name, e.g. ``"draw"``); all if None.
+
+    Returns:
+        The tags, ``MODEL.NAME``, in the manifest's order, e.g.
+        ``['vae.bmnist', 'draw.paper_attention_bmnist', ...]``.
+    """
     return [tag for tag, e in manifest().items() if model is None or e.model == model]
 
 

@@ -42,12 +42,27 @@ def _entry_points() -> dict[str, EntryPoint]:
 
 
 def available() -> list[str]:
-    """Sorted names of every registered model."""
+    """Sorted names of every registered model.
+
+    Returns:
+        The names `load` and `model_class` take, e.g. ``['conv_draw', 'draw', ...]``.
+    """
     return sorted(_entry_points())
 
 
 def model_class(name: str) -> type:
-    """The class registered as `name`; `UnknownModelError` listing the available ones if none."""
+    """The class registered as `name`.
+
+    Args:
+        name: a registered model's name (one of `available`).
+
+    Returns:
+        The model's class, a `drawzoo.models.ZooModel` with a ``Config`` dataclass.
+
+    Raises:
+        UnknownModelError: no model is registered as `name` (the message lists the available ones).
+        DrawzooError: the registered class fails to import, or has no ``Config`` dataclass.
+    """
     eps = _entry_points()
     if name not in eps:
         raise UnknownModelError(
@@ -64,20 +79,35 @@ def model_class(name: str) -> type:
 
 def load(name: str | None = None, *, checkpoint: str | os.PathLike | None = None, pretrained: str | bool | None = None,
          seed: int | None = None, **config) -> ZooModel:
-    """Build the registered model `name`, its config being the defaults updated by `config`.
+    """Build the registered model `name`, its config being the defaults updated by ``config``.
 
-    `seed`: draw the initial weights from torch's RNG seeded with it (in a fork: the global RNG
-    is left as it was), so one seed gives the same weights every time; else from the global RNG.
+    Args:
+        name: a registered model's name (one of `available`); may be omitted with a checkpoint.
+        checkpoint: a path written by `drawzoo.train`: rebuild the model from the config stored
+            there and load its weights; any ``config`` given must agree with the stored one. The
+            stored weights are checked against a model built on the ``meta`` device (names,
+            shapes), so a checkpoint whose config and weights disagree is refused before it takes
+            any memory.
+        pretrained: a tag of `drawzoo.list_pretrained`, ``MODEL.NAME`` or just ``NAME``, or True:
+            the model's default tag. Load the weights that tag names, its file checked against the
+            manifest (`drawzoo.pretrained`); ``config`` must then agree with the tag's, as with a
+            checkpoint.
+        seed: draw the initial weights from torch's RNG seeded with it (in a fork: the global RNG
+            is left as it was), so one seed gives the same weights every time; else from the
+            global RNG.
+        **config: fields of the model's config (its ``Config`` dataclass) that differ from the
+            defaults.
 
-    With `checkpoint` (a path written by `drawzoo.train`), rebuild the model from the config
-    stored there and load its weights; `name` may then be omitted, and any `config` given must
-    agree with the stored one (`CheckpointError` names each mismatched field, with both values).
-    The stored weights are checked against a model built on the ``meta`` device (names, shapes),
-    so a checkpoint whose config and weights disagree is refused before it takes any memory.
+    Returns:
+        The model, a `drawzoo.models.ZooModel`.
 
-    With `pretrained` (a tag of `drawzoo.list_pretrained()`, ``MODEL.NAME`` or just ``NAME``, or
-    True: the model's default tag), load the weights that tag names, its file checked against the
-    manifest (`drawzoo.pretrained`); `config` must then agree with the tag's, as with a checkpoint.
+    Raises:
+        UnknownModelError: neither a registered `name` nor a checkpoint.
+        ConfigError: both a checkpoint and a pretrained tag, a seed that is no integer >= 0, or a
+            config field the model does not have or a value it refuses.
+        CheckpointError: the checkpoint is unreadable, or is not of the model `name`, or the
+            ``config`` given contradicts it (each mismatched field named, with both values).
+        PretrainedError: an unknown tag, or a ``config`` that contradicts the tag's.
 
     >>> m = load("draw", attention=False, T=10, seed=7)
     >>> m = load("draw", checkpoint="runs/draw.pt")

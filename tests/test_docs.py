@@ -142,6 +142,69 @@ def test_the_docs_build_strictly(tmp_path):
     missing = [f"drawzoo.{name}" for name in drawzoo.__all__ if f'id="drawzoo.{name}"' not in api]
     missing += [f"drawzoo.models.{name}" for name in drawzoo.models.__all__ if f'id="drawzoo.models.{name}"' not in models]
     assert not missing, f"public names the API reference does not document: {missing}"
+    # `name` in a docstring is a link or code (the default role), never italics; 1075 links before it
+    pages = [(html / "api" / f"{page}.html").read_text() for page in
+             ("drawzoo", "models", "attention", "data", "training", "evaluation", "figures")]
+    assert not any("<cite>" in page for page in pages)
+    assert sum(page.count('<a class="reference internal"') for page in pages) > 1400
+
+
+TOY = """
+.. py:module:: toy
+
+.. py:class:: Widget
+
+.. py:function:: helper(path)
+
+.. py:module:: toy.other
+
+.. py:class:: Gizmo
+
+   .. py:method:: spin()
+
+.. py:module:: toy.sub
+
+.. py:function:: run(path, num_samples=1)
+
+   Reads `path` with `helper`, as `other(x=1)` says, `num_samples` times; see `Widget`,
+   `Gizmo.spin`, `spin` and `_private`.
+"""
+
+
+def build_toy(tmp_path, text: str):
+    """Build a one-page project with drawzoo's docs extension and its default role: (return
+    code, warnings, HTML)."""
+    import io
+
+    from sphinx.application import Sphinx
+
+    (tmp_path / "src").mkdir(parents=True)
+    (tmp_path / "src" / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+                                              'extensions = ["drawzoo_docs"]\ndefault_role = "py:obj"\n'
+                                              "nitpicky = True\n")
+    (tmp_path / "src" / "index.rst").write_text(text)
+    warnings = io.StringIO()
+    app = Sphinx(tmp_path / "src", tmp_path / "src", tmp_path / "out", tmp_path / "doctrees", "html",
+                 status=None, warning=warnings, freshenv=True, warningiserror=False)
+    app.build()
+    return app.statuscode, warnings.getvalue(), (tmp_path / "out" / "index.html").read_text()
+
+
+def test_a_backticked_name_is_a_link_or_code_and_a_stale_one_fails(tmp_path):
+    pytest.importorskip("sphinx")
+    _, warnings, html = build_toy(tmp_path / "good", TOY)
+    assert warnings == ""
+    code = '<code class="xref py py-obj docutils literal notranslate"><span class="pre">{}</span></code>'
+    # documented in a package above, or (dotted) in another module: links that Sphinx alone does not make
+    for target in ("toy.helper", "toy.Widget", "toy.other.Gizmo.spin"):
+        assert f'href="#{target}" title="{target}"' in html, target
+    # a parameter, an expression, a private name, a method of another module's class: code
+    for name in ("path", "num_samples", "other(x=1)", "_private", "spin"):
+        assert code.format(name) in html and f'title="{name}"' not in html, name
+    assert "<cite>" not in html
+    for stale in ("`toy.gone`", "`Gadget`", "`drawzoo.attention.filterbank`"):  # dotted or class-like: fails
+        _, warnings, _ = build_toy(tmp_path / stale.strip("`"), TOY + f"\n   See {stale}.\n")
+        assert f"reference target not found: {stale.strip('`')}" in warnings, stale
 
 
 def test_the_docs_dependencies_are_an_extra_that_test_pulls_in():

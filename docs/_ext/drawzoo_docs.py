@@ -33,6 +33,7 @@ import dataclasses
 import importlib
 import io
 import os
+import re
 import typing
 from pathlib import Path
 
@@ -216,7 +217,11 @@ WIDE_TABLE = 7
 #: How annotations spell other projects' names (an alias, or a name imported under TYPE_CHECKING)
 ALIASES = {"Tensor": "torch.Tensor", "Figure": "matplotlib.figure.Figure", "PathLike": "os.PathLike",
            "Path": "pathlib.Path", "Dataset": "torch.utils.data.Dataset", "Image": "PIL.Image.Image",
-           "EntryPoint": "importlib.metadata.EntryPoint"}
+           "EntryPoint": "importlib.metadata.EntryPoint",
+           # other projects' classes that docstrings name short, as their modules import them
+           "Predictive": "pyro.infer.Predictive", "RenyiELBO": "pyro.infer.RenyiELBO",
+           "TraceTailAdaptive_ELBO": "pyro.infer.TraceTailAdaptive_ELBO",
+           "ReweightedWakeSleep": "pyro.infer.ReweightedWakeSleep", "Subset": "torch.utils.data.Subset"}
 PREFIXES = {"np.": "numpy.", "nn.": "torch.nn.", "dist.": "pyro.distributions.", "F.": "torch.nn.functional."}
 
 
@@ -286,6 +291,80 @@ def resolve_public_name(app, env, node, contnode):
     return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], public, node, contnode)
 
 
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A class-like name, ``ImageDataset`` or ``RenyiELBO``: a capital, then a lower-case letter somewhere
+CLASS_LIKE = re.compile(r"[A-Z][A-Za-z0-9_]*[a-z][A-Za-z0-9_]*")
+
+
+def _suffix_matches(env, target: str, module: str | None, members: bool) -> list[str]:
+    """Documented objects named ``...TARGET``, from ``module`` outward: those inside the module
+    (then its package, ...) where some are, else all of them. Without ``members`` (a bare
+    lower-case name) only what is in scope counts: the functions, classes and data of the module
+    itself or of a package above it, and a module of its own package. A parameter ``split`` is
+    not ``GaussianPosterior.split``, a parameter ``config`` not the module `drawzoo.config`, and a
+    parameter ``epoch`` in drawzoo.training not the function ``drawzoo.data.binarization.epoch``."""
+    domain = env.get_domain("py")
+    # an object documented under its public name is found once (drawzoo.data.ImageDataset, not
+    # also as drawzoo.data.dataset.ImageDataset)
+    found = [name for name, entry in domain.objects.items() if name.endswith("." + target) and not entry.aliased]
+    scopes = module.split(".") if module else []
+    if not members:
+        above = {".".join(scopes[:depth]) for depth in range(1, len(scopes) + 1)}
+
+
+        def in_scope(name: str) -> bool:
+            parent = name.rsplit(".", 1)[0]
+            return parent == module if domain.objects[name].objtype == "module" else parent in above
+
+        found = [name for name in found if in_scope(name)]
+    for depth in range(len(scopes), 0, -1):
+        prefix = ".".join(scopes[:depth]) + "."
+        inside = [name for name in found if name.startswith(prefix)]
+        if inside:
+            return inside
+    return found
+
+
+def resolve_short_name(app, env, node, contnode):
+    """A Python reference that nothing else resolved (most are the default role's single
+    backticks, `evaluate` or `path`), by this rule:
+
+    - an expression (``evaluate(..., per_step=True)``, ``drawzoo train --recipe R``), or a private
+      name (``_pass_weights``), is code: the literal as written, no link, no warning;
+    - a name of ``drawzoo.__all__`` (`evaluate`, `CheckpointError`) links to its public name;
+    - else the one documented object named ``...NAME`` (``NAME`` may be dotted:
+      ``ZooModel.compile_steps``), searched from the reference's module outward, links to it;
+    - a bare name that is not class-like (``path``, ``num_samples``, ``NAMES``) and that no
+      documented object (or more than one) has: code, as written;
+    - anything else, a class-like name or a dotted one that nothing documents, or one that is
+      ambiguous, stays unresolved: the strict build fails on it.
+    """
+    if node.get("refdomain") != "py" or node.get("reftype") != "obj":
+        return None  # a :class: or a type in a signature or a field must resolve as it is written
+    target = node.get("reftarget", "")
+    parts = target.split(".")
+    if not all(IDENTIFIER.fullmatch(part) for part in parts):  # an expression: code
+        return contnode
+    if parts[-1].startswith("_") and not parts[-1].endswith("__") or target.startswith("_"):
+        return contnode  # a private name: nothing documents it
+    import drawzoo
+
+    domain = env.get_domain("py")
+    if len(parts) == 1 and target in drawzoo.__all__ and f"drawzoo.{target}" in domain.objects:
+        return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], f"drawzoo.{target}",
+                                   node, contnode)
+    bare = len(parts) == 1
+    members = not bare or bool(CLASS_LIKE.fullmatch(target))
+    found = _suffix_matches(env, target, node.get("py:module"), members)
+    if len(found) == 1:
+        resolved = domain.resolve_xref(env, node["refdoc"], app.builder, "obj", found[0], node, contnode)
+        if resolved is not None:
+            return resolved
+    if bare and not CLASS_LIKE.fullmatch(target):
+        return contnode  # a parameter, a local, a constant nothing documents: code
+    return None  # warned: "py:obj reference target not found"
+
+
 def setup(app):
     app.add_config_value("drawzoo_included", {}, "env")
     app.setup_extension("sphinx.ext.napoleon")
@@ -295,6 +374,7 @@ def setup(app):
     app.connect("doctree-read", mark_wide_tables)
     app.connect("missing-reference", resolve_aliases, priority=400)
     app.connect("missing-reference", resolve_public_name)
+    app.connect("missing-reference", resolve_short_name, priority=900)  # after intersphinx
     app.add_directive("drawzoo-help", DrawzooHelp)
     app.add_directive("drawzoo-config", DrawzooConfig)
     app.add_directive("drawzoo-pretrained", DrawzooPretrained)

@@ -23,7 +23,7 @@ one entry point (``drawzoo train/eval --data``); it takes
   same in every process and call; the others are grey or colour values (fashion_mnist too, unless
   ``binarize="dynamic"``). The torchvision sets' "valid" split is the last `VALID_SIZES` images of their training
   set, "train" the ones before, "full_train" both. svhn needs scipy (``pip install scipy``);
-- a folder of PNG / JPEG pictures of any size up to `folders.MAX_PICTURE_PIXELS` (`image_folder`),
+- a folder of PNG / JPEG pictures of any size up to ``drawzoo.data.folders.MAX_PICTURE_PIXELS`` (`image_folder`),
   converted to grey or colour and resized and centre-cropped to the image shape asked for;
 - a ``.npy`` / ``.npz`` file of images (`load_array_file`).
 
@@ -78,14 +78,24 @@ IMAGE_SHAPES = {"binarized_mnist": amat.IMAGE_SHAPE, **{name: s.image_shape for 
 
 def load(spec: str | os.PathLike, split: str = "train", root: str | os.PathLike | None = None,
          image_shape: tuple[int, int, int] | None = None, *, download: bool = True) -> ImageDataset:
-    """The `split` of the data `spec`: a name of `DATASETS` (read from `root`, see `data_root`;
-    downloaded there when missing if `download`), a folder of PNG / JPEG pictures
-    (`image_folder`), or a ``.npy`` / ``.npz`` file (`load_array_file`).
+    """The ``split`` of the data ``spec``: a named data set, a folder of pictures or an array file.
 
-    Splits: "train", "valid", "test" (and "full_train" for the torchvision sets) of a named set;
-    "train", "valid" and "all" of a folder or file (`own_split`). `image_shape` (C, H, W): what the
-    model takes; a folder's pictures are converted and resized to it, named sets and files must
-    already have it (else `DataError`, before anything is read). None: the data's own shape.
+    Args:
+        spec: a name of ``DATASETS`` (read from ``root``), a folder of PNG / JPEG pictures
+            (`image_folder`), or a ``.npy`` / ``.npz`` file (`load_array_file`).
+        split: "train", "valid", "test" (and "full_train" for the torchvision sets) of a named
+            set; "train", "valid" and "all" of a folder or file (`own_split`).
+        root: the data folder of the named sets (see `data_root`; None: its default).
+        image_shape: (C, H, W), what the model takes; a folder's pictures are converted and
+            resized to it, named sets and files must already have it. None: the data's own shape.
+        download: download a named set into ``root`` when it is missing.
+
+    Returns:
+        The images as an `ImageDataset`.
+
+    Raises:
+        DataError: ``spec`` is none of these, a named set or file has another ``image_shape``
+            (before anything is read), or the data cannot be read (as the loader says).
     """
     if isinstance(spec, str) and spec in DATASETS:
         if image_shape is not None and tuple(image_shape) != IMAGE_SHAPES[spec]:

@@ -43,18 +43,27 @@ IMAGE_SHAPE = (1, 28, 28)
 
 def binarized_mnist(root: str | os.PathLike | None = None, split: str = "train", *,
                     download: bool = True) -> ImageDataset:
-    """The `split` ("train", "valid" or "test") of binarized MNIST: an `ImageDataset` of N = 50000,
-    10000 or 10000 images ``[1, 28, 28]`` in {0, 1} (``binarized_mnist(split="valid")[:]`` is the
-    float32 tensor ``[10000, 1, 28, 28]``), without labels.
+    """Binarized MNIST (the fixed binarization of Larochelle and Murray), without labels.
 
     Reads ``binarized_mnist_{split}.amat`` or ``.amat.gz`` from ``<root>/binarized_mnist/``,
-    ``<root>/`` (root: see `data_root`) or ``cache_dir()/data/binarized_mnist/`` (where downloads
-    go when root is not writable), through a cache in ``cache_dir()/binarized_mnist/``. A missing
-    file is downloaded when `download` is true. Raises `DataError` for a missing,
-    truncated or malformed file, naming the file, the line and the problem.
+    ``<root>/`` or ``cache_dir()/data/binarized_mnist/`` (where downloads go when root is not
+    writable), through a cache in ``cache_dir()/binarized_mnist/``.
 
     The test split is sorted by label: its first rows are no fair sample, so evaluate a subset
-    drawn at random (with a fixed seed) or every k-th row.
+    drawn at random (with a fixed seed, `drawzoo.data.batching.random_subset`) or every k-th row.
+
+    Args:
+        root: the data folder (see `drawzoo.data.data_root`; None: its default).
+        split: "train", "valid" or "test".
+        download: download the files into ``root`` when they are missing (needs internet).
+
+    Returns:
+        An `ImageDataset` of N = 50000, 10000 or 10000 images ``[1, 28, 28]`` in {0, 1}
+        (``binarized_mnist(split="valid")[:]`` is the float32 tensor ``[10000, 1, 28, 28]``).
+
+    Raises:
+        DataError: an unknown split, or a missing (and not downloaded), truncated or malformed
+            file, naming the file, the line and the problem.
     """
     if split not in SPLIT_SIZES:
         raise DataError(f"unknown binarized_mnist split {split!r}; valid splits: {', '.join(SPLIT_SIZES)}")

@@ -54,11 +54,22 @@ def collate_images(batch) -> torch.Tensor:
 
 
 def random_subset(data, n: int | None, seed: int = 0):
-    """`n` items of `data` (tensor, array, `ImageDataset` or other Dataset: the same type back, a
-    `Subset` for the last) drawn at random without replacement with a fixed seed, in their
-    original order; all of it if `n` is None or not smaller. Never the first n rows: benchmark
-    splits may be sorted (binarized MNIST's test split is sorted by label). ``drawzoo eval --limit
-    n --seed s`` scores ``random_subset(data, n, seed=s)``."""
+    """``n`` items of ``data`` drawn at random without replacement with a fixed seed, in their
+    original order. Never the first n rows: benchmark splits may be sorted (binarized MNIST's test
+    split is sorted by label). ``drawzoo eval --limit n --seed s`` scores
+    ``random_subset(data, n, seed=s)``.
+
+    Args:
+        data: a tensor, array, `ImageDataset` or other Dataset.
+        n: how many items; None, or not smaller than ``len(data)``: all of it.
+        seed: the seed of the draw.
+
+    Returns:
+        The same type as ``data`` (``data`` itself when all of it), a `Subset` for another Dataset.
+
+    Raises:
+        ValueError: ``n`` below 1.
+    """
     if n is None or n >= len(data):
         return data
     if n < 1:

@@ -2,7 +2,7 @@
 a training run sees a fresh Bernoulli draw of the grey levels each epoch, and the valid and test
 splits are scored on one fixed draw.
 
-Pixel j of the image with key k (its index in its source file, `ImageDataset.keys`) is 1 where
+Pixel j of the image with key k (its index in its source file, ``keys`` of `ImageDataset`) is 1 where
 ``u < p``, p its grey level and u a uniform number that a counter-based hash makes of
 ``(draw, k, j)``: no RNG state, so the draw is the same at every access, in every process and on
 every platform, whatever the batches, their order, the number of training processes or a resume.

@@ -121,17 +121,27 @@ def _describe(shape: tuple[int, int, int]) -> str:
 
 def image_folder(folder: str | os.PathLike, split: str = "all",
                  image_shape: tuple[int, int, int] | None = None) -> ImageDataset:
-    """The `split` (`own_split`: "train", "valid" or "all") of the PNG and JPEG pictures in
-    `folder` and its subfolders (sorted by path; hidden files and other files are passed over),
-    as an `ImageDataset` of images `image_shape` (C, H, W) with values in [0, 1], not binarized
-    (grey values: DRAW's Bernoulli likelihood then scores them as a reconstruction cross-entropy).
+    """The PNG and JPEG pictures in ``folder`` and its subfolders (sorted by path; hidden files
+    and other files are passed over), not binarized (grey values: DRAW's Bernoulli likelihood then
+    scores them as a reconstruction cross-entropy).
 
     Pictures of any size and mode are converted to grey (C = 1) or colour (C = 3), resized so that
-    they cover H x W and centre-cropped to it (`_read_picture`). Without `image_shape` the pictures
-    must all have one size and be all grey or all colour, and that is the shape. Raises `DataError`
-    naming the problem: no pictures, a picture that cannot be read or that declares more than
-    `MAX_PICTURE_PIXELS` (from every header, before any picture is decoded), pictures that differ
-    while no `image_shape` is given, an `image_shape` that pictures cannot take.
+    they cover H x W and centre-cropped to it (`_read_picture`).
+
+    Args:
+        folder: the folder of pictures.
+        split: "train", "valid" or "all" (`own_split`).
+        image_shape: (C, H, W), the shape the pictures are converted to. None: the pictures must
+            all have one size and be all grey or all colour, and that is the shape.
+
+    Returns:
+        An `ImageDataset` of images ``image_shape`` with values in [0, 1].
+
+    Raises:
+        DataError: naming the problem: no pictures, a picture that cannot be read or that
+            declares more than `MAX_PICTURE_PIXELS` (from every header, before any picture is
+            decoded), pictures that differ while no ``image_shape`` is given, an ``image_shape``
+            that pictures cannot take.
     """
     folder = Path(folder)
     if image_shape is not None:

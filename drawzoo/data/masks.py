@@ -19,6 +19,8 @@ from torch import Tensor
 
 from ..errors import InputError
 
+#: The masks `named_mask` makes, by name: the half of the image hidden, the centre, or ``random:P``
+#: (each pixel hidden with probability P)
 NAMES = ("top", "bottom", "left", "right", "centre", "random:P")
 
 

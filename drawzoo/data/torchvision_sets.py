@@ -131,28 +131,76 @@ def _torchvision_set(name: str, root, split: str, binarize: str | None, download
 
 def mnist(root: str | os.PathLike | None = None, split: str = "train", binarize: str | None = "dynamic", *,
           download: bool = True) -> ImageDataset:
-    """The `split` ("train", "valid", "test" or "full_train") of MNIST, with labels. `binarize`:
-    "dynamic" (Bernoulli draws of the grey levels: a fresh one each training epoch, one fixed draw
-    elsewhere, e.g. the valid and test splits; `drawzoo.data.binarization`), "threshold" or None
-    (grey values)."""
+    """MNIST, with labels.
+
+    Args:
+        root: the data folder (see `drawzoo.data.data_root`; None: its default).
+        split: "train" (the training set but its last ``VALID_SIZES["mnist"]`` images), "valid"
+            (those), "full_train" (all of it) or "test".
+        binarize: "dynamic" (Bernoulli draws of the grey levels: a fresh one each training epoch,
+            one fixed draw elsewhere, e.g. the valid and test splits; `drawzoo.data.binarization`),
+            "threshold" or None (grey values).
+        download: download the files into ``root`` when they are missing (needs internet).
+
+    Returns:
+        An `ImageDataset` of images ``[1, 28, 28]`` with their labels.
+
+    Raises:
+        DataError: an unknown split or ``binarize``, or files that cannot be read (or are missing
+            and not downloaded), naming the folder and what to put there.
+    """
     return _torchvision_set("mnist", root, split, binarize, download)
 
 
 def fashion_mnist(root: str | os.PathLike | None = None, split: str = "train", binarize: str | None = None, *,
                   download: bool = True) -> ImageDataset:
-    """The `split` ("train", "valid", "test" or "full_train") of Fashion-MNIST (Xiao et al. 2017),
-    with labels: grey values, unless `binarize` ("dynamic" or "threshold")."""
+    """Fashion-MNIST (Xiao et al. 2017), with labels.
+
+    Args:
+        root: the data folder (see `drawzoo.data.data_root`; None: its default).
+        split: "train", "valid", "test" or "full_train", as `mnist`'s.
+        binarize: None (grey values), "dynamic" or "threshold", as `mnist`'s.
+        download: download the files into ``root`` when they are missing (needs internet).
+
+    Returns:
+        An `ImageDataset` of images ``[1, 28, 28]`` with their labels.
+
+    Raises:
+        DataError: an unknown split or ``binarize``, or files that cannot be read (or are missing
+            and not downloaded), naming the folder and what to put there.
+    """
     return _torchvision_set("fashion_mnist", root, split, binarize, download)
 
 
 def cifar10(root: str | os.PathLike | None = None, split: str = "train", *, download: bool = True) -> ImageDataset:
-    """The `split` ("train", "valid", "test" or "full_train") of CIFAR-10, colour ``[3, 32, 32]``,
-    with labels."""
+    """CIFAR-10, with labels.
+
+    Args:
+        root: the data folder (see `drawzoo.data.data_root`; None: its default).
+        split: "train", "valid", "test" or "full_train", as `mnist`'s.
+        download: download the files into ``root`` when they are missing (needs internet).
+
+    Returns:
+        An `ImageDataset` of colour images ``[3, 32, 32]`` with their labels.
+
+    Raises:
+        DataError: an unknown split, or files that cannot be read (or are missing and not
+            downloaded), naming the folder and what to put there.
+    """
     return _torchvision_set("cifar10", root, split, None, download)
 
 
 def svhn(root: str | os.PathLike | None = None, split: str = "train", *, download: bool = True) -> ImageDataset:
-    """The `split` ("train", "valid", "test" or "full_train") of SVHN's cropped digits (the 73,257
-    training and 26,032 test images, not "extra"), colour ``[3, 32, 32]``, with labels (digit 0 is
-    0). Needs scipy."""
+    """SVHN's cropped digits (the 73,257 training and 26,032 test images, not "extra"), with
+    labels. Needs scipy.
+
+    Args:
+        root, split, download: as `cifar10`'s.
+
+    Returns:
+        An `ImageDataset` of colour images ``[3, 32, 32]`` with their labels (digit 0 is 0).
+
+    Raises:
+        DataError: as `cifar10` raises it.
+    """
     return _torchvision_set("svhn", root, split, None, download)

@@ -65,10 +65,21 @@ def compose(digits: np.ndarray, pairs: np.ndarray, corners: np.ndarray) -> np.nd
 
 def two_digit_mnist(root: str | os.PathLike | None = None, split: str = "train", binarize: str | None = "dynamic",
                     *, download: bool = True, seed: int = 0):
-    """The `split` ("train", "valid" or "test") of two-digit MNIST (see the module): an
-    `ImageDataset` of 50,000, 10,000 or 10,000 images ``[1, 60, 60]``, without labels, composed
-    from the MNIST files under `root` (`drawzoo.data.data_root`; downloaded there when missing if
-    `download`). `binarize`: "dynamic", "threshold" or None, as `drawzoo.data.mnist`'s."""
+    """Two-digit MNIST (see the module), without labels, composed from the MNIST files.
+
+    Args:
+        root: the data folder holding MNIST (`drawzoo.data.data_root`; None: its default).
+        split: "train", "valid" or "test".
+        binarize: "dynamic", "threshold" or None, as `drawzoo.data.mnist`'s.
+        download: download MNIST into ``root`` when it is missing.
+        seed: the seed of the layout: which digits go together, and where.
+
+    Returns:
+        An `ImageDataset` of 50,000, 10,000 or 10,000 images ``[1, 60, 60]``.
+
+    Raises:
+        DataError: an unknown split, or MNIST's as `drawzoo.data.mnist` raises them.
+    """
     if split not in SPLITS:
         raise DataError(f"unknown two_digit_mnist split {split!r}; valid splits: {', '.join(SPLITS)}")
     source = mnist(root, split, binarize, download=download)  # checks binarize before reading

@@ -10,7 +10,7 @@ For images x and K guide samples z_k ~ q(z | x), with log-weights
 How much each latent site tells (`evaluate(..., per_step=True)`): for every latent site of the guide,
 in the order the guide samples them (DRAW: z_0..z_{T-1}, one per glimpse; the VAE: its one z), the
 mean ``KL(q(z_t | x, z_<t) || p(z_t | z_<t))`` in nats on the same passes, analytic where
-`torch.distributions.kl_divergence` knows the pair and that is exact (as the ``"elbo"`` objective
+``torch.distributions.kl_divergence`` knows the pair and that is exact (as the ``"elbo"`` objective
 takes it, `drawzoo.evaluation.objectives.analytic_kl_sites`; Normal vs Normal, with Pyro's ``to_event``),
 else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
@@ -125,38 +125,62 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
              batch_size: int | None = None, seed: int = 0, progress: bool = False,
              compile: bool | None = None, per_step: bool = False, mask=None, nested_k=(),
              per_image: bool = False) -> dict:
-    """Per-image means in nats over `data` (tensor/array ``[N, C, H, W]`` in [0, 1], or a Dataset).
+    """Per-image means in nats over `data`: the negative ELBO and the importance-sampled NLL.
 
-    Returns ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the
-    time of the scoring passes), and the two figures in bits per dimension (`bits_per_dim`):
-    ``"neg_elbo_bits_per_dim"``, ``"nll_bits_per_dim"``. With `per_step`, also how much each latent site tells, from the
-    same passes (see the module's docstring): ``"kl_per_step"``, the mean KL of each latent site in
-    the guide's order (T floats for DRAW, one for the VAE), ``"kl_estimate"``, how each was computed
-    (``"analytic"`` or ``"monte carlo"``), ``"latent_sites"``, their names, and ``"reconstruction"``,
-    ``-E log p(x | z)``; a model without latent sites raises `NoLatentSitesError` before any work.
-    With a `mask` (a name of `drawzoo.data.masks.NAMES`, e.g. "bottom", or a bool tensor broadcastable to
-    ``[N, C, H, W]``, True where observed) also ``"nll_observed"`` (-log p^(x_obs)), ``"cond_nll"``
-    (``nll - nll_observed``, the importance-sampled estimate of -log p(x_miss | x_obs): see the
-    module's docstring for its bias) and ``"missing_fraction"`` (of the pixels scored); a mask that
-    observes every pixel of every image is an error (the figure would be 0 by definition).
-    `nested_k`: smaller sample sizes K' (each dividing `num_samples`) whose NLL estimates come from
-    the same samples: ``"nll_k"``, ``{K': mean over images of the mean over the K/K' disjoint groups
-    of K' samples of -log mean_group w}``, an unbiased estimate of E[-log p^_K'] (the K-convergence of
-    the estimate at no extra cost; ``nll_k[K] == nll``). `per_image`: also ``"per_image"``,
-    ``{"neg_elbo": [N], "nll": [N], "nll_k": {K': [N]}}`` (float64, CPU, in the order of `data`), for
-    standard errors (the figures' spread over images) and for scoring a data set in parts.
-    `compile`: run the model's step functions through ``torch.compile`` (``model.compile_steps()``,
-    which stays), the fast path; None leaves the model as it is. `batch_size` images are scored per
-    pass (K * batch_size rows); by default as many as fit in `ROWS_PER_PASS` rows, and never more
-    than the memory holds (`drawzoo.memory.images_per_pass`: K whose one image cannot fit is a
-    `MemoryLimitError` before any work). The global
-    RNG is left as it was (sampling uses a fork seeded with `seed`): for one batch the z's are
-    those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide draw, so
-    ``nll`` is exactly ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)``'s loss
-    per image after the same seeding.
+    The global RNG is left as it was (sampling uses a fork seeded with ``seed``): for one batch the
+    z's are those that ``torch.manual_seed(seed)`` and then K vectorised particles of the guide
+    draw, so ``nll`` is exactly ``RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True)``'s
+    loss per image after the same seeding.
 
     Under ``torchrun`` each process scores every world-th image (seed ``seed + rank``) and the
     per-image figures are summed over the processes: every process returns the same means.
+
+    Args:
+        model: the model to score, a `drawzoo.models.ZooModel`.
+        data: tensor or array ``[N, C, H, W]`` in [0, 1], or a Dataset.
+        num_samples: K, the importance samples per image.
+        batch_size: images scored per pass (K * batch_size rows); by default as many as fit in
+            `ROWS_PER_PASS` rows, and never more than the memory holds
+            (`drawzoo.memory.images_per_pass`).
+        seed: the seed of the sampling.
+        progress: show a progress bar.
+        compile: run the model's step functions through ``torch.compile``
+            (``model.compile_steps()``, which stays), the fast path; None leaves the model as it is.
+        per_step: also how much each latent site tells, from the same passes (see the module's
+            docstring): the ``"kl_per_step"``, ``"kl_estimate"``, ``"latent_sites"`` and
+            ``"reconstruction"`` figures below.
+        mask: a name of `drawzoo.data.masks.NAMES` (e.g. "bottom"), or a bool tensor
+            broadcastable to ``[N, C, H, W]``, True where observed: also the conditional figures
+            below.
+        nested_k: smaller sample sizes K' (each dividing ``num_samples``) whose NLL estimates come
+            from the same samples: ``"nll_k"`` below.
+        per_image: also ``"per_image"``, each image's figures, for standard errors (the figures'
+            spread over images) and for scoring a data set in parts.
+
+    Returns:
+        ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the time
+        of the scoring passes), and the two figures in bits per dimension (`bits_per_dim`):
+        ``"neg_elbo_bits_per_dim"``, ``"nll_bits_per_dim"``. With ``per_step``, also
+        ``"kl_per_step"``, the mean KL of each latent site in the guide's order (T floats for DRAW,
+        one for the VAE), ``"kl_estimate"``, how each was computed (``"analytic"`` or
+        ``"monte carlo"``), ``"latent_sites"``, their names, and ``"reconstruction"``,
+        ``-E log p(x | z)``. With a ``mask``, also ``"nll_observed"`` (-log p^(x_obs)),
+        ``"cond_nll"`` (``nll - nll_observed``, the importance-sampled estimate of
+        -log p(x_miss | x_obs): see the module's docstring for its bias) and
+        ``"missing_fraction"`` (of the pixels scored). With ``nested_k``, ``"nll_k"``,
+        ``{K': mean over images of the mean over the K/K' disjoint groups of K' samples of
+        -log mean_group w}``, an unbiased estimate of E[-log p^_K'] (the K-convergence of the
+        estimate at no extra cost; ``nll_k[K] == nll``). With ``per_image``, ``"per_image"``,
+        ``{"neg_elbo": [N], "nll": [N], "nll_k": {K': [N]}}`` (float64, CPU, in the order of
+        ``data``).
+
+    Raises:
+        ValueError: ``num_samples`` or ``batch_size`` below 1, or a ``nested_k`` that does not
+            divide ``num_samples``.
+        NoLatentSitesError: ``per_step`` for a model without latent sites (before any work).
+        InputError: a mask that observes every pixel of every image (the conditional figure would
+            be 0 by definition).
+        MemoryLimitError: K samples of one image cannot fit in memory (before any work).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")

@@ -2,7 +2,7 @@
 DRAW's canvases through time as a GIF, all drawn with torchvision and Pillow. Plots (the KL per
 step, learning curves) are matplotlib figures: `drawzoo.figures.plots`.
 
-Grids are laid out by `torchvision.utils.make_grid`; the GIF shows, on every canvas, DRAW's write
+Grids are laid out by ``torchvision.utils.make_grid``; the GIF shows, on every canvas, DRAW's write
 attention window as a red square (Gregor et al. 2015, fig. 6): its position and size are those of
 the N x N grid of filter centres, its line width grows with the filters' standard deviation.
 `animate_reconstruction` shows real images beside DRAW's canvases, with the read window in green
@@ -37,7 +37,17 @@ MISSING = (0.25, 0.45, 0.85)  #: colour of the unobserved pixels in `save_inpain
 
 
 def picture_format(path: str | PathLike) -> str:
-    """The Pillow format that `path`'s suffix names (``.png``: PNG); `InputError` if none does."""
+    """The Pillow format that ``path``'s suffix names (``.png``: PNG).
+
+    Args:
+        path: a file name.
+
+    Returns:
+        The format's name, as Pillow's ``save`` takes it.
+
+    Raises:
+        InputError: no format has that suffix.
+    """
     suffix = Path(path).suffix.lower()
     found = Image.registered_extensions().get(suffix)
     if found is None:
@@ -47,9 +57,18 @@ def picture_format(path: str | PathLike) -> str:
 
 
 def save_picture(save, path: str | PathLike, what: str = "picture", format: str | None = None) -> bytes:
-    """Write the picture that ``save(file, format)`` encodes (in `format`, else the one `path`'s
-    suffix names) to `path`, as every picture drawzoo writes is written: through
-    `drawzoo.files.write_output` (never over model weights or a file the run reads). Returns its bytes."""
+    """Write a picture to ``path`` as every picture drawzoo writes is written: through
+    `drawzoo.files.write_output` (never over model weights or a file the run reads).
+
+    Args:
+        save: a function ``save(file, format)`` that encodes the picture into a binary file.
+        path: where to write it.
+        what: what the picture is, in error messages.
+        format: the Pillow format; else the one ``path``'s suffix names (`picture_format`).
+
+    Returns:
+        The bytes written.
+    """
     check_output(path, what)  # before the suffix: a checkpoint named .pt is said to be one
     buffer = io.BytesIO()
     save(buffer, format or picture_format(path))
@@ -97,9 +116,17 @@ def _default_nrow(n: int) -> int:
 def save_grid(
     images: Tensor, path: str | PathLike, nrow: int | None = None, padding: int = PADDING
 ) -> None:
-    """Save images ``[n, C, H, W]`` in [0, 1] (C = 1 grey or 3 colour) as one PNG grid.
+    """Save images as one PNG grid.
 
-    `nrow` images per row (default about square), `padding` black pixels around each image.
+    Args:
+        images: ``[n, C, H, W]`` in [0, 1] (C = 1 grey or 3 colour).
+        path: where to write it.
+        nrow: images per row (default about square).
+        padding: black pixels around each image.
+
+    Raises:
+        InputError: images that are no float tensor ``[n, C, H, W]`` with 1 or 3 channels and finite
+            values in [0, 1], or an ``nrow`` or ``padding`` out of range.
     """
     images = _check_images(images, "images", "[n, C, H, W]")
     nrow = _default_nrow(images.shape[0]) if nrow is None else nrow
@@ -116,12 +143,22 @@ def _save_grid_image(images: Tensor, path, **grid) -> None:
 
 def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | PathLike,
                     nrow: int | None = None) -> None:
-    """Save inpainted images as one PNG: for each run of `nrow` images (default all of them, at most
-    16), three rows: the observed images (unobserved pixels, `mask` False, in the colour `MISSING`),
-    the filled-in images, the originals.
+    """Save inpainted images as one PNG: for each run of ``nrow`` images, three rows: the
+    observed images (unobserved pixels in the colour `MISSING`), the filled-in images, the
+    originals.
 
-    `original` and `filled` are ``[n, C, H, W]`` in [0, 1]; `mask` is bool, broadcastable to them
-    (a pixel is shown unobserved where any of its channels is).
+    Args:
+        original: the images ``[n, C, H, W]`` in [0, 1].
+        mask: bool, broadcastable to them, False where a pixel is unobserved (a pixel is shown
+            unobserved where any of its channels is).
+        filled: the filled-in images, ``[n, C, H, W]`` in [0, 1] (e.g. from
+            `drawzoo.models.ZooModel.inpaint`).
+        path: where to write it.
+        nrow: images per run (default all of them, at most 16).
+
+    Raises:
+        InputError: images that are no float tensor ``[n, C, H, W]`` with 1 or 3 channels and finite
+            values in [0, 1], ``original`` and ``filled`` that differ in shape, or a bad mask.
     """
     original = _check_images(original, "original", "[n, C, H, W]")
     filled = _check_images(filled, "filled", "[n, C, H, W]")
@@ -140,12 +177,18 @@ def save_inpainting(original: Tensor, mask: Tensor, filled: Tensor, path: str | 
 
 
 def attention_boxes(writes: Glimpse, N: int) -> Tensor:
-    """Attention windows (read or write) ``[T, n, 4]`` = (x0, y0, x1, y1) in 0-based image pixels (float).
+    """Attention windows (read or write) as boxes.
 
-    The window spans the centres of the N x N filters (`drawzoo.attention.filterbank`):
+    The window spans the centres of the N x N filters (`drawzoo.attention.gaussian.filterbank`):
     ``mu_1 = g - (N - 1) / 2 * delta`` to ``mu_N = g + (N - 1) / 2 * delta`` in 1-based pixels,
-    minus 1 for 0-based; x from g_x, y from g_y. `writes` has fields ``[T, n]``. Boxes are not
-    clipped to the image.
+    minus 1 for 0-based; x from g_x, y from g_y. Boxes are not clipped to the image.
+
+    Args:
+        writes: the glimpses, fields ``[T, n]``.
+        N: their grid size.
+
+    Returns:
+        ``[T, n, 4]`` = (x0, y0, x1, y1) in 0-based image pixels (float).
     """
     _check_positive(N=N)
     half = (N - 1) / 2 * writes.delta
@@ -263,19 +306,31 @@ def animate(
     final_pause_ms: int = 1000,
     loop: int | None = 0,
 ) -> int:
-    """Save canvases ``[T+1, n, C, H, W]`` in [0, 1] as a GIF: one frame per time step, each the
-    grid of the n canvases; returns the number of frames in the file.
+    """Save canvases as a GIF: one frame per time step, each the grid of the n canvases.
 
-    Frame 0 is the initial canvas, frame t the canvas after step t. With the write Glimpse
-    `writes` (fields ``[T, n]``, as `DRAW.generate(n, return_attention=True)` returns) and the
-    write grid size `N`, frame t >= 1 shows step t-1's write window on each image as a pure red
-    square (`attention_boxes`), clipped to that image, its line about sigma * scale / 2 pixels wide.
+    Frame 0 is the initial canvas, frame t the canvas after step t. With ``writes`` and ``N``,
+    frame t >= 1 shows step t-1's write window on each image as a pure red square
+    (`attention_boxes`), clipped to that image, its line about sigma * scale / 2 pixels wide.
 
-    `nrow` images per row (default about square); `scale` integer upscaling (default: images at
-    least `MIN_HEIGHT` pixels tall); each frame shows for `duration_ms`, the last for
-    `final_pause_ms`; `loop` as Pillow's (0 = forever, None = play once). Pillow merges a frame
-    identical to the previous one into it, so the count is T+1 unless some steps changed nothing
-    visible.
+    Args:
+        canvases: ``[T+1, n, C, H, W]`` in [0, 1].
+        path: where to write the GIF.
+        writes: the write Glimpse, fields ``[T, n]``, as
+            ``DRAW.generate(n, return_attention=True)`` returns it.
+        N: the write grid size; given with ``writes``, or neither.
+        nrow: images per row (default about square).
+        scale: integer upscaling (default: images at least `MIN_HEIGHT` pixels tall).
+        duration_ms: how long each frame shows.
+        final_pause_ms: how long the last frame shows.
+        loop: as Pillow's (0 = forever, None = play once).
+
+    Returns:
+        The number of frames in the file. Pillow merges a frame identical to the previous one
+        into it, so the count is T+1 unless some steps changed nothing visible.
+
+    Raises:
+        InputError: images that are no float tensor ``[T+1, n, C, H, W]`` with 1 or 3 channels and finite
+            values in [0, 1], ``writes`` without ``N`` or the reverse, or glimpses of another shape.
     """
     canvases = _check_images(canvases, "canvases", "[T+1, n, C, H, W]")
     steps, n, _, H, W = canvases.shape
@@ -312,15 +367,34 @@ def animate_reconstruction(
     final_pause_ms: int = 1000,
     loop: int | None = 0,
 ) -> int:
-    """Save DRAW reading and redrawing real images as a GIF (the paper's video): every image of
-    `inputs` ``[n, C, H, W]`` beside its canvases ``[T+1, n, C, H, W]`` (as `DRAW.reconstruct`
-    returns them), one frame per time step; returns the number of frames in the file.
+    """Save DRAW reading and redrawing real images as a GIF (the paper's video): every input
+    beside its canvases, one frame per time step.
 
     Frame 0 shows the inputs beside the blank canvases, frame t the canvases after step t-1 wrote,
-    with step t-1's read window (`reads`, grid size `read_size`) in green on the input and its write
-    window (`writes`, `write_size`) in red on the canvas, drawn as `animate` draws them. Without
-    glimpses (a model without attention) the frames have no windows. `nrow`: input/canvas pairs per
-    row (default about square); the rest as `animate`'s.
+    with step t-1's read window in green on the input and its write window in red on the canvas,
+    drawn as `animate` draws them. Without glimpses (a model without attention) the frames have no
+    windows.
+
+    Args:
+        inputs: the images ``[n, C, H, W]`` in [0, 1].
+        canvases: ``[T+1, n, C, H, W]`` in [0, 1], as `DRAW.reconstruct` returns them.
+        path: where to write the GIF.
+        reads: the read Glimpse, fields ``[T, n]``.
+        read_size: its grid size; given with ``reads``, or neither.
+        writes: the write Glimpse, fields ``[T, n]``.
+        write_size: its grid size; given with ``writes``, or neither.
+        nrow: input/canvas pairs per row (default about square).
+        scale: as `animate`'s.
+        duration_ms: as `animate`'s.
+        final_pause_ms: as `animate`'s.
+        loop: as `animate`'s.
+
+    Returns:
+        The number of frames in the file.
+
+    Raises:
+        InputError: images that are no float tensor ``[n, C, H, W]`` with 1 or 3 channels and finite
+            values in [0, 1], inputs unlike each canvas, or glimpses without their grid size.
     """
     inputs = _check_images(inputs, "inputs", "[n, C, H, W]")
     canvases = _check_images(canvases, "canvases", "[T+1, n, C, H, W]")

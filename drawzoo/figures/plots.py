@@ -38,8 +38,15 @@ CURVE_COLOURS = (BLUE, RED, "#2ca02c", "#9467bd", "#ff7f0e")  #: `curve_plot`'s 
 
 
 def require_matplotlib(what: str = "drawzoo.figures.plots") -> None:
-    """`DrawzooError` in one line unless matplotlib imports: `what` (the thing that plots) needs it,
-    and ``pip install "drawzoo[plots]"`` installs it. Commands call it before any work."""
+    """Check that matplotlib imports; commands call it before any work.
+
+    Args:
+        what: the thing that plots, named in the error.
+
+    Raises:
+        DrawzooError: in one line, matplotlib does not import: ``what`` needs it, and
+            ``pip install "drawzoo[plots]"`` installs it.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -47,8 +54,17 @@ def require_matplotlib(what: str = "drawzoo.figures.plots") -> None:
 
 
 def plot_format(path: str | PathLike) -> str:
-    """The format `save_figure` writes `path` in, by its suffix (``.png``, ``.svg`` or ``.pdf``, any
-    case); `ConfigError` naming the accepted suffixes for any other."""
+    """The format `save_figure` writes ``path`` in, by its suffix.
+
+    Args:
+        path: a file name ending ``.png``, ``.svg`` or ``.pdf``, any case.
+
+    Returns:
+        ``"png"``, ``"svg"`` or ``"pdf"``.
+
+    Raises:
+        ConfigError: any other suffix (the accepted ones named).
+    """
     suffix = Path(path).suffix
     if suffix.lower() not in FORMATS:
         raise ConfigError(f"cannot save a plot as {str(path)!r}: its suffix must be one of "
@@ -57,9 +73,17 @@ def plot_format(path: str | PathLike) -> str:
 
 
 def save_figure(figure: Figure, path: str | PathLike) -> None:
-    """Write `figure` to `path` as PNG, SVG or PDF, as its suffix says (`plot_format`), through
-    `drawzoo.files.output_file`: never over model weights or a file the run reads, and a reader never
-    sees half a file. The same figure gives the same bytes (no dates, fixed SVG ids)."""
+    """Write a figure through `drawzoo.files.output_file`: never over model weights or a file the
+    run reads, and a reader never sees half a file. The same figure gives the same bytes (no
+    dates, fixed SVG ids).
+
+    Args:
+        figure: the figure, e.g. from `kl_plot` or `curve_plot`.
+        path: where to write it, as PNG, SVG or PDF, as its suffix says (`plot_format`).
+
+    Raises:
+        ConfigError: a suffix that names none of these formats.
+    """
     import matplotlib
 
     check_output(path, "plot")  # before the suffix: a checkpoint named .pt is said to be one
@@ -70,8 +94,14 @@ def save_figure(figure: Figure, path: str | PathLike) -> None:
 
 
 def figure_to_array(figure: Figure) -> np.ndarray:
-    """`figure` rendered by Agg as an RGB array ``[H, W, 3]`` of uint8 (what TensorBoard's
-    ``add_image(..., dataformats="HWC")`` takes)."""
+    """A figure rendered by Agg, as TensorBoard's ``add_image(..., dataformats="HWC")`` takes it.
+
+    Args:
+        figure: the figure.
+
+    Returns:
+        An RGB array ``[H, W, 3]`` of uint8.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(figure)
@@ -98,10 +128,23 @@ def _integer_steps(axes) -> None:
 
 def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | None = None) -> Figure:
     """A figure (9 x 3.9 inches: 900 x 390 pixels as PNG) of how much each step tells, in nats per
-    image, from `drawzoo.evaluate(..., per_step=True)`'s figures: the KL of each step's latent site
-    as bars (left axes), and their cumulative sum against the negative ELBO, ``reconstruction +
-    sum(KL)``, dashed (right axes: the gap between them, in grey, is the reconstruction term
-    ``-log p(x | z)``). `title` goes on top. Save it with `save_figure`."""
+    image: the KL of each step's latent site as bars (left axes), and their cumulative sum against
+    the negative ELBO, ``reconstruction + sum(KL)``, dashed (right axes: the gap between them, in
+    grey, is the reconstruction term ``-log p(x | z)``). Save it with `save_figure`.
+
+    Args:
+        kl_per_step: the KL of each step's latent site, nats per image
+            (``drawzoo.evaluate(..., per_step=True)``'s ``"kl_per_step"``).
+        reconstruction: the reconstruction term, nats per image (its ``"reconstruction"``).
+        title: goes on top.
+
+    Returns:
+        The figure.
+
+    Raises:
+        InputError: no KL values, or values that are not finite.
+        DrawzooError: matplotlib is not installed.
+    """
     kl = [float(v) for v in kl_per_step]
     if not kl or not all(math.isfinite(v) for v in [*kl, reconstruction]):
         raise InputError(f"kl_plot needs finite KL values (got {len(kl)}: {kl}) and a finite reconstruction "
@@ -140,11 +183,25 @@ def kl_plot(kl_per_step: list[float], reconstruction: float, *, title: str | Non
 
 def curve_plot(curves: dict[str, list[tuple[float, float]]], *, references: dict[str, float] | None = None,
                title: str = "", ylabel: str = "validation -ELBO, nats per image") -> Figure:
-    """A figure (9 x 4.8 inches: 900 x 480 pixels as PNG) of learning curves: each of `curves`
-    (label -> points ``(epoch, value)``) as a line (with dots, up to 60 points), each of
-    `references` (label -> value, e.g. published figures) as a dashed horizontal line, epochs on
-    the x axis from 0; the legend gives each curve's last value and each reference's. Save it with
-    `save_figure`."""
+    """A figure (9 x 4.8 inches: 900 x 480 pixels as PNG) of learning curves, epochs on the x axis
+    from 0; the legend gives each curve's last value and each reference's. Save it with
+    `save_figure`.
+
+    Args:
+        curves: label -> points ``(epoch, value)``, each drawn as a line (with dots, up to 60
+            points).
+        references: label -> value (e.g. published figures), each drawn as a dashed horizontal
+            line.
+        title: goes on top.
+        ylabel: the y axis's label.
+
+    Returns:
+        The figure.
+
+    Raises:
+        InputError: no points, or points or references that are not finite.
+        DrawzooError: matplotlib is not installed.
+    """
     points = [p for curve in curves.values() for p in curve]
     values = [v for _, v in points] + list((references or {}).values())
     if not points or not all(math.isfinite(v) for p in points for v in p) or not all(map(math.isfinite, values)):

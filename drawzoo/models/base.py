@@ -268,24 +268,58 @@ class ZooModel(nn.Module):
         return f"config={self.config}"
 
     def model(self, x=None, *, batch_size=None, num_data=None, mask=None):
+        """The generative story, a Pyro model: every site inside the data plate (`data_plate`).
+
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1], observed at site ``"x"``; sampled when None.
+            batch_size: B when ``x`` is None.
+            num_data: the size of the data set the batch is drawn from: every site is scaled by
+                N / B, exactly as a subsampled ``pyro.plate`` does.
+            mask: bool, broadcastable to ``x``, True where a pixel is observed
+                (`drawzoo.data.masks`): the likelihood counts the observed pixels only.
+        """
         raise NotImplementedError
 
     def guide(self, x, *, num_data=None, mask=None):
+        """The amortised posterior over the same latent sites as `model`, a Pyro guide.
+
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1].
+            num_data: as for `model`.
+            mask: as for `model`; the guide never looks at the values of unobserved pixels (each
+                model says what it reads there instead).
+        """
         raise NotImplementedError
 
     @torch.no_grad()
     def inpaint(self, x, mask, num_samples: int = 100, sample: bool = False) -> Tensor:
-        """Fill the unobserved pixels of images `x` ``[B, C, H, W]`` (`mask` False there) from
-        p(x_miss | x_obs), by sampling importance resampling (`drawzoo.models.importance.importance_resample`):
-        K = `num_samples` z's from the guide given the observed pixels, one resampled per image
-        with weight p(x_obs, z) / q(z | x_obs), and the missing pixels from p(x | z): their means
-        (Bernoulli probabilities), or a binary draw with ``sample=True``.
+        """Fill the unobserved pixels of images ``x`` from p(x_miss | x_obs), by sampling importance
+        resampling (`drawzoo.models.importance.importance_resample`): K = ``num_samples`` z's from
+        the guide given the observed pixels, one resampled per image with weight
+        p(x_obs, z) / q(z | x_obs), and the missing pixels from p(x | z).
 
-        Returns ``[B, C, H, W]`` with the observed pixels of `x` exactly as they were.
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1]; the values of the unobserved pixels are not used.
+            mask: bool, broadcastable to ``x``, True where a pixel is observed, False where it is
+                filled.
+            num_samples: K, the z's drawn per image.
+            sample: a binary draw of the missing pixels; else their means (Bernoulli
+                probabilities).
+
+        Returns:
+            ``[B, C, H, W]`` with the observed pixels of ``x`` exactly as they were.
         """
         return importance_resample(self, x, mask, num_samples, sample=sample)
 
     def generate(self, n: int) -> Tensor:
+        """Sample ``n`` images from the prior, through time.
+
+        Args:
+            n: how many images.
+
+        Returns:
+            Images through time ``[steps, n, C, H, W]`` in [0, 1].
+        """
         raise NotImplementedError
 
 

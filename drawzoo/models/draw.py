@@ -102,7 +102,7 @@ class DRAW(ZooModel):
     _transient = ("_trajectory", "_guide_pass")
     step_functions = ("encode_step", "decode_step", "decode_encode_step")
     #: Let the model reuse the guide's decoder steps when it replays the guide's z_t (see
-    #: `GuidePass`): the same loss and gradients, one decoder pass per step instead of two.
+    #: ``GuidePass``): the same loss and gradients, one decoder pass per step instead of two.
     reuse_guide_decoder = True
     #: On the fast path (`compile_steps`), sum the per-step gradients of the encoder's, posterior's
     #: and decoder's weights in place as they arrive, instead of one new tensor per step and weight
@@ -124,11 +124,17 @@ class DRAW(ZooModel):
     # -- the Pyro model and guide -------------------------------------------------------------
 
     def model(self, x=None, *, batch_size=None, num_data=None, mask=None) -> Tensor:
-        """p(x, z_0..z_{T-1}); `x` ``[B, C, H, W]`` in [0, 1] is observed, or sampled if None.
+        """p(x, z_0..z_{T-1}).
 
-        `num_data`: the size of the data set the batch is drawn from (sites scaled by N / B).
-        `mask`: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
-        likelihood of site "x" counts those only. Returns the final canvas logits c_T ``[..., B, C, H, W]``.
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1], observed; sampled if None.
+            batch_size: B when ``x`` is None.
+            num_data: the size of the data set the batch is drawn from (sites scaled by N / B).
+            mask: bool, broadcastable to ``[B, C, H, W]``, True where a pixel of x is observed: the
+                likelihood of site "x" counts those only.
+
+        Returns:
+            The final canvas logits c_T ``[..., B, C, H, W]``.
         """
         x, B = self._data(x, batch_size)
         mask = self.check_mask(mask, B)
@@ -144,10 +150,17 @@ class DRAW(ZooModel):
         return canvas
 
     def guide(self, x, *, num_data=None, mask=None) -> Tensor:
-        """q(z_0..z_{T-1} | x) for images `x` ``[B, C, H, W]`` in [0, 1]; returns c_T ``[..., B, C, H, W]``.
+        """q(z_0..z_{T-1} | x).
 
-        With `mask` (as for `model`) the encoder reads ``sigmoid(c_{t-1})`` at the unobserved pixels
-        instead of x: their values in `x` are never used."""
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1].
+            num_data: as for `model`.
+            mask: as for `model`; the encoder reads ``sigmoid(c_{t-1})`` at the unobserved pixels
+                instead of x: their values in ``x`` are never used.
+
+        Returns:
+            The final canvas logits c_T ``[..., B, C, H, W]``.
+        """
         x = self.check_images(x)
         B = x.shape[0]
         mask = self.check_mask(mask, B)
@@ -205,17 +218,17 @@ class DRAW(ZooModel):
         ``h_enc_t = LSTM_enc([r_t, h_dec_{t-1}], h_enc_{t-1})``, ``(mu_t, sigma_t)`` of q(z_t | ...).
         With a bool `mask` (False: unobserved), x is ``sigmoid(c_{t-1})`` where it is False.
 
-        Given the encoder's weights concatenated, `W_enc` = ``[W_ih, W_hh]``, and `e_enc` (its biases,
+        Given the encoder's weights concatenated, ``W_enc`` = ``[W_ih, W_hh]``, and `e_enc` (its biases,
         `_pass_weights`), the gates are ``[r_t, h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc`` in one
         product. With `x` None (DRAW without attention: ``r_t = [x, x_hat_t]``) they are
-        ``[-sigmoid(c_{t-1}), h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc``, `W_enc` without the columns
+        ``[-sigmoid(c_{t-1}), h_dec_{t-1}, h_enc_{t-1}] W_enc^T + e_enc``, ``W_enc`` without the columns
         of x and `e_enc` ``[B, 4 hidden]`` holding ``(W_x + W_xhat) x`` + biases: the same sum,
         re-associated, its part with x (the same at every step) computed once per pass. Given
-        `W_post` and `e_post`, ``(mu, log sigma) = h_enc_t W_post^T + e_post``.
+        ``W_post`` and `e_post`, ``(mu, log sigma) = h_enc_t W_post^T + e_post``.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
         Returns ``(h_enc_t, cell_enc_t, mu_t, sigma_t, read Glimpse or None, inputs)``, `inputs` the
-        rows ``[..., in]`` the gates multiplied by `W_enc` (detached; None without it).
+        rows ``[..., in]`` the gates multiplied by ``W_enc`` (detached; None without it).
         """
         inputs, glimpse = None, None
         if x is None:
@@ -241,12 +254,12 @@ class DRAW(ZooModel):
     def decode_step(self, z: Tensor, h_dec: Tensor, cell_dec: Tensor, canvas: Tensor,
                     W_dec: Tensor | None = None, e_dec: Tensor | None = None):
         """One step of the decoder: ``h_dec_t = LSTM_dec(z_t, h_dec_{t-1})``, ``c_t = c_{t-1} + write(h_dec_t)``;
-        given `W_dec` = ``[W_ih, W_hh]`` and `e_dec` (`_pass_weights`), the gates are
+        given ``W_dec`` = ``[W_ih, W_hh]`` and `e_dec` (`_pass_weights`), the gates are
         ``[z_t, h_dec_{t-1}] W_dec^T + e_dec`` in one product.
 
         A pure tensor function (what `compile_steps` compiles); any batch shape ``[..., B]``.
         Returns ``(h_dec_t, cell_dec_t, c_t, write Glimpse or None, inputs)``, `inputs` the rows the
-        gates multiplied by `W_dec` (detached; None without it).
+        gates multiplied by ``W_dec`` (detached; None without it).
         """
         inputs = None
         if W_dec is None:
@@ -320,7 +333,7 @@ class DRAW(ZooModel):
 
         Replaying a `guide_pass` whose z_t these are, the steps are deferred (the state stays as it
         was) until the last, which takes the guide's final state if that is still exactly what
-        this decoder would compute (`GuidePass.valid`); otherwise the deferred steps are decoded
+        this decoder would compute (``GuidePass.valid``); otherwise the deferred steps are decoded
         here first, as the plain model would have."""
         if guide_pass is not None and not guide_pass.left:
             met = guide_pass.follow(z)
@@ -361,11 +374,19 @@ class DRAW(ZooModel):
 
     @torch.no_grad()
     def generate(self, n: int, return_attention: bool = False):
-        """Sample `n` images from the prior, through time.
+        """Sample ``n`` images from the prior, through time.
 
-        Returns the canvases ``[T+1, n, C, H, W]`` in [0, 1] (the blank initial canvas first);
-        with ``return_attention=True`` also the write Glimpse of every step (fields ``[T, n]``,
-        pixel units).
+        Args:
+            n: how many images.
+            return_attention: also return the write glimpses (a model with attention only).
+
+        Returns:
+            The canvases ``[T+1, n, C, H, W]`` in [0, 1] (the blank initial canvas first); with
+            ``return_attention=True``, ``(canvases, writes)``: also the write Glimpse of every step
+            (fields ``[T, n]``, pixel units).
+
+        Raises:
+            ConfigError: ``return_attention=True`` for a model without attention.
         """
         if return_attention and not self.config.attention:
             raise ConfigError("return_attention=True needs a model with attention=True")
@@ -376,8 +397,15 @@ class DRAW(ZooModel):
 
     @torch.no_grad()
     def reconstruct(self, x) -> Reconstruction:
-        """Run the guide on images `x` ``[B, C, H, W]`` (z sampled from q) and return what it drew:
-        canvases ``[T+1, B, C, H, W]`` and the read and write glimpses per step."""
+        """Run the guide on images ``x`` (z sampled from q) and return what it drew.
+
+        Args:
+            x: images ``[B, C, H, W]`` in [0, 1].
+
+        Returns:
+            The canvases ``[T+1, B, C, H, W]`` in [0, 1] and the read and write glimpses per step
+            (None without attention).
+        """
         with self._recording() as trajectory, poutine.block():
             self.guide(x)
         self._guide_pass = None

@@ -1,7 +1,7 @@
 """Training a zoo model by stochastic variational inference: `train` and what a run is made of.
 
 - `loop`: `train` and the step loop, which calls each concern of a run at named points;
-- `loss`: the loss a step takes (`ELBOLoss`, any Pyro ELBO per image) and how the loop takes it
+- `loss`: the loss a step takes (`~drawzoo.training.loss.ELBOLoss`, any Pyro ELBO per image) and how the loop takes it
   (`loss.StepLoss`); `step_capture`: the fast path of a whole step, recorded once per batch shape;
 - `config`: `TrainConfig`, the one source of the training settings; `recipes`: `load_recipe`;
 - `state`: where a run stands (`state.Progress`) and its checkpoint (`state.RunCheckpoint`);

@@ -24,7 +24,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation import objectives
 
 KIND = "train config"  #: how errors name its fields: "train config 'lr' must be ..."
-VALIDATE = ("first", "every")  #: the choices of `TrainConfig.validate`
+VALIDATE = ("first", "every")  #: the choices of `TrainConfig`'s ``validate``
 
 
 def fixed(default, help: str, **metadata):
@@ -126,7 +126,7 @@ def devices_here() -> str:
 
 def parse_device(device) -> torch.device:
     """`device` (``"cuda:1"``, a `torch.device`) as a `torch.device`; `ConfigError` naming this
-    machine's devices if it is no device name (whether it is here is `training.resolve_device`'s check)."""
+    machine's devices if it is no device name (whether it is here is `drawzoo.training.loop.resolve_device`'s check)."""
     try:
         return torch.device(device)
     except (RuntimeError, ValueError, TypeError):

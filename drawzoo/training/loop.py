@@ -70,78 +70,101 @@ def resolve_device(device=None) -> torch.device:
 
 def train(model, train_data, valid_data=None, config: TrainConfig | None = None, *, elbo=None, checkpoint=None,
           callbacks=None, on_epoch=None, progress: bool = True, **settings) -> list[dict]:
-    """Train `model` as `config` says (a `TrainConfig`; keyword `settings` such as ``epochs=5,
-    lr=3e-3`` build one, or override the fields of `config`); its docstrings say what each field does.
+    """Train `model` as ``config`` says; the fields of `TrainConfig` say what each does.
 
-    `train_data` / `valid_data`: tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a Dataset.
     Each epoch shuffles with a permutation seeded by ``(seed, epoch)`` (and dynamically binarized
-    images, e.g. ``mnist``'s, are that epoch's draw, also seeded by ``(seed, epoch)``; `valid_data`
-    keeps its fixed draw: `drawzoo.data.binarization`), takes Adam steps on the
-    per-image loss of the objective with gradients clipped to norm `clip_norm`, and evaluates the
-    validation negative ELBO (`valid_samples` samples per image). With `lr_min`, the learning rate
-    follows a cosine from `lr` down to `lr_min` over the whole run (`epochs`, or `max_steps` if that
-    comes first); else it stays at `lr`. `max_steps` may stop training mid-epoch.
+    images, e.g. `drawzoo.data.mnist`'s, are that epoch's draw, also seeded by ``(seed, epoch)``;
+    ``valid_data`` keeps its fixed draw: `drawzoo.data.binarization`), takes Adam steps on the
+    per-image loss of the objective with gradients clipped to norm ``clip_norm``, and evaluates the
+    validation negative ELBO (``valid_samples`` samples per image). With ``lr_min``, the learning
+    rate follows a cosine from ``lr`` down to ``lr_min`` over the whole run (``epochs``, or
+    ``max_steps`` if that comes first); else it stays at ``lr``. ``max_steps`` may stop training
+    mid-epoch.
 
-    The objective is ``drawzoo.evaluation.objectives.make_elbo(objective, particles)``, or `elbo`: any
-    `pyro.infer.ELBO` that fits the model, e.g. ``RenyiELBO(alpha=0, num_particles=5,
-    vectorize_particles=True, max_plate_nesting=1)`` trains on the IWAE bound. Its loss on a batch
-    is divided by the batch size: the train loss is in nats per image (for ``RenyiELBO``, the mean
-    of the per-image bounds). Two have no such figure: `ReweightedWakeSleep`'s train loss is its
-    model (wake-theta) loss, and `TraceTailAdaptive_ELBO`'s, which has no estimate of its objective,
-    is its surrogate (the tail-weighted mean of -log w over the particles). An ELBO that cannot train
-    the model (e.g. ``TraceTailAdaptive_ELBO`` without ``vectorize_particles``) fails on the first
-    batch, before any optimizer step or checkpoint write: an `ObjectiveError` with the reason.
+    The objective is ``drawzoo.evaluation.objectives.make_elbo(objective, particles)``, or ``elbo``.
+    Its loss on a batch is divided by the batch size: the train loss is in nats per image (for
+    `RenyiELBO`, the mean of the per-image bounds). Two have no such figure: `ReweightedWakeSleep`'s
+    train loss is its model (wake-theta) loss, and `TraceTailAdaptive_ELBO`'s, which has no estimate
+    of its objective, is its surrogate (the tail-weighted mean of -log w over the particles). An
+    ELBO that cannot train the model (e.g. ``TraceTailAdaptive_ELBO`` without
+    ``vectorize_particles``) fails on the first batch, before any optimizer step or checkpoint
+    write.
 
-    `checkpoint`: a path; if the file exists, training resumes from it and continues exactly as an
-    uninterrupted run would. The model's name and config must be the checkpoint's, and so must the
-    fields of `config` that define the trajectory (seed, batch_size, lr, lr_min, clip_norm, the
-    objective and its particles as `drawzoo.evaluation.objectives.describe` has it, valid_samples): a
-    `CheckpointError` names each one that differs, with both values. The budget (epochs, max_steps,
-    max_minutes) and where the run writes may change. The checkpoint holds `config` and is written
-    atomically every `every` epochs, every `every_steps` optimizer steps if given, and at the end.
-    `best`: a path where the weights with the lowest validation loss so far are saved: model selection.
+    With a checkpoint, the model's name and config must be the checkpoint's, and so must the
+    fields of ``config`` that define the trajectory (seed, batch_size, lr, lr_min, clip_norm, the
+    objective and its particles as `drawzoo.evaluation.objectives.describe` has it, valid_samples).
+    The budget (epochs, max_steps, max_minutes) and where the run writes may change. The checkpoint
+    holds ``config`` and is written atomically every ``every`` epochs, every ``every_steps``
+    optimizer steps if given, and at the end.
 
-    `max_minutes`: stop once this many minutes of wall-clock time have passed since this call began
-    (resuming, validation and checkpoint writes included), at the end of the step or validation in
-    progress, with a checkpoint a later call resumes from; one line is logged (WARNING). SIGTERM and
-    SIGINT (Ctrl-C) stop training the same way, then raise `drawzoo.Interrupted` (a KeyboardInterrupt;
-    its message says where the checkpoint is, its ``signum`` which signal); a second SIGINT raises it
-    at once, the last checkpoint intact. Signals are caught only when `train` runs in the main thread,
-    and the previous handlers are restored when it returns. Under torchrun, every process stops at
-    the same step when any of them is asked to.
+    ``max_minutes``: stop once this many minutes of wall-clock time have passed since this call
+    began (resuming, validation and checkpoint writes included), at the end of the step or
+    validation in progress, with a checkpoint a later call resumes from; one line is logged
+    (WARNING). SIGTERM and SIGINT (Ctrl-C) stop training the same way, then raise
+    `drawzoo.Interrupted`; a second SIGINT raises it at once, the last checkpoint intact. Signals
+    are caught only when `train` runs in the main thread, and the previous handlers are restored
+    when it returns. Under torchrun, every process stops at the same step when any of them is
+    asked to.
 
-    A step whose loss or gradient is not finite is skipped (logged once); `max_bad_steps` such steps
-    in a row stop training with `TrainingError`, leaving the last checkpoint as it was. Pyro's own
-    checks (site shapes, model/guide match, distribution arguments) run on the first step of each
-    batch shape only (`validate="every"`: on every step), so a NaN that appears later takes this path.
+    A step whose loss or gradient is not finite is skipped (logged once); ``max_bad_steps`` such
+    steps in a row stop training with `TrainingError`, leaving the last checkpoint as it was.
+    Pyro's own checks (site shapes, model/guide match, distribution arguments) run on the first
+    step of each batch shape only (``validate="every"``: on every step), so a NaN that appears
+    later takes this path.
 
-    `log_dir`: TensorBoard scalars ``loss/train``, ``loss/valid`` (nats per image) per epoch,
-    ``loss/train_step`` per step, and a grid of `num_preview` samples per epoch; with `valid_data`,
-    also how much each step tells on it (`evaluate(..., per_step=True)`, from the validation passes):
-    ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of them all under Custom
-    Scalars) and the picture ``kl_per_step`` (`drawzoo.figures.plots.kl_plot`, which needs matplotlib:
-    ``drawzoo[plots]``, in ``drawzoo[tensorboard]``) of the epoch's curve.
-    Each epoch's figures are logged (``drawzoo.training``, INFO). `progress`: show progress bars.
+    ``log_dir``: TensorBoard scalars ``loss/train``, ``loss/valid`` (nats per image) per epoch,
+    ``loss/train_step`` per step, and a grid of ``num_preview`` samples per epoch; with
+    ``valid_data``, also how much each step tells on it (``evaluate(..., per_step=True)``, from the
+    validation passes): ``kl_per_step/t_00``, ``t_01``... per epoch (nats per image, one chart of
+    them all under Custom Scalars) and the picture ``kl_per_step``
+    (`drawzoo.figures.plots.kl_plot`, which needs matplotlib: ``drawzoo[plots]``, in
+    ``drawzoo[tensorboard]``) of the epoch's curve. Each epoch's figures are logged
+    (``drawzoo.training``, INFO).
 
-    `callbacks`: a list of objects whose methods named ``on_train_start``, ``on_epoch_start``,
-    ``on_step_end``, ``on_validation_end``, ``on_epoch_end``, ``on_checkpoint``, ``on_train_end``
-    (`drawzoo.Callback`'s; any it lacks are not called) are called at those points of the run, after
-    the run's own concerns and in the order of the list, e.g. to log to an experiment tracker or to
-    stop on a rule of your own (``run.stop(reason)``: as at the time limit, the history's last entry
-    then marked ``"stopped": reason``). Another method named ``on_...`` is a `ConfigError` before
-    any work. `drawzoo.training.callbacks` says when each is called. `on_epoch`: a function called
-    with each epoch's record (the history entry, without a part-epoch's ``"partial"`` mark) after
-    it is validated, before the callbacks.
-
-    Returns the history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
-    ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
-    with ``"partial": True`` and a fractional ``epoch`` if `max_steps` or `max_minutes` stopped
-    mid-epoch (not validated after `max_minutes`). After `max_minutes`, the last entry also has
-    ``"stopped": "max_minutes"`` (a callback's stop: its reason): training is not finished.
-
-    Under ``torchrun`` (see the module docstring) `batch_size` is the global batch: each of the N
+    Under ``torchrun`` (see the module docstring) ``batch_size`` is the global batch: each of the N
     processes takes ``batch_size / N`` images of it, so the run follows a single-process run with
-    the same `batch_size`, `lr` and `seed` (up to each process's own sampling noise).
+    the same ``batch_size``, ``lr`` and ``seed`` (up to each process's own sampling noise).
+
+    Args:
+        model: the model to train, a `drawzoo.models.ZooModel` (e.g. from `drawzoo.load`).
+        train_data: tensor or numpy array ``[N, C, H, W]`` in [0, 1], or a Dataset.
+        valid_data: the same, for validation; none without it.
+        config: a `TrainConfig`; keyword ``settings`` build one, or override its fields.
+        elbo: any `pyro.infer.ELBO` that fits the model instead of the config's objective, e.g.
+            ``RenyiELBO(alpha=0, num_particles=5, vectorize_particles=True, max_plate_nesting=1)``
+            trains on the IWAE bound.
+        checkpoint: a path; if the file exists, training resumes from it and continues exactly as
+            an uninterrupted run would.
+        callbacks: a list of objects whose methods named ``on_train_start``, ``on_epoch_start``,
+            ``on_step_end``, ``on_validation_end``, ``on_epoch_end``, ``on_checkpoint``,
+            ``on_train_end`` (`drawzoo.Callback`'s; any it lacks are not called) are called at
+            those points of the run, after the run's own concerns and in the order of the list,
+            e.g. to log to an experiment tracker or to stop on a rule of your own
+            (``run.stop(reason)``: as at the time limit, the history's last entry then marked
+            ``"stopped": reason``). `drawzoo.training.callbacks` says when each is called.
+        on_epoch: a function called with each epoch's record (the history entry, without a
+            part-epoch's ``"partial"`` mark) after it is validated, before the callbacks.
+        progress: show progress bars.
+        **settings: fields of `TrainConfig`, e.g. ``epochs=5, lr=3e-3``; ``best`` is a path where
+            the weights with the lowest validation loss so far are saved (model selection).
+
+    Returns:
+        The history: one dict per completed epoch (``epoch``, ``step``, ``train_loss``,
+        ``valid_loss``, ``seconds``), including epochs of earlier runs when resuming, and a last one
+        with ``"partial": True`` and a fractional ``epoch`` if ``max_steps`` or ``max_minutes``
+        stopped mid-epoch (not validated after ``max_minutes``). After ``max_minutes``, the last
+        entry also has ``"stopped": "max_minutes"`` (a callback's stop: its reason): training is
+        not finished.
+
+    Raises:
+        ConfigError: ``config`` is no `TrainConfig`, a setting is refused, or a callback has
+            another method named ``on_...`` (before any work).
+        ObjectiveError: the ELBO cannot train the model (on the first batch), with the reason.
+        CheckpointError: the checkpoint's model, config or trajectory fields differ from this
+            run's (each one named, with both values).
+        TrainingError: ``max_bad_steps`` steps in a row had a loss or gradient that is not finite.
+        Interrupted: SIGTERM or SIGINT stopped training (a KeyboardInterrupt; its message says
+            where the checkpoint is, its ``signum`` which signal).
     """
     if config is not None and not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a drawzoo.TrainConfig (or give its fields as keywords), "

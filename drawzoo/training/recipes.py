@@ -66,7 +66,19 @@ class Recipe:
 
 def load_recipe(path) -> Recipe:
     """The recipe in the TOML file at `path`, checked: its model is registered, and its ``[config]``,
-    ``[train]`` and ``[data]`` tables make valid configs. `RecipeError` (one line) otherwise."""
+    ``[train]`` and ``[data]`` tables make valid configs.
+
+    Args:
+        path: a TOML file (``str`` or path-like).
+
+    Returns:
+        The recipe, its tables as they are written (`Recipe.train_config` makes its
+        `TrainConfig`).
+
+    Raises:
+        RecipeError: the file is missing, unreadable or no valid TOML, or a table, key, model name
+            or config field is wrong (one line, naming the file).
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:

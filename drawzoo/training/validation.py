@@ -4,7 +4,7 @@ After each epoch (and a part that `max_steps` ends) `drawzoo.train` scores the m
 validation data with `evaluate` (the negative ELBO, nats per image, from ``valid_samples``
 samples per image; with a ``log_dir``, also the KL per step), and writes the weights to the train
 config's ``best`` path whenever their validation loss is the lowest so far. (Pyro's own checks of
-a step are `TrainConfig.validate`'s, not this.)
+a step are `drawzoo.TrainConfig`'s ``validate``'s, not this.)
 """
 
 from __future__ import annotations
