@@ -596,7 +596,10 @@ def publish(row: Row, stop: int, places: Places, state: dict, check: float, reco
                  "minutes": round(minutes, 1), "machine": machine(), "date": datetime.date.today().isoformat(),
                  "valid_neg_elbo": [h["valid"] for h in history if h["valid"] is not None][:stop],
                  "campaign": f"python benchmarks/campaign.py (row {row.name})"},
-        url=None, default=old.default if old else False, note=old.note if old else "")
+        # a model's first tag is its default (pretrained=True), as every model with tags has one
+        url=None, default=old.default if old else not any(
+            e.model == row.recipe.model and e.default for t, e in entries.items() if t != row.plan.tag),
+        note=old.note if old else "")
     pretrain.write_manifest([*(e for t, e in entries.items() if t != row.plan.tag), entry], manifest_path)
     save_record(places, row, record)
     say(f"{row.name} at epoch {stop}: test -ELBO {score['neg_elbo']['mean']:.2f} ± {score['neg_elbo']['se']:.2f}, "
