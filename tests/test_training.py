@@ -254,6 +254,45 @@ def test_cosine_learning_rate_resumes_exactly(data, tmp_path):
     assert read_checkpoint(path)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
+class _LearningRates(drawzoo.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_step_end(self, run, loss):
+        self.lrs.append(run.optimizer.param_groups[0]["lr"])
+
+
+def test_a_cosine_run_trained_on_past_anneal_epochs_holds_lr_min(data, tmp_path, caplog):
+    train, _ = data  # 5 steps an epoch
+    kw = dict(seed=5, lr_min=1e-4, batch_size=16, lr=3e-3, progress=False)
+    plain, annealed = tiny_draw(), tiny_draw()
+    # anneal_epochs equal to the run's epochs is the run's own cosine, bit for bit
+    assert _losses(drawzoo.train(plain, train, epochs=2, **kw)) == \
+        _losses(drawzoo.train(annealed, train, epochs=2, anneal_epochs=2, **kw))
+    assert _same_weights(_weights(plain), _weights(annealed))
+    path = tmp_path / "run.pt"
+    drawzoo.train(tiny_draw(), train, epochs=2, checkpoint=path, **kw)
+    stretched = tmp_path / "stretched.pt"
+    stretched.write_bytes(path.read_bytes())
+    # trained on for an epoch: without anneal_epochs the cosine stretches over 3 epochs and the
+    # learning rate leaves lr_min, with a warning; with it, the run goes on at lr_min
+    rising = _LearningRates()
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        drawzoo.train(tiny_draw(), train, epochs=3, checkpoint=stretched, callbacks=[rising], **kw)
+    assert "now runs over epochs=3" in caplog.text and "anneal_epochs=2 keeps that cosine" in caplog.text
+    assert rising.lrs[0] == pytest.approx(6.459e-4, rel=1e-3)  # step 10 of a cosine over 15, up from lr_min
+    caplog.clear()
+    held = _LearningRates()
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        drawzoo.train(tiny_draw(), train, epochs=3, anneal_epochs=2, checkpoint=path, callbacks=[held], **kw)
+    assert "cosine" not in caplog.text
+    assert held.lrs == [pytest.approx(1e-4)] * 5
+    assert read_checkpoint(path)["train_config"]["anneal_epochs"] == 2
+    # the cosine, once given, is part of the run: resuming with another is refused
+    with pytest.raises(drawzoo.CheckpointError, match="anneal_epochs: checkpoint has 2, given 3"):
+        drawzoo.train(tiny_draw(), train, epochs=4, anneal_epochs=3, checkpoint=path, **kw)
+
+
 def test_checkpoint_rebuilds_the_model_and_refuses_contradictions(data, tmp_path):
     train, _ = data
     path = tmp_path / "m.pt"

@@ -47,6 +47,9 @@ class TrainConfig:
     lr: float = fixed(1e-3, "Adam learning rate")
     lr_min: float | None = fixed(None, "anneal the learning rate from lr down to this along a cosine over the "
                                  "run (epochs, or max_steps if that comes first) [constant lr]")
+    anneal_epochs: int | None = fixed(None, "with lr_min: the cosine takes this many epochs, after which the "
+                                      "learning rate stays at lr_min (a run trained on past its planned "
+                                      "schedule) [the run's epochs, or max_steps if that comes first]")
     clip_norm: float = fixed(10.0, "clip the global gradient norm to this (inf: no clipping)")
     objective: str = fixed(objectives.DEFAULT, "what training minimises, per image: a name of "
                            "drawzoo.evaluation.objectives.OBJECTIVES", choices=tuple(objectives.OBJECTIVES))
@@ -80,8 +83,8 @@ class TrainConfig:
         if isinstance(self.device, torch.device):
             object.__setattr__(self, "device", str(self.device))
         check_fields(self, KIND)
-        check_positive(self, "batch_size", "max_steps", "every", "every_steps", "valid_samples", "max_bad_steps",
-                       "num_preview", kind=KIND)
+        check_positive(self, "batch_size", "max_steps", "anneal_epochs", "every", "every_steps", "valid_samples",
+                       "max_bad_steps", "num_preview", kind=KIND)
         for name in ("epochs", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{KIND} {name!r} must be >= 0, got {getattr(self, name)}")
@@ -94,6 +97,8 @@ class TrainConfig:
                 raise ConfigError(f"{KIND} {name!r} must be a positive number (inf: off), got {getattr(self, name)!r}")
         if self.lr_min is not None and not 0 <= self.lr_min <= self.lr:
             raise ConfigError(f"{KIND} 'lr_min' must be in [0, lr] = [0, {self.lr}], got {self.lr_min!r}")
+        if self.anneal_epochs is not None and self.lr_min is None:
+            raise ConfigError(f"{KIND} 'anneal_epochs' is the length of lr_min's cosine: give lr_min too")
         objectives.check(self.objective, self.particles)
         if self.validate not in VALIDATE:
             raise ConfigError(f"{KIND} 'validate' must be one of {', '.join(map(repr, VALIDATE))}, "
@@ -172,6 +177,14 @@ def stored_settings(payload: dict) -> dict:
     return {**{k: v for k, v in payload["settings"].items() if k in known}, **objective_fields(stored_elbo(payload))}
 
 
+def cosine_epochs(settings: dict) -> int | None:
+    """The epochs of the cosine of lr_min that TrainConfig fields `settings` describe: anneal_epochs,
+    else the run's epochs when no max_steps cuts it (None: not in epochs)."""
+    if settings.get("anneal_epochs") is not None:
+        return settings["anneal_epochs"]
+    return settings.get("epochs") if settings.get("max_steps") is None else None
+
+
 def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -> list[str]:
     """``"field: checkpoint has A, given B"`` for each field of `config` that defines the trajectory
     and differs from the checkpoint's (fields an older checkpoint did not record are not compared).
@@ -179,6 +192,8 @@ def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -
     stored = stored_settings(payload)
     names = [k for k in TRAJECTORY if k in stored and k not in ("objective", "particles")]
     given = as_dict(config)
+    if "anneal_epochs" in names and cosine_epochs(stored) is not None and cosine_epochs(stored) == cosine_epochs(given):
+        names.remove("anneal_epochs")  # the same cosine, its length said on one side only
     diffs = config_mismatches({k: stored[k] for k in names}, {k: given[k] for k in names})
     before = stored_elbo(payload)
     if before != elbo_description:

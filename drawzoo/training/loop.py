@@ -78,8 +78,8 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     per-image loss of the objective with gradients clipped to norm ``clip_norm``, and evaluates the
     validation negative ELBO (``valid_samples`` samples per image). With ``lr_min``, the learning
     rate follows a cosine from ``lr`` down to ``lr_min`` over the whole run (``epochs``, or
-    ``max_steps`` if that comes first); else it stays at ``lr``. ``max_steps`` may stop training
-    mid-epoch.
+    ``max_steps`` if that comes first), or over ``anneal_epochs`` and then stays at ``lr_min``;
+    else it stays at ``lr``. ``max_steps`` may stop training mid-epoch.
 
     The objective is ``drawzoo.evaluation.objectives.make_elbo(objective, particles)``, or ``elbo``.
     Its loss on a batch is divided by the batch size: the train loss is in nats per image (for
@@ -91,9 +91,11 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     write.
 
     With a checkpoint, the model's name and config must be the checkpoint's, and so must the
-    fields of ``config`` that define the trajectory (seed, batch_size, lr, lr_min, clip_norm, the
-    objective and its particles as `drawzoo.evaluation.objectives.describe` has it, valid_samples).
-    The budget (epochs, max_steps, max_minutes) and where the run writes may change. The checkpoint
+    fields of ``config`` that define the trajectory (seed, batch_size, lr, lr_min, anneal_epochs,
+    clip_norm, the objective and its particles as `drawzoo.evaluation.objectives.describe` has it,
+    valid_samples; ``anneal_epochs`` equal to the epochs of a cosine that had none is the same run).
+    The budget (epochs, max_steps, max_minutes) and where the run writes may change (without
+    ``anneal_epochs``, another budget moves the cosine of ``lr_min``: a warning). The checkpoint
     holds ``config`` and is written atomically every ``every`` epochs, every ``every_steps``
     optimizer steps if given, and at the end.
 
@@ -227,6 +229,7 @@ class _Run:
         fused = config.compile and next(model.parameters()).device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
+        self.anneal_steps = None  #: the optimizer steps of the cosine of lr_min
         self.progress = progress
         self.state = Progress()
         self.checkpoint = RunCheckpoint(path, model, self.optimizer, config, objectives.describe(objective.elbo), group)
@@ -252,7 +255,9 @@ class _Run:
         validation), until the budget is spent or a stop is asked; the history (see `train`)."""
         state, config = self.state, self.config
         epochs, max_steps = config.epochs, config.max_steps
-        self.total_steps = min(epochs * len(self._epoch_batches(dataset)), max_steps or math.inf)
+        steps = len(self._epoch_batches(dataset))
+        self.total_steps = min(epochs * steps, max_steps or math.inf)
+        self.anneal_steps = self.total_steps if config.anneal_epochs is None else config.anneal_epochs * steps
         self.callbacks.on_train_start(self.view)
         if state.epoch >= epochs or (max_steps is not None and state.step >= max_steps):
             # a finished run rerun: no step, no validation, no write (the weights and figures stay)
@@ -393,8 +398,9 @@ class _Run:
         return (mean if bad == 0 else math.nan), stop > 0
 
     def _anneal(self, step: int) -> None:
-        """Cosine learning rate for optimizer step `step` (0-based) of `total_steps`."""
-        progress = min(step / max(self.total_steps - 1, 1), 1.0)
+        """Cosine learning rate for optimizer step `step` (0-based): from lr at step 0 to lr_min at
+        the last of `anneal_steps`, and lr_min after it."""
+        progress = min(step / max(self.anneal_steps - 1, 1), 1.0)
         lr_min, lr_max = self.config.lr_min, self.config.lr
         lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
         for param_group in self.optimizer.param_groups:

@@ -21,7 +21,7 @@ import torch
 from .. import distributed
 from ..checkpoints import check_matches, read_checkpoint, save_checkpoint
 from ..errors import CheckpointError
-from .config import TrainConfig, check_resumable, to_checkpoint
+from .config import TrainConfig, check_resumable, stored_settings, to_checkpoint
 from .report import log
 
 
@@ -115,6 +115,7 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(_implementation_of(optimizer, payload["optimizer"]))
     progress = Progress(**payload["progress"])
+    _warn_if_cosine_moves(payload, path, config)
     rng = payload["rng"]  # one state per process of the run that wrote it
     if len(rng) == group.world:
         _set_rng_states(rng[group.rank])
@@ -123,6 +124,21 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group
                     path, len(rng), group.world)
         pyro.set_rng_seed(config.seed + group.rank + progress.step)
     return progress
+
+
+def _warn_if_cosine_moves(payload: dict, path: Path, config: TrainConfig) -> None:
+    """A warning when a resumed cosine learning rate (lr_min, over the run's budget) gets another
+    length from another budget: it would not go on from where the checkpoint's schedule stands."""
+    stored = stored_settings(payload)
+    if config.lr_min is None or config.anneal_epochs is not None or stored.get("anneal_epochs") is not None:
+        return
+    before = (stored.get("epochs"), stored.get("max_steps"))
+    after = (config.epochs, config.max_steps)
+    if before[0] is not None and before != after and payload["progress"]["step"] > 0:
+        keep = "" if before[1] is not None else f"; anneal_epochs={before[0]} keeps that cosine and then holds lr_min"
+        log.warning("%s: its cosine learning rate ran over epochs=%s, max_steps=%s and now runs over epochs=%s, "
+                    "max_steps=%s: it leaves the checkpoint's schedule (and rises again if the run had reached "
+                    "lr_min)%s", path, *before, *after, keep)
 
 
 def _rng_states() -> dict:
