@@ -10,7 +10,10 @@ recipe says what is trained (model, config, objective, data, planned epochs, lea
 schedule), its ``[benchmark]`` table how it is scored (`nll_mnist.Scoring`: K importance samples,
 a seeded test subset), its ``[campaign]`` table where it stands in the queue (``priority``), the
 published figure it is held against, the epochs at which it is scored before its plan
-(``score_at``), how often a milestone checkpoint is committed and its pretrained tag.
+(``score_at``), how often a milestone checkpoint is committed and its pretrained tag. A row with a
+cosine learning rate and ``extend`` that ends its plan with no plateau (its best validation -ELBO
+improved `PLATEAU` nats or more over the last 10% of its epochs) trains on at lr_min, ``extend``
+epochs at a time, until it has one or reaches ``max_epochs``; it is scored at that end.
 
 Each row trains as ``drawzoo train --recipe RECIPE --checkpoint RUN`` (the command a person
 reruns), in its own process on ``--threads`` threads, ``--jobs`` rows at a time in priority
@@ -79,6 +82,7 @@ PRESET = "paper"
 EXIT_TIME_LIMIT = 75  #: as `drawzoo train`: stopped by the time limit, rerun to continue
 SPARE_MINUTES = 2.0  #: no job starts with less time than this left (or a tenth of the budget, if less)
 K_LADDER = (1, 10, 100, 1000)  #: the K' of the K-convergence, each that divides the row's K
+PLATEAU = 0.05  #: nats: a plateau is a best validation -ELBO that improved less over the last 10% of the epochs
 
 
 class CampaignError(DrawzooError):
@@ -98,6 +102,9 @@ class Plan:
     score_at: list[int] = param((), "epochs before the plan at which it is scored and its tag replaced "
                                 "(a constant learning rate only: the plan's epochs fix a cosine)")
     milestone_every: int = param(20, "epochs between the milestone checkpoints committed to benchmarks/campaign/")
+    extend: int = param(0, "a row that ends its plan (a cosine learning rate) with no plateau trains on at "
+                        "lr_min this many epochs more, again until it has one or reaches max_epochs [0: never]")
+    max_epochs: int | None = param(None, "the most epochs `extend` takes a row to")
     dtype: str = param("float16", "how the tag stores the weights", choices=("float16", "float32"))
 
     def __post_init__(self):
@@ -129,13 +136,17 @@ class Row:
     def train(self) -> TrainConfig:
         return self.bench.train
 
-    @property
-    def stops(self) -> list[int]:
-        """The epochs at which the row is scored: `Plan.score_at` and its plan."""
-        return [e for e in self.plan.score_at if e < self.train.epochs] + [self.train.epochs]
+    def end(self, record: dict) -> int:
+        """The epoch the row trains to: its plan, or as far as `extended` moved it (in its `record`)."""
+        return record.get("end", self.train.epochs)
 
-    def next_stop(self, epoch: float) -> int | None:
-        return next((e for e in self.stops if e > epoch), None)
+    def stops(self, record: dict) -> list[int]:
+        """The epochs at which the row is scored: `Plan.score_at` and its end."""
+        end = self.end(record)
+        return [e for e in self.plan.score_at if e < end] + [end]
+
+    def next_stop(self, epoch: float, record: dict) -> int | None:
+        return next((e for e in self.stops(record) if e > epoch), None)
 
 
 def read_rows(folder: Path = nll_mnist.RECIPES / PRESET, names: list[str] | None = None) -> list[Row]:
@@ -158,6 +169,12 @@ def read_rows(folder: Path = nll_mnist.RECIPES / PRESET, names: list[str] | None
         if plan.score_at and recipe.train.get("lr_min") is not None:
             raise RecipeError(f"{path}: [campaign] score_at stops a run whose cosine learning rate the plan's "
                               f"{epochs} epochs fix: score it at its plan only")
+        if plan.extend < 0 or (plan.extend and recipe.train.get("lr_min") is None):
+            raise RecipeError(f"{path}: [campaign] extend trains on at the cosine's floor: it needs [train] lr_min "
+                              f"and must be >= 0, got {plan.extend}")
+        if plan.extend and (plan.max_epochs is None or plan.max_epochs <= epochs):
+            raise RecipeError(f"{path}: [campaign] extend needs max_epochs above the plan's {epochs} epochs, "
+                              f"got {plan.max_epochs}")
         rows.append(Row(path.stem, bench, plan))
     if names is not None:
         unknown = sorted(set(names) - {r.name for r in rows})
@@ -347,16 +364,16 @@ class Job:
     signalled: bool = False  #: SIGTERM sent
 
 
-def pending_score(row: Row, record: dict, epoch: float, extend: bool) -> int | None:
-    """The first stop reached and not scored as far as it goes now (`extend`: on to every test
+def pending_score(row: Row, record: dict, epoch: float, every_image: bool) -> int | None:
+    """The first stop reached and not scored as far as it goes now (`every_image`: on to every test
     image, once the plan is done); None if none."""
-    for stop in row.stops:
+    for stop in row.stops(record):
         if stop > epoch:
             return None
         score = record.get("scores", {}).get(str(stop), {})
         if not score.get("nll") or score["nll"]["K"] != row.scoring.num_samples:  # unscored, or with another K
             return stop
-        if extend and stop == row.train.epochs and score["nll"]["images"] < score["neg_elbo"]["images"]:
+        if every_image and stop == row.end(record) and score["nll"]["images"] < score["neg_elbo"]["images"]:
             return stop
     return None
 
@@ -364,12 +381,14 @@ def pending_score(row: Row, record: dict, epoch: float, extend: bool) -> int | N
 def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], failed: set[str]) -> Job | None:
     """The job of the first row in priority order that has one and no job running: scoring a
     stop it reached, else training to its next stop; then the final rows' NLL on to every image."""
-    for extend in (False, True):
+    for every_image in (False, True):
         for row in rows:
             if row.name in busy or row.name in failed:
                 continue
             epoch = epoch_of(progress_of(places.run(row)), row)
-            stop = pending_score(row, records[row.name], epoch, extend)
+            if extended(row, records[row.name], epoch):  # at its end before, with no plateau
+                save_record(places, row, records[row.name])
+            stop = pending_score(row, records[row.name], epoch, every_image)
             if stop is not None:
                 if not places.weights(row, stop).exists():  # the run stopped before its snapshot was taken
                     if epoch != stop:
@@ -378,7 +397,7 @@ def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], fai
                     snapshot(row, stop, places, records[row.name])
                     save_record(places, row, records[row.name])
                 return Job(row, "score", stop)
-            if not extend and (stop := row.next_stop(epoch)) is not None:
+            if not every_image and (stop := row.next_stop(epoch, records[row.name])) is not None:
                 return Job(row, "train", stop, epoch_before=epoch)
     return None
 
@@ -404,6 +423,8 @@ def start(job: Job, places: Places, args, seconds: float) -> None:
         command = [sys.executable, "-m", "drawzoo", "train", "--recipe", row.recipe.path, "--checkpoint",
                    str(places.run(row)), "--best", str(places.best(row)), "--epochs", str(job.stop), *limit,
                    "--quiet"]
+        if row.train.lr_min is not None:  # the plan's cosine, held at lr_min on an extension
+            command += ["--anneal-epochs", str(row.train.epochs)]
         if args.data_root:
             command += ["--data-root", args.data_root]
     else:
@@ -450,7 +471,7 @@ def finish(job: Job, places: Places, record: dict, args) -> bool:
                               "valid": None if h["valid_loss"] is None else round(h["valid_loss"], 3),
                               "seconds": round(h["seconds"], 1)} for h in progress["history"]]
         record["epochs"], record["steps"] = epoch_of(progress, row), progress["step"]
-        if code == 0 and progress["epoch"] >= job.stop:
+        if code == 0 and progress["epoch"] >= job.stop and not extended(row, record, progress["epoch"]):
             snapshot(row, job.stop, places, record)
         milestone(row, places, record, progress)
     record["jobs"].append(entry)
@@ -458,6 +479,24 @@ def finish(job: Job, places: Places, record: dict, args) -> bool:
     if code in (0, EXIT_TIME_LIMIT) or code < 0 or code > 128:
         return False
     say(f"{row.name}: {job.kind} failed (exit {code}): {last_error(places, row)}")
+    return True
+
+
+def extended(row: Row, record: dict, epoch: float) -> bool:
+    """At its end with no plateau of the validation -ELBO, a row with `Plan.extend` trains on: its
+    end moves on by that many epochs (at lr_min), up to `Plan.max_epochs`. Whether it moved."""
+    end = row.end(record)
+    if not row.plan.extend or epoch < end or end >= row.plan.max_epochs:
+        return False
+    improvement = plateau_improvement(record.get("history", []))
+    if improvement is not None and improvement < PLATEAU:
+        return False
+    record["end"] = min(end + row.plan.extend, row.plan.max_epochs)
+    record.setdefault("extensions", []).append(
+        {"at": end, "to": record["end"], "improvement": None if improvement is None else round(improvement, 4)})
+    say(f"{row.name}: epoch {end} without a plateau (valid improved "
+        f"{'?' if improvement is None else f'{improvement:.3f}'} nats over the last 10% of epochs): "
+        f"training on to {record['end']} at lr_min {row.train.lr_min:g}")
     return True
 
 
@@ -475,7 +514,7 @@ def snapshot(row: Row, stop: int, places: Places, record: dict) -> None:
 def milestone(row: Row, places: Places, record: dict, progress: dict) -> None:
     """Copy the run (and its best weights) to benchmarks/campaign/ if `milestone_every` epochs
     passed since the last copy; a finished row keeps none (its tag and record stand for it)."""
-    if progress["epoch"] >= row.train.epochs:
+    if progress["epoch"] >= row.end(record):
         for path in (places.milestone(row), places.milestone_best(row)):
             path.unlink(missing_ok=True)
         return
@@ -526,7 +565,8 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
         state = {"weights_sha256": sha, "K": K, "elbo": {}, "nll": {}}
     record = load_record(places, row)
     first_target = min(row.scoring.test_limit or len(test), len(test))
-    target = len(test) if (stop == row.train.epochs and "nll" in record["scores"].get(str(stop), {})) else first_target
+    end = row.end(record)
+    target = len(test) if (stop == end and "nll" in record["scores"].get(str(stop), {})) else first_target
     ladder = [k for k in K_LADDER if K % k == 0 and k < K] + [K]
     compile = bool(row.train.compile)
     parts = [("elbo", 1, len(test), [1], 2000), ("nll", K, target, ladder, max(1, min(200, 20_000 // K)))]
@@ -549,7 +589,7 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
             save_scores(path, state)
     check = pretrain.check_figure(model, test)
     publish(row, stop, places, state, check, record)
-    if target == len(test) or stop < row.train.epochs:  # scored as far as it ever goes: the tag holds the weights
+    if target == len(test) or stop < end:  # scored as far as it ever goes: the tag holds the weights
         weights.unlink()
     return 0
 
@@ -642,9 +682,9 @@ def hours(seconds: float) -> str:
 def status_line(row: Row, places: Places, record: dict) -> str:
     s = row_state(row, places, record)
     job = running_jobs(places).get(row.name)
-    epoch, plan = s["epoch"], row.train.epochs
-    stop = row.next_stop(epoch)
-    pending = pending_score(row, record, epoch, extend=True) if record else None
+    epoch, plan = s["epoch"], row.end(record)
+    stop = row.next_stop(epoch, record)
+    pending = pending_score(row, record, epoch, every_image=True) if record else None
     if job is not None:
         state = f"running: {job['kind']} to {job['stop']}, pid {job['pid']}, since {job['started']}"
     else:
@@ -727,15 +767,17 @@ def table(rows: list[Row], places: Places) -> str:
             nll += f" ({score['nll']['K']}, {score['nll']['images']:,})"
         valid = [h["valid"] for h in record.get("history", []) if h.get("valid") is not None]
         best = f" (best valid -ELBO {min(valid):.2f})" if valid else ""
-        status = ("final" if epochs >= row.train.epochs and score and scored[0] == row.train.epochs
-                  else f"training: epoch {epochs:.1f} of {row.train.epochs}{best}" if epochs < row.train.epochs
-                  else "scoring")
-        if score and scored[0] < row.train.epochs:
+        end = row.end(record)
+        status = ("final" if epochs >= end and score and scored[0] == end
+                  else f"training: epoch {epochs:.1f} of {end}{best}" if epochs < end else "scoring")
+        if end > row.train.epochs:
+            status += f" (its plan: {row.train.epochs}; trained on at lr {row.train.lr_min:g} to a plateau)"
+        if score and scored[0] < end:
             status += f"; figures at epoch {scored[0]}"
         plateau = record.get("plateau")
-        if plateau is not None and epochs >= row.train.epochs:
-            status += (f"; plateau (valid improved {plateau:.3f} nats over the last 10% of epochs)" if plateau < 0.05
-                       else f"; no plateau yet (valid improved {plateau:.2f} nats over the last 10% of epochs)")
+        if plateau is not None and epochs >= end:
+            status += (f"; plateau (valid improved {plateau:.3f} nats over the last 10% of epochs)" if plateau < PLATEAU
+                       else f"; no plateau (valid improved {plateau:.2f} nats over the last 10% of epochs)")
         published = row.scoring.reference or ("-" if row.plan.published is None else f"{row.plan.published:.2f}")
         target = "-" if row.plan.target is None else f"{'NLL' if row.plan.compare == 'nll' else '-ELBO'} <= {row.plan.target:g}"
         params = record.get("parameters")
@@ -797,7 +839,7 @@ def curves_section(rows: list[Row], places: Places) -> str:
         for e, s in k_rows:
             ks = s["nll_k"]
             out += [f"K-convergence at epoch {e} ({s['nll']['images']:,} test images, the same samples): "
-                    + ", ".join(f"K={k}: {v:.2f}" for k, v in ks.items()) + f", K={s['nll']['K']}: {s['nll']['mean']:.2f}",
+                    + ", ".join(f"K={k}: {v:.2f}" for k, v in ks.items()),  # K' = 1, 10, ..., the row's K
                     ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "campaign.py"
 
 ROWS = {
-    # a cosine learning rate over its plan: scored at its plan only
+    # a cosine learning rate over its plan, trained on at lr_min while it has no plateau (2 epochs
+    # are too few to judge): scored at its end only
     "tiny_vae": '''model = "hvae"
 [config]
 latent_dims = [2]
@@ -44,6 +45,8 @@ tag = "hvae.tiny_test"
 priority = 2
 published = 99.0
 target = 150.0
+extend = 1
+max_epochs = 3
 ''',
     # a constant learning rate: scored at epoch 1 too; a milestone every epoch
     "tiny_draw": '''model = "draw"
@@ -114,14 +117,15 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
     committed = repo / "benchmarks" / "campaign"
     entries = manifest(repo / "drawzoo" / "weights" / "manifest.json")
     assert sorted(entries) == ["draw.tiny_test", "hvae.tiny_test"]
-    for name, tag in (("tiny_draw", "draw.tiny_test"), ("tiny_vae", "hvae.tiny_test")):
+    for name, tag, end in (("tiny_draw", "draw.tiny_test", 2), ("tiny_vae", "hvae.tiny_test", 3)):
         record = json.loads((committed / f"{name}.json").read_text())
-        assert record["epochs"] == 2 and len(record["history"]) == 2
+        assert record["epochs"] == end and len(record["history"]) == end
         # the final stop is scored on its test_limit first, then (after every row's other jobs) on all images
         assert [j["job"] for j in record["jobs"]] == (["train", "score", "train", "score", "score"]
-                                                       if name == "tiny_draw" else ["train", "score", "score"])
+                                                       if name == "tiny_draw" else ["train", "train", "score", "score"])
         assert all(j["exit"] == 0 and j["threads"] == 1 and j["code"] for j in record["jobs"])
-        final = record["scores"]["2"]
+        final = record["scores"][str(end)]
+        assert list(record["scores"]) == (["1", "2"] if name == "tiny_draw" else ["3"])
         limit = 40 if name == "tiny_draw" else 60
         assert final["neg_elbo"]["images"] == 10_000 and final["nll"]["images"] == 10_000  # grown to all at the end
         assert final["nll"]["mean"] <= final["neg_elbo_k_samples"] and final["nll"]["se"] > 0
@@ -133,7 +137,7 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         weights = repo / "drawzoo" / "weights" / entry.file
         assert entry.sha256 == file_sha256(weights) and entry.test["nll"] == final["nll"]["mean"]
         assert entry.test["nll_images"] == 10_000 and entry.test["nll_samples"] == (4 if name == "tiny_draw" else 10)
-        assert entry.trained["epochs"] == 2 and entry.trained["best_epoch"] == final["best_epoch"]
+        assert entry.trained["epochs"] == end and entry.trained["best_epoch"] == final["best_epoch"]
         assert entry.describe() == (f"binarized_mnist: test -ELBO {final['neg_elbo']['mean']:.2f} ± "
                                     f"{final['neg_elbo']['se']:.2f} nats (10,000 images), NLL {final['nll']['mean']:.2f} ± "
                                     f"{final['nll']['se']:.2f} (K={entry.test['nll_samples']}, 10,000 images)")
@@ -146,10 +150,17 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         assert limit < 10_000
     draw = json.loads((committed / "tiny_draw.json").read_text())
     assert draw["scores"]["1"]["nll"]["images"] == 40  # an intermediate stop: its test_limit only
+    # the VAE's cosine took its plan's 2 epochs; its third, the extension, was at lr_min
+    vae = json.loads((committed / "tiny_vae.json").read_text())
+    assert vae["end"] == 3 and vae["extensions"] == [{"at": 2, "to": 3, "improvement": None}]
+    run = read_checkpoint(runs / "tiny_vae.pt")
+    assert run["train_config"]["anneal_epochs"] == 2 and run["optimizer"]["param_groups"][0]["lr"] == 1e-4
+    assert "tiny_vae: epoch 2 without a plateau" in out and "training on to 3 at lr_min 0.0001" in out
     for readme in (repo / "README.md", repo / "benchmarks" / "README.md"):
         text = readme.read_text()
         assert text.startswith("before\n<!-- campaign-table -->\n| model | parameters |") and text.endswith("after\n")
         assert "| tiny DRAW |" in text and "| final" in text and "old" not in text
+        assert "| final (its plan: 2; trained on at lr 0.0001 to a plateau) |" in text
     assert "![tiny VAE: -ELBO per epoch](../docs/campaign/tiny_vae.png)" in (repo / "benchmarks" / "README.md").read_text()
 
     before = _files(repo, runs)
@@ -159,6 +170,31 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
     assert _files(repo, runs) == before  # not a weight, not a figure moved
     assert script.main([*args, "--status"]) == 0
     assert all("done" in line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny"))
+
+
+def test_a_row_without_a_plateau_at_its_end_trains_on_until_it_has_one_or_reaches_max_epochs(setup):
+    recipes, repo, runs, args = setup
+    script = _script()
+    row = script.read_rows(recipes, ["tiny_vae"])[0]  # plan 2 epochs, extend 1, max_epochs 3
+
+    def history(last):  # 20 epochs whose best validation -ELBO falls by `last` over the last 2
+        return [{"epoch": e, "valid": 100.0 - (e > 18) * last * (e - 18) / 2} for e in range(1, 21)]
+
+    record = {"history": history(0.04)}  # a plateau: stays at its end
+    assert not script.extended(row, record, 2) and row.end(record) == 2
+    record = {"history": history(0.06)}
+    assert not script.extended(row, record, 1.5)  # not at its end yet
+    assert script.extended(row, record, 2) and row.end(record) == 3 and row.stops(record) == [3]
+    assert record["extensions"] == [{"at": 2, "to": 3, "improvement": 0.06}]
+    assert not script.extended(row, record, 3) and row.end(record) == 3  # max_epochs
+    for campaign, error in (("extend = 1\nmax_epochs = 2", "extend needs max_epochs above the plan's 2 epochs"),
+                            ("extend = 1", "extend needs max_epochs above the plan's 2 epochs, got None")):
+        (recipes / "bad.toml").write_text(ROWS["tiny_vae"].replace("extend = 1\nmax_epochs = 3", campaign))
+        with pytest.raises(drawzoo.RecipeError, match=error):
+            script.read_rows(recipes)
+    (recipes / "bad.toml").write_text(ROWS["tiny_vae"].replace("lr_min = 1e-4\n", ""))
+    with pytest.raises(drawzoo.RecipeError, match="extend trains on at the cosine's floor: it needs"):
+        script.read_rows(recipes)
 
 
 def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
