@@ -171,6 +171,23 @@ def test_a_stop_asked_by_a_callback_checkpoints_and_resumes_bit_for_bit(data, tm
     assert _same_weights(resumed, straight)
 
 
+def test_a_stop_on_the_last_step_of_the_budget_leaves_the_epoch_end_to_the_rerun(data, tmp_path):
+    """max_steps ends the run at an epoch's last step, and a stop is asked on that step: the stop
+    comes first (no validation), and a rerun still validates and records that epoch."""
+    train, valid = data
+    straight = tiny_draw()
+    full = drawzoo.train(straight, train, valid, epochs=3, max_steps=10, seed=4, **FAST)
+    assert [h["epoch"] for h in full] == [1, 2]
+    path = tmp_path / "run.pt"
+    part = drawzoo.train(tiny_draw(), train, valid, epochs=3, max_steps=10, seed=4, checkpoint=path,
+                         callbacks=[StopAt(step=10)], **FAST)
+    assert part[-1]["partial"] and part[-1]["stopped"] == "step 10 reached" and part[-1]["valid_loss"] is None
+    resumed = tiny_draw()
+    rest = drawzoo.train(resumed, train, valid, epochs=3, max_steps=10, seed=4, checkpoint=path, **FAST)
+    assert _losses(rest) == _losses(full) and read_checkpoint(path)["progress"]["epoch"] == 2
+    assert _same_weights(resumed, straight)
+
+
 class Typo:
     def on_epoch_ends(self, run, record):
         pass

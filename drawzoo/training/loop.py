@@ -259,7 +259,8 @@ class _Run:
         self.total_steps = min(epochs * steps, max_steps or math.inf)
         self.anneal_steps = self.total_steps if config.anneal_epochs is None else config.anneal_epochs * steps
         self.callbacks.on_train_start(self.view)
-        if state.epoch >= epochs or (max_steps is not None and state.step >= max_steps):
+        ended = state.step_in_epoch < steps  # else a stop on an epoch's last step left its end to this call
+        if ended and (state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)):
             # a finished run rerun: no step, no validation, no write (the weights and figures stay)
             budget = f"epochs={epochs}" + ("" if max_steps is None else f", max_steps={max_steps}")
             log.warning("the run is already complete (epoch %g, step %d; %s): nothing to train, nothing written",
