@@ -37,6 +37,14 @@ def _collective():
         raise LostProcesses(first_line(e)) from e
 
 
+def _collective_device() -> torch.device:
+    """Where a tensor made for a collective must be: this process's GPU under nccl, which reduces
+    CUDA tensors only; the CPU under gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class Group:
     """This process's place among the training processes."""
@@ -57,7 +65,7 @@ class Group:
         """Each value summed over all processes."""
         if not self.active:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
         with _collective():
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()

@@ -207,3 +207,15 @@ def test_killing_one_rank_ends_the_others_with_an_error_not_a_hang(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
     read_checkpoint(tmp_path / "run.pt")
+
+
+def test_a_nccl_group_sums_on_the_gpu(monkeypatch):
+    """nccl reduces CUDA tensors only: the figures `Group.sum` reduces (losses, image counts, stop
+    requests) go to this process's GPU under nccl, to the CPU under gloo."""
+    from drawzoo import distributed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda group=None: "nccl")
+    assert distributed._collective_device() == torch.device("cuda", 1)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda group=None: "gloo")
+    assert distributed._collective_device() == torch.device("cpu")
