@@ -71,7 +71,7 @@ from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E
 from drawzoo.data import cache_dir  # noqa: E402
 from drawzoo.cli import run_program  # noqa: E402
 from drawzoo.errors import CheckpointError, DrawzooError, RecipeError  # noqa: E402
-from drawzoo.training.stopping import StopRequests  # noqa: E402
+from drawzoo.training.stopping import StopRequests, signal_name  # noqa: E402
 from drawzoo.figures import plots  # noqa: E402
 from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
@@ -443,8 +443,9 @@ def start(job: Job, places: Places, args, seconds: float) -> None:
                                    preexec_fn=_die_with_parent, cwd=REPO)
     log.close()
     job.started, job.started_at = time.time(), now_iso()
-    say(f"{row.name}: {job.kind} to epoch {job.stop} (pid {job.process.pid}, {threads} thread(s), "
-        f"{minutes:.0f} min left; log {places.log(row)})" if limit else f"no time limit; log {places.log(row)})")
+    budget = f"{minutes:.0f} min left" if limit else "no time limit"
+    say(f"{row.name}: {job.kind} to epoch {job.stop} (pid {job.process.pid}, {threads} thread(s), {budget}; "
+        f"log {places.log(row)})")
 
 
 def say(message: str) -> None:
@@ -870,6 +871,18 @@ def regenerate(rows: list[Row], places: Places) -> str:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
+class CampaignStop(StopRequests):
+    """The campaign's time limit and signals. Every signal is only noted, a second SIGINT too: the
+    jobs were sent SIGTERM at the first and checkpoint within a step (a scoring job: at once), and
+    the campaign waits for them to record what they did."""
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum:
+            say(f"{signal_name(signum)} again: still waiting for the jobs to checkpoint (SIGKILL would lose "
+                "their steps since their last save)")
+        self.signum = self.signum or signum
+
+
 def left(stop: StopRequests) -> float:
     """Seconds left before the time limit (inf without one)."""
     return math.inf if stop.deadline is None else stop.deadline - time.monotonic()
@@ -877,7 +890,7 @@ def left(stop: StopRequests) -> float:
 
 def campaign(rows: list[Row], places: Places, args) -> int:
     """Run jobs until every row is done, the time limit, or a signal; then the tables."""
-    stop = StopRequests(args.max_minutes, time.monotonic())
+    stop = CampaignStop(args.max_minutes, time.monotonic())
     spare = min(SPARE_MINUTES, (args.max_minutes or math.inf) / 10) * 60
     records = {row.name: prepare(row, places) for row in rows}
     for row in rows:

@@ -246,6 +246,16 @@ def test_sigterm_stops_every_job_with_a_checkpoint_and_the_next_call_resumes(set
     assert read_checkpoint(run)["progress"]["step"] > progress["step"]
 
 
+def test_a_second_ctrl_c_still_waits_for_the_jobs_to_record_what_they_did(capsys):
+    script = _script()
+    with script.CampaignStop(None, time.monotonic()) as stop:
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)  # a training run's second SIGINT would raise Interrupted
+            time.sleep(0.1)
+        assert stop.signum == signal.SIGINT
+    assert "SIGINT again: still waiting for the jobs to checkpoint" in capsys.readouterr().out
+
+
 def test_a_fresh_machine_resumes_from_the_committed_milestone(setup, capsys):
     recipes, repo, runs, args = setup
     script = _script()
