@@ -58,6 +58,22 @@ def _steps(recipe_path: str, threads: int, steps: int, barrier, out) -> None:
     out.put((seconds[1] - seconds[0]) / steps)
 
 
+def run_all(processes: list, out, name: str) -> list:
+    """Start `processes`, wait for them all and return what each put on `out`. One that fails ends
+    the others (its partner would wait at the barrier for ever) and the script, with an error."""
+    for p in processes:
+        p.start()
+    while any(p.is_alive() for p in processes):
+        if any(p.exitcode for p in processes):
+            for p in processes:
+                p.terminate()
+        time.sleep(0.2)
+    failed = [p.exitcode for p in processes if p.exitcode]
+    if failed:
+        raise SystemExit(f"threads.py: error: {name}: a timing process failed (exit {failed[0]}; its output is above)")
+    return [out.get(timeout=60) for _ in processes]
+
+
 def measure(recipe: Path, steps: int) -> dict:
     """Images per second of `recipe`'s training: one process on 2 threads, and two on 1 thread each."""
     import drawzoo
@@ -65,19 +81,10 @@ def measure(recipe: Path, steps: int) -> dict:
     batch = drawzoo.load_recipe(recipe).train_config().batch_size
     spawn = multiprocessing.get_context("spawn")
     out = spawn.Queue()
-    one = spawn.Process(target=_steps, args=(str(recipe), 2, steps, None, out))
-    one.start()
-    one.join()
-    seconds_one = out.get()
+    [seconds_one] = run_all([spawn.Process(target=_steps, args=(str(recipe), 2, steps, None, out))], out, recipe.stem)
     barrier = spawn.Barrier(2)
-    pair = [spawn.Process(target=_steps, args=(str(recipe), 1, steps, barrier, out)) for _ in range(2)]
-    for p in pair:
-        p.start()
-    for p in pair:
-        p.join()
-    seconds_pair = [out.get(), out.get()]
-    if one.exitcode or any(p.exitcode for p in pair):
-        raise SystemExit(f"{recipe.stem}: a timing process failed")
+    seconds_pair = run_all([spawn.Process(target=_steps, args=(str(recipe), 1, steps, barrier, out))
+                            for _ in range(2)], out, recipe.stem)
     return {"one_row_2_threads": batch / seconds_one,
             "two_rows_1_thread": sum(batch / s for s in seconds_pair),
             "seconds_per_step": {"2 threads": seconds_one, "1 thread each": seconds_pair}}
@@ -89,6 +96,11 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", nargs="+", type=Path, default=RECIPES, help="recipe files [%(default)s]")
     parser.add_argument("--steps", type=int, default=10, help="N: calls of N and 2 N steps are timed [%(default)s]")
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    for recipe in args.recipes:
+        if not recipe.is_file():
+            parser.error(f"--recipes: no such recipe file: {recipe}")
     print("| row | 1 row x 2 threads (images/s) | 2 rows x 1 thread (images/s, sum) | ratio |")
     print("|---|---:|---:|---:|")
     for recipe in args.recipes:
