@@ -89,6 +89,12 @@ class Group:
                 with _collective():
                     dist.broadcast(t, src=0)
 
+    def barrier(self) -> None:
+        """Wait until every process got here."""
+        if self.active:
+            with _collective():
+                dist.barrier()
+
     def gather(self, obj) -> list:
         """`obj` of every process, in rank order."""
         if not self.active:

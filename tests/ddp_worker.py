@@ -10,7 +10,9 @@ data-parallel run can be compared with a single process to float precision. With
 objective is RenyiELBO(alpha=0) with 3 vectorised particles (an ELBO without a differentiable
 loss, trained by its loss_and_grads) instead of TraceMeanField_ELBO. FIELD=VALUE: more TrainConfig
 fields (e.g. max_minutes=0.01), or stop_at=STEP: rank 1 alone has a callback, which asks the run to
-stop after optimizer step STEP (`drawzoo.training.callbacks.Run.stop`). Stopped by a signal, it
+stop after optimizer step STEP (`drawzoo.training.callbacks.Run.stop`). Rank 0 writes each
+checkpoint 0.3 s late, and rank 1 reads it in ``on_checkpoint`` (OUT/rank1.pt's
+"checkpoints_seen": the step of the run and of the file). Stopped by a signal, it
 writes the message of `drawzoo.Interrupted` to OUT/rank{R}.pt instead and exits with 128 + the
 signal's number.
 """
@@ -19,6 +21,7 @@ import ast
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +30,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 import drawzoo
+from drawzoo.checkpoints import read_checkpoint
+from drawzoo.training import state
 
 
 class StopAt(drawzoo.Callback):
@@ -38,6 +43,31 @@ class StopAt(drawzoo.Callback):
     def on_step_end(self, run, loss):
         if run.state.step == self.step:
             run.stop(f"rank 1 asked at step {self.step}")
+
+
+class ReadCheckpoint(drawzoo.Callback):
+    """Reads the checkpoint in each ``on_checkpoint``: (the run's step, the file's step or None)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_checkpoint(self, run, path):
+        try:
+            self.seen.append((run.state.step, read_checkpoint(path)["progress"]["step"]))
+        except drawzoo.CheckpointError:  # not written yet
+            self.seen.append((run.state.step, None))
+
+
+def slow_writes():
+    """Rank 0 writes each checkpoint 0.3 s late: a process that did not wait for the write would
+    find the previous one (or none)."""
+    write = state.save_checkpoint
+
+    def late(*args, **kwargs):
+        time.sleep(0.3)
+        return write(*args, **kwargs)
+
+    state.save_checkpoint = late
 
 
 class MeanSamples(Messenger):
@@ -86,6 +116,11 @@ if __name__ == "__main__":
     rank = int(os.environ.get("RANK", "0"))
     stop_at = settings.pop("stop_at", None)
     callbacks = [StopAt(stop_at)] if stop_at is not None and rank == 1 else []
+    reader = ReadCheckpoint()
+    if rank == 1:
+        callbacks.append(reader)
+    if rank == 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        slow_writes()
     torch.set_num_threads(1)
     torch.manual_seed(rank)  # other weights in rank 1: train starts from rank 0's
     model = drawzoo.load("draw", image_shape=(1, 10, 10), T=3, hidden_dim=32, latent_dim=4, write_size=3)
@@ -101,4 +136,5 @@ if __name__ == "__main__":
     drawzoo.distributed.leave()
     threads = [(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
     torch.save({"history": history, "digests": digests, "state_dict": model.state_dict(),
-                "gloo_threads_left": [t for t in threads if "gloo" in t]}, out / f"rank{rank}.pt")
+                "gloo_threads_left": [t for t in threads if "gloo" in t], "checkpoints_seen": reader.seen},
+               out / f"rank{rank}.pt")

@@ -62,6 +62,13 @@ def test_ranks_hold_identical_parameters_after_every_epoch(runs):
     assert figures(rank0["history"]) == figures(rank1["history"])  # every process reports the global figures
 
 
+def test_every_rank_sees_each_checkpoint_written_in_on_checkpoint(runs):
+    """Rank 0 writes each checkpoint 0.3 s late; rank 1's on_checkpoint finds it written."""
+    _, _, (_, rank1) = runs
+    seen = rank1["checkpoints_seen"]
+    assert len(seen) == 2 and all(run_step == file_step for run_step, file_step in seen), seen
+
+
 def test_two_processes_match_a_single_process_run(runs):
     """Same global batch (24 = 2 x 12), data order and seed: the training losses and the final
     weights agree to 1e-5 (float rounding of the averaged gradients). The validation loss is an

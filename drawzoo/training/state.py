@@ -81,13 +81,14 @@ class RunCheckpoint:
 
     def save(self, progress: Progress) -> None:
         """Write the checkpoint at `progress` (rank 0 writes; every process contributes its RNG
-        state). The caller checks the weights first."""
+        state, and returns once the file is written). The caller checks the weights first."""
         rng = self.group.gather(_rng_states())
         if self.group.main:
             self.lock.check()
             save_checkpoint(self.path, self.model, optimizer=self.optimizer.state_dict(),
                             progress=dataclasses.asdict(progress), rng=rng,
                             train_config=to_checkpoint(self.config, self.elbo), elbo=self.elbo)
+        self.group.barrier()  # on_checkpoint of every process finds the file written
         self.saved_step = progress.step
 
 
