@@ -160,9 +160,11 @@ def test_a_stop_asked_by_a_callback_checkpoints_and_resumes_bit_for_bit(data, tm
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         f"stopped as a callback asked (step 7 reached) at step 7 (epoch 1.4): checkpoint {path}, "
         "resume from it to continue"]
-    stopper = StopAt(epoch=2)
-    rest = drawzoo.train(tiny_draw(), train, valid, epochs=3, seed=4, checkpoint=path, callbacks=[stopper], **FAST)
+    stopper, recorder = StopAt(epoch=2), Recorder()
+    rest = drawzoo.train(tiny_draw(), train, valid, epochs=3, seed=4, checkpoint=path, callbacks=[stopper, recorder],
+                         **FAST)
     assert _losses(rest) == _losses(full[:2]) and rest[-1]["stopped"] == "epoch 2 is enough"
+    assert recorder.of("on_checkpoint") == [(path, 10)]  # the epoch's checkpoint, not written again to stop
     assert read_checkpoint(path)["progress"]["step"] == 10 and stopper.ended == rest
     resumed, stopper = tiny_draw(), StopAt(epoch=3)
     final = drawzoo.train(resumed, train, valid, epochs=3, seed=4, checkpoint=path, callbacks=[stopper, Recorder()],

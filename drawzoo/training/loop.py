@@ -337,7 +337,8 @@ class _Run:
         history = list(state.history)
         if state.step_in_epoch:
             history.append({**self._figures(state.epoch + state.step_in_epoch / batches, started), "partial": True})
-        self._save()
+        if self.checkpoint.saved_step != state.step:  # else just written (an epoch's end, every_steps)
+            self._save()
         history, line = self.stop.stopped(history, state.step, self.group, self.checkpoint.where())
         self.report.stopped(line)
         return history
