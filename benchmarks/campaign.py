@@ -366,12 +366,14 @@ class Job:
 
 def pending_score(row: Row, record: dict, epoch: float, every_image: bool) -> int | None:
     """The first stop reached and not scored as far as it goes now (`every_image`: on to every test
-    image, once the plan is done); None if none."""
+    image, once the plan is done); None if none. A recipe's new K re-scores the latest scored stop
+    (its weights are the tag's); earlier ones keep the figures of their K."""
+    scored = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
     for stop in row.stops(record):
         if stop > epoch:
             return None
         score = record.get("scores", {}).get(str(stop), {})
-        if not score.get("nll") or score["nll"]["K"] != row.scoring.num_samples:  # unscored, or with another K
+        if not score.get("nll") or (score["nll"]["K"] != row.scoring.num_samples and stop == max(scored)):
             return stop
         if every_image and stop == row.end(record) and score["nll"]["images"] < score["neg_elbo"]["images"]:
             return stop
@@ -390,6 +392,7 @@ def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], fai
                 save_record(places, row, records[row.name])
             stop = pending_score(row, records[row.name], epoch, every_image)
             if stop is not None:
+                restore_weights(row, stop, places, records[row.name])
                 if not places.weights(row, stop).exists():  # the run stopped before its snapshot was taken
                     if epoch != stop:
                         raise CampaignError(f"row {row.name}: the weights of epoch {stop} to score are missing "
@@ -499,6 +502,15 @@ def extended(row: Row, record: dict, epoch: float) -> bool:
         f"{'?' if improvement is None else f'{improvement:.3f}'} nats over the last 10% of epochs): "
         f"training on to {record['end']} at lr_min {row.train.lr_min:g}")
     return True
+
+
+def restore_weights(row: Row, stop: int, places: Places, record: dict) -> None:
+    """The weights of `stop`, scored before and deleted since, back from the row's tag if it holds them
+    (the same sha256): to score them again (a new K)."""
+    weights, tag = places.weights(row, stop), places.repo / "drawzoo" / "weights" / f"{row.plan.tag}.pt"
+    sha = record.get("scores", {}).get(str(stop), {}).get("weights_sha256")
+    if not weights.exists() and sha and tag.exists() and pretrained.file_sha256(tag) == sha:
+        copy(tag, weights)
 
 
 def snapshot(row: Row, stop: int, places: Places, record: dict) -> None:

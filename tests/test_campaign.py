@@ -197,6 +197,22 @@ def test_a_row_without_a_plateau_at_its_end_trains_on_until_it_has_one_or_reache
         script.read_rows(recipes)
 
 
+def test_a_new_k_rescores_the_latest_stop_from_its_tag_and_leaves_earlier_ones(setup):
+    recipes, repo, runs, args = setup
+    script = _script()
+    row = script.read_rows(recipes, ["tiny_draw"])[0]  # score_at 1, plan 2, K=4 now
+    places = script.Places(runs, repo)
+    tag = repo / "drawzoo" / "weights" / "draw.tiny_test.pt"
+    tag.write_bytes(b"the weights of epoch 2")
+    record = {"scores": {"1": {"nll": {"K": 2}, "weights_sha256": "gone"},
+                         "2": {"nll": {"K": 2}, "weights_sha256": file_sha256(tag)}}}
+    assert script.pending_score(row, record, 2, every_image=False) == 2  # epoch 1's weights are gone: kept
+    script.restore_weights(row, 2, places, record)
+    assert places.weights(row, 2).read_bytes() == tag.read_bytes()
+    script.restore_weights(row, 1, places, record)
+    assert not places.weights(row, 1).exists()
+
+
 def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
     recipes, repo, runs, args = setup
     script = _script()
