@@ -784,7 +784,7 @@ def table(rows: list[Row], places: Places) -> str:
         status = ("final" if epochs >= end and score and scored[0] == end
                   else f"training: epoch {epochs:.1f} of {end}{best}" if epochs < end else "scoring")
         if end > row.train.epochs:
-            status += f" (its plan: {row.train.epochs}; trained on at lr {row.train.lr_min:g} to a plateau)"
+            status += f"; cosine over its plan's {row.train.epochs} epochs, then lr {row.train.lr_min:g}"
         if score and scored[0] < end:
             status += f"; figures at epoch {scored[0]}"
         plateau = record.get("plateau")

@@ -160,7 +160,7 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         text = readme.read_text()
         assert text.startswith("before\n<!-- campaign-table -->\n| model | parameters |") and text.endswith("after\n")
         assert "| tiny DRAW |" in text and "| final" in text and "old" not in text
-        assert "| final (its plan: 2; trained on at lr 0.0001 to a plateau) |" in text
+        assert "| final; cosine over its plan's 2 epochs, then lr 0.0001 |" in text
     assert "![tiny VAE: -ELBO per epoch](../docs/campaign/tiny_vae.png)" in (repo / "benchmarks" / "README.md").read_text()
 
     before = _files(repo, runs)
