@@ -66,7 +66,7 @@ import nll_mnist  # noqa: E402
 import pretrain  # noqa: E402
 from drawzoo import data as datasets  # noqa: E402
 from drawzoo import pretrained  # noqa: E402
-from drawzoo.checkpoints import CheckpointLock, read_checkpoint  # noqa: E402
+from drawzoo.checkpoints import CheckpointLock, read_checkpoint, save_checkpoint  # noqa: E402
 from drawzoo.config import as_dict, build_config, check_fields, param  # noqa: E402
 from drawzoo.data import cache_dir  # noqa: E402
 from drawzoo.cli import run_program  # noqa: E402
@@ -101,7 +101,8 @@ class Plan:
     target: float | None = param(None, "the figure this campaign aims for (nats, of `compare`)")
     score_at: list[int] = param((), "epochs before the plan at which it is scored and its tag replaced "
                                 "(a constant learning rate only: the plan's epochs fix a cosine)")
-    milestone_every: int = param(20, "epochs between the milestone checkpoints committed to benchmarks/campaign/")
+    milestone_every: int = param(20, "epochs between the milestone checkpoints committed to benchmarks/campaign/ "
+                                 "(0: none; a fresh machine starts the row again)")
     extend: int = param(0, "a row that ends its plan (a cosine learning rate) with no plateau trains on at "
                         "lr_min this many epochs more, again until it has one or reaches max_epochs [0: never]")
     max_epochs: int | None = param(None, "the most epochs `extend` takes a row to")
@@ -169,6 +170,8 @@ def read_rows(folder: Path = nll_mnist.RECIPES / PRESET, names: list[str] | None
         if plan.score_at and recipe.train.get("lr_min") is not None:
             raise RecipeError(f"{path}: [campaign] score_at stops a run whose cosine learning rate the plan's "
                               f"{epochs} epochs fix: score it at its plan only")
+        if plan.milestone_every < 0:
+            raise RecipeError(f"{path}: [campaign] milestone_every must be >= 0 (0: none), got {plan.milestone_every}")
         if plan.extend < 0 or (plan.extend and recipe.train.get("lr_min") is None):
             raise RecipeError(f"{path}: [campaign] extend trains on at the cosine's floor: it needs [train] lr_min "
                               f"and must be >= 0, got {plan.extend}")
@@ -532,11 +535,14 @@ def milestone(row: Row, places: Places, record: dict, progress: dict) -> None:
             path.unlink(missing_ok=True)
         return
     last = record.get("milestone_epoch", 0)
-    if progress["epoch"] < last + row.plan.milestone_every:
+    if not row.plan.milestone_every or progress["epoch"] < last + row.plan.milestone_every:
         return
-    for source, dest in ((places.run(row), places.milestone(row)), (places.best(row), places.milestone_best(row))):
-        if source.exists():
-            copy(source, dest)
+    copy(places.run(row), places.milestone(row))
+    if places.best(row).exists():  # stored as the tag stores weights: the same figures when scored, fewer bytes
+        best = read_checkpoint(places.best(row))
+        save_checkpoint(places.milestone_best(row), drawzoo.load(checkpoint=places.best(row)),
+                        weights_dtype=getattr(torch, row.plan.dtype), valid_loss=best["valid_loss"],
+                        epoch=best.get("epoch"))
     record["milestone_epoch"] = progress["epoch"]
     say(f"{row.name}: milestone at epoch {progress['epoch']} -> {places.milestone(row)} (commit it)")
 

@@ -1,6 +1,7 @@
 """`benchmarks/campaign.py` end to end on the real data, with tiny rows: trains each row to its plan in
 its own process, scores it in parts, ships its tag, regenerates the tables; then a rerun changes nothing."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -257,6 +258,18 @@ def test_sigterm_stops_every_job_with_a_checkpoint_and_the_next_call_resumes(set
     assert [(j["job"], j["exit"]) for j in record["jobs"]] == [("train", 128 + signal.SIGTERM)]
     milestone = read_checkpoint(repo / "benchmarks" / "campaign" / "tiny_draw.pt")["progress"]
     assert milestone["step"] == progress["step"] and record["milestone_epoch"] == progress["epoch"]
+    # its best weights as the tag stores them: half the bytes, the same figures when scored
+    best, kept = read_checkpoint(runs / "tiny_draw.best.pt"), read_checkpoint(repo / "benchmarks" / "campaign" /
+                                                                              "tiny_draw.best.pt")
+    assert (kept["valid_loss"], kept["epoch"]) == (best["valid_loss"], best["epoch"])
+    assert all(kept["state_dict"][k].dtype == torch.float16 and torch.equal(kept["state_dict"][k], v.half())
+               for k, v in best["state_dict"].items() if v.is_floating_point())
+    # milestone_every = 0: none
+    script, places = _script(), _script().Places(runs, repo)
+    row = script.read_rows(recipes, ["tiny_draw"])[0]
+    none = dataclasses.replace(row, plan=dataclasses.replace(row.plan, milestone_every=0), name="no_milestones")
+    script.milestone(none, places, {}, {"epoch": 40})
+    assert not places.milestone(none).exists()
     # the next call goes on from there
     assert _script().main([*args, "--rows", "tiny_draw", "--max-minutes", "0.3"]) == 75
     assert read_checkpoint(run)["progress"]["step"] > progress["step"]
