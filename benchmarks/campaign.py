@@ -659,7 +659,8 @@ def publish(row: Row, stop: int, places: Places, state: dict, check: float, reco
         url=None, default=old.default if old else not any(
             e.model == row.recipe.model and e.default for t, e in entries.items() if t != row.plan.tag),
         note=old.note if old else "")
-    pretrain.write_manifest([*(e for t, e in entries.items() if t != row.plan.tag), entry], manifest_path)
+    tags = [entry if t == row.plan.tag else e for t, e in entries.items()]  # a replaced tag keeps its place
+    pretrain.write_manifest(tags if old else [*tags, entry], manifest_path)
     save_record(places, row, record)
     say(f"{row.name} at epoch {stop}: test -ELBO {score['neg_elbo']['mean']:.2f} ± {score['neg_elbo']['se']:.2f}, "
         f"NLL {score['nll']['mean']:.2f} ± {score['nll']['se']:.2f} (K={K}, {score['nll']['images']:,} images); "
