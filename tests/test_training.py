@@ -293,6 +293,41 @@ def test_a_cosine_run_trained_on_past_anneal_epochs_holds_lr_min(data, tmp_path,
         drawzoo.train(tiny_draw(), train, epochs=4, anneal_epochs=3, checkpoint=path, **kw)
 
 
+class _StopAt(_LearningRates):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_step_end(self, run, loss):
+        super().on_step_end(run, loss)
+        if run.state.step == self.step:
+            run.stop("test")
+
+
+def test_a_resume_warns_only_when_the_cosine_moves(data, tmp_path, caplog):
+    train, _ = data  # 5 steps an epoch
+    kw = dict(seed=5, lr_min=1e-4, batch_size=16, lr=3e-3, progress=False)
+    whole = _LearningRates()
+    drawzoo.train(tiny_draw(), train, epochs=3, max_steps=7, callbacks=[whole], **kw)
+    # max_steps=7 sets the cosine's length whatever the epochs: resumed with more epochs, the run
+    # goes on along the same cosine, without a warning
+    path = tmp_path / "run.pt"
+    first, second = _StopAt(3), _LearningRates()
+    drawzoo.train(tiny_draw(), train, epochs=3, max_steps=7, checkpoint=path, callbacks=[first], **kw)
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        drawzoo.train(tiny_draw(), train, epochs=9, max_steps=7, checkpoint=path, callbacks=[second], **kw)
+    assert "cosine" not in caplog.text
+    assert first.lrs + second.lrs == whole.lrs
+    # another max_steps moves it: the warning names both budgets
+    path.unlink()
+    drawzoo.train(tiny_draw(), train, epochs=3, max_steps=7, checkpoint=path, callbacks=[_StopAt(3)], **kw)
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        drawzoo.train(tiny_draw(), train, epochs=3, max_steps=9, checkpoint=path, **kw)
+    assert ("ran over epochs=3, max_steps=7, anneal_epochs=None and now runs over epochs=3, max_steps=9, "
+            "anneal_epochs=None") in caplog.text
+    assert "keeps that cosine" not in caplog.text  # anneal_epochs counts epochs: no cure for a cut in steps
+
+
 def test_checkpoint_rebuilds_the_model_and_refuses_contradictions(data, tmp_path):
     train, _ = data
     path = tmp_path / "m.pt"

@@ -185,6 +185,14 @@ def cosine_epochs(settings: dict) -> int | None:
     return settings.get("epochs") if settings.get("max_steps") is None else None
 
 
+def cosine_steps(settings: dict, steps_per_epoch: int) -> float:
+    """The optimizer steps of the cosine of lr_min that TrainConfig fields `settings` describe:
+    anneal_epochs epochs, else the run's budget, ``min(epochs * steps_per_epoch, max_steps)``."""
+    if settings.get("anneal_epochs") is not None:
+        return settings["anneal_epochs"] * steps_per_epoch
+    return min(settings["epochs"] * steps_per_epoch, settings.get("max_steps") or math.inf)
+
+
 def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -> list[str]:
     """``"field: checkpoint has A, given B"`` for each field of `config` that defines the trajectory
     and differs from the checkpoint's (fields an older checkpoint did not record are not compared).

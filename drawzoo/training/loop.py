@@ -44,7 +44,7 @@ from ..errors import ConfigError, ObjectiveError
 from ..evaluation import objectives
 from ..files import check_outputs
 from . import callbacks as _callbacks
-from .config import TrainConfig, accelerators, devices_here, parse_device
+from .config import TrainConfig, accelerators, cosine_steps, devices_here, parse_device
 from .divergence import Divergence, DivergenceError, TrainingError
 from .loss import ELBOLoss, StepLoss
 from .report import Report, log, require_tensorboard
@@ -257,7 +257,8 @@ class _Run:
         epochs, max_steps = config.epochs, config.max_steps
         steps = len(self._epoch_batches(dataset))
         self.total_steps = min(epochs * steps, max_steps or math.inf)
-        self.anneal_steps = self.total_steps if config.anneal_epochs is None else config.anneal_epochs * steps
+        self.anneal_steps = cosine_steps(as_dict(config), steps)
+        self.checkpoint.warn_if_cosine_moves(state, steps)
         self.callbacks.on_train_start(self.view)
         ended = state.step_in_epoch < steps  # else a stop on an epoch's last step left its end to this call
         if ended and (state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)):

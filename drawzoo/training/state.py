@@ -20,8 +20,9 @@ import torch
 
 from .. import distributed
 from ..checkpoints import check_matches, read_checkpoint, save_checkpoint
+from ..config import as_dict
 from ..errors import CheckpointError
-from .config import TrainConfig, check_resumable, stored_settings, to_checkpoint
+from .config import TrainConfig, check_resumable, cosine_steps, stored_settings, to_checkpoint
 from .report import log
 
 
@@ -50,6 +51,7 @@ class RunCheckpoint:
             path, model, optimizer, config, elbo, group)
         self.saved_step = None  #: the step of the last checkpoint on disk (`kept`), None if none
         self.lock = None  #: the CheckpointLock that `train` holds while the run goes
+        self.resumed = None  #: the TrainConfig fields of the checkpoint resumed from, None if none
 
     def where(self) -> str:
         """Where the checkpoint is, for a message."""
@@ -72,12 +74,28 @@ class RunCheckpoint:
         """Resume from the checkpoint if there is one; else take rank 0's weights and seed every
         RNG with ``seed + rank``. Where training stands."""
         if self.path is not None and self.path.exists():
-            progress = _resume(self.path, self.model, self.optimizer, self.config, self.elbo, self.group)
+            progress, self.resumed = _resume(self.path, self.model, self.optimizer, self.config, self.elbo,
+                                             self.group)
             self.saved_step = progress.step
             return progress
         self.group.broadcast_(list(self.model.state_dict().values()))
         pyro.set_rng_seed(self.config.seed + self.group.rank)
         return Progress()
+
+    def warn_if_cosine_moves(self, progress: Progress, steps_per_epoch: int) -> None:
+        """A warning when the run resumed from a cosine learning rate (lr_min) whose length
+        (`cosine_steps`) this call's budget changes: its learning rate does not go on from where the
+        checkpoint's schedule stands (and rises again if the run had reached lr_min)."""
+        if self.resumed is None or "epochs" not in self.resumed or self.config.lr_min is None or progress.step == 0:
+            return  # an older checkpoint that did not record its budget: nothing to compare
+        before, after = self.resumed, as_dict(self.config)
+        if cosine_steps(before, steps_per_epoch) != cosine_steps(after, steps_per_epoch):
+            budget = "epochs={epochs}, max_steps={max_steps}, anneal_epochs={anneal_epochs}"
+            keep = (f"; anneal_epochs={before['epochs']} keeps that cosine and then holds lr_min"
+                    if before.get("max_steps") is None and before.get("anneal_epochs") is None else "")
+            log.warning("%s: its cosine learning rate ran over %s and now runs over %s: it leaves the "
+                        "checkpoint's schedule (and rises again if the run had reached lr_min)%s", self.path,
+                        budget.format_map({"anneal_epochs": None, **before}), budget.format_map(after), keep)
 
     def save(self, progress: Progress) -> None:
         """Write the checkpoint at `progress` (rank 0 writes; every process contributes its RNG
@@ -105,9 +123,11 @@ def _implementation_of(optimizer, state: dict) -> dict:
     return {**state, "param_groups": groups}
 
 
-def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group: distributed.Group) -> Progress:
+def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict,
+            group: distributed.Group) -> tuple[Progress, dict]:
     """Load model, optimizer and RNG state from the checkpoint at `path`, after checking that it
-    holds `model`'s config and `config`'s trajectory (the objective as `elbo` describes it); its Progress."""
+    holds `model`'s config and `config`'s trajectory (the objective as `elbo` describes it); its
+    Progress and its TrainConfig fields."""
     payload = read_checkpoint(path)
     check_matches(payload, path, model)
     if "progress" not in payload:
@@ -116,7 +136,6 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(_implementation_of(optimizer, payload["optimizer"]))
     progress = Progress(**payload["progress"])
-    _warn_if_cosine_moves(payload, path, config)
     rng = payload["rng"]  # one state per process of the run that wrote it
     if len(rng) == group.world:
         _set_rng_states(rng[group.rank])
@@ -124,22 +143,7 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict, group
         log.warning("%s was written by %d processes, resumed by %d: sampling noise restarts from the seed",
                     path, len(rng), group.world)
         pyro.set_rng_seed(config.seed + group.rank + progress.step)
-    return progress
-
-
-def _warn_if_cosine_moves(payload: dict, path: Path, config: TrainConfig) -> None:
-    """A warning when a resumed cosine learning rate (lr_min, over the run's budget) gets another
-    length from another budget: it would not go on from where the checkpoint's schedule stands."""
-    stored = stored_settings(payload)
-    if config.lr_min is None or config.anneal_epochs is not None or stored.get("anneal_epochs") is not None:
-        return
-    before = (stored.get("epochs"), stored.get("max_steps"))
-    after = (config.epochs, config.max_steps)
-    if before[0] is not None and before != after and payload["progress"]["step"] > 0:
-        keep = "" if before[1] is not None else f"; anneal_epochs={before[0]} keeps that cosine and then holds lr_min"
-        log.warning("%s: its cosine learning rate ran over epochs=%s, max_steps=%s and now runs over epochs=%s, "
-                    "max_steps=%s: it leaves the checkpoint's schedule (and rises again if the run had reached "
-                    "lr_min)%s", path, *before, *after, keep)
+    return progress, stored_settings(payload)
 
 
 def _rng_states() -> dict:
