@@ -30,6 +30,10 @@ as its tag's weight file (`Plan.dtype`) and scored from that file, in resumable 
 - a standard error beside each figure: the spread of the per-image figures over sqrt(images);
 - the pretrained manifest's check figure (`pretrain.check_figure`).
 
+A scoring job that stops goes on later from the per-image figures it saved, only if they are of the
+same weights, K, seeds and chunks, computed by the same figure code (`figures_code`); else it
+starts again.
+
 A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve (a matplotlib
 plot: ``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
 from the records (benchmarks/campaign/NAME.json, one per row: the recipe it began with, each job's
@@ -48,6 +52,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -296,12 +301,30 @@ def steps_per_epoch(row: Row) -> int:
     return math.ceil(50_000 / row.train.batch_size)  # binarized MNIST's train split
 
 
+#: The parts of the package that compute a score's figures (models, estimators, data): what
+#: `figures_code` hashes. Training, the CLI, the plots and the weights files are left out.
+NOT_FIGURES_CODE = ("cli", "training", "figures", "weights")
+
+
 def code_version() -> str:
     """The commit of the code that runs (``+dirty`` with changes to drawzoo/ or benchmarks/)."""
     def git(*args):
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     return commit + ("+dirty" if git("status", "--porcelain", "--", "drawzoo", "benchmarks") else "")
+
+
+def figures_code() -> str:
+    """sha256 of the source of the package that runs, less `NOT_FIGURES_CODE`: the saved parts of a
+    score are reused only by code of the same hash, so that no figure mixes two versions of the
+    estimator, the models or the data (a commit or not, with or without git)."""
+    package = Path(drawzoo.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        if name.split("/")[0] not in NOT_FIGURES_CODE:
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def machine() -> str:
@@ -578,10 +601,6 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
     test = datasets.load(row.recipe.data.train, "test", data_root)
     seed, K = row.train.seed, row.scoring.num_samples
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
-    path = places.scores(row, stop)
-    state = torch.load(path, weights_only=True) if path.exists() else None
-    if state is None or state["weights_sha256"] != sha or state["K"] != K:
-        state = {"weights_sha256": sha, "K": K, "elbo": {}, "nll": {}}
     record = load_record(places, row)
     first_target = min(row.scoring.test_limit or len(test), len(test))
     end = row.end(record)
@@ -589,6 +608,11 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
     ladder = [k for k in K_LADDER if K % k == 0 and k < K] + [K]
     compile = bool(row.train.compile)
     parts = [("elbo", 1, len(test), [1], 2000), ("nll", K, target, ladder, max(1, min(200, 20_000 // K)))]
+    # how each image's figures are computed: the saved parts are reused only if done the same way
+    how = {"code": figures_code(), "seed": seed, "compile": compile,
+           "parts": [[stage, k, nested, size] for stage, k, _, nested, size in parts]}
+    path = places.scores(row, stop)
+    state = saved_parts(path, sha, K, how)
     for stage, k, total, nested, size in parts:
         done = state[stage]
         while len(done.get("neg_elbo", [])) < total:
@@ -611,6 +635,16 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
     if target == len(test) or stop < end:  # scored as far as it ever goes: the tag holds the weights
         weights.unlink()
     return 0
+
+
+def saved_parts(path: Path, sha: str, K: int, how: dict) -> dict:
+    """The per-image figures a scoring job saved at `path`, to go on from, if they are of the weights
+    of sha256 `sha`, with `K` samples, computed `how` (the code's `figures_code`, seeds, chunks);
+    else none: a figure never mixes parts of two weights, estimators or codes."""
+    state = torch.load(path, weights_only=True) if path.exists() else None
+    if state is None or (state["weights_sha256"], state["K"], state.get("how")) != (sha, K, how):
+        state = {"weights_sha256": sha, "K": K, "how": how, "elbo": {}, "nll": {}}
+    return state
 
 
 def save_scores(path: Path, state: dict) -> None:

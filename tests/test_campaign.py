@@ -214,6 +214,37 @@ def test_a_new_k_rescores_the_latest_stop_from_its_tag_and_leaves_earlier_ones(s
     assert not places.weights(row, 1).exists()
 
 
+def test_saved_score_parts_go_on_only_with_the_same_weights_k_and_figures_code(tmp_path, monkeypatch):
+    script = _script()
+    package = tmp_path / "drawzoo"
+    for name in ("__init__.py", "models/draw.py", "training/loop.py", "cli/train.py"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(script.drawzoo, "__file__", str(package / "__init__.py"))
+    code = script.figures_code()
+    (package / "training" / "loop.py").write_text("# the training loop, changed\n")
+    (package / "cli" / "train.py").write_text("# the CLI, changed\n")
+    assert script.figures_code() == code  # code that computes no figure
+    (package / "models" / "draw.py").write_text("# the model, changed\n")
+    assert script.figures_code() != code
+    code = script.figures_code()
+    (package / "evaluation").mkdir()
+    (package / "evaluation" / "scoring.py").write_text("# a new estimator\n")
+    assert script.figures_code() != code
+
+    how = {"code": script.figures_code(), "seed": 0, "compile": False, "parts": [["nll", 10, [1, 10], 200]]}
+    path = tmp_path / "row.e10.scores.pt"
+    parts = script.saved_parts(path, "sha", 10, how)
+    assert parts == {"weights_sha256": "sha", "K": 10, "how": how, "elbo": {}, "nll": {}}
+    parts["nll"]["neg_elbo"] = torch.ones(200, dtype=torch.float64)
+    script.save_scores(path, parts)
+    assert torch.equal(script.saved_parts(path, "sha", 10, how)["nll"]["neg_elbo"], parts["nll"]["neg_elbo"])
+    for other in (dict(sha="other weights"), dict(K=20), dict(how={**how, "code": code}),
+                  dict(how={**how, "parts": [["nll", 10, [1, 10], 100]]})):
+        args = {"sha": "sha", "K": 10, "how": how, **other}
+        assert script.saved_parts(path, args["sha"], args["K"], args["how"])["nll"] == {}, other
+
+
 def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
     recipes, repo, runs, args = setup
     script = _script()
