@@ -318,6 +318,11 @@ def test_a_resume_warns_only_when_the_cosine_moves(data, tmp_path, caplog):
         drawzoo.train(tiny_draw(), train, epochs=9, max_steps=7, checkpoint=path, callbacks=[second], **kw)
     assert "cosine" not in caplog.text
     assert first.lrs + second.lrs == whole.lrs
+    # nor when a finished run is rerun with a smaller budget: nothing is trained
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        drawzoo.train(tiny_draw(), train, epochs=1, checkpoint=path, **kw)
+    assert "already complete" in caplog.text and "cosine" not in caplog.text
     # another max_steps moves it: the warning names both budgets
     path.unlink()
     drawzoo.train(tiny_draw(), train, epochs=3, max_steps=7, checkpoint=path, callbacks=[_StopAt(3)], **kw)

@@ -258,7 +258,6 @@ class _Run:
         steps = len(self._epoch_batches(dataset))
         self.total_steps = min(epochs * steps, max_steps or math.inf)
         self.anneal_steps = cosine_steps(as_dict(config), steps)
-        self.checkpoint.warn_if_cosine_moves(state, steps)
         self.callbacks.on_train_start(self.view)
         ended = state.step_in_epoch < steps  # else a stop on an epoch's last step left its end to this call
         if ended and (state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)):
@@ -268,6 +267,8 @@ class _Run:
                         state.epoch + state.step_in_epoch / len(self._epoch_batches(dataset)), state.step, budget)
             history = self._history()
         else:
+            if state.step < self.total_steps:  # steps to take, along this call's cosine
+                self.checkpoint.warn_if_cosine_moves(state, steps)
             history = self._epochs(dataset, valid)
         self.callbacks.on_train_end(self.view, history)
         return history
