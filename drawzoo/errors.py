@@ -54,7 +54,7 @@ class ObjectiveError(DrawzooError, ValueError):
 
 
 class NoLatentSitesError(DrawzooError, ValueError):
-    """A model whose guide samples no latent site: it has no KL per step to report."""
+    """A model whose guide samples no latent site: it has no KL per step or active units to report."""
 
 
 def first_line(e: BaseException) -> str:

@@ -134,6 +134,8 @@ def test_a_model_without_latent_sites_is_a_clear_error_before_any_work(pixels, c
     code, out, err = run(capsys, "eval", ckpt, "--data", npz, "--split", "all", "--per-step", "--quiet")
     assert code == 2 and out == "" and err.count("\n") == 1
     assert err == "drawzoo: error: model 'pixels' has no latent site (its guide samples none): no KL per step to report\n"
+    code, out, err = run(capsys, "eval", ckpt, "--data", npz, "--split", "all", "--active-units", "--quiet")
+    assert code == 2 and out == "" and err.endswith("no latent site (its guide samples none): no active units to report\n")
     assert not (tmp_path / "kl_per_step.png").exists()
     # training it with TensorBoard summaries still works: no KL per step to log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -145,6 +147,46 @@ def test_a_model_without_latent_sites_is_a_clear_error_before_any_work(pixels, c
 
 
 # -- the command line ----------------------------------------------------------------------------------
+
+
+def test_active_units_are_the_units_whose_posterior_mean_varies_over_the_images():
+    model, x = VAE(image_shape=SHAPE, hidden_dim=8, latent_dim=4), binary_images(10, SHAPE)
+    with torch.no_grad():  # units 0 and 1 read the images strongly, units 2 and 3 not at all: mu = 0
+        model.posterior.weight[:2] *= 30
+        model.posterior.weight[2:4] = 0
+        model.posterior.bias[2:4] = 0
+        expected = model.encode(x)[0].double().var(0, unbiased=False)
+    assert expected[:2].min() > 0.01
+    # q(z | x) depends on x only: the mean over the K samples is mu(x) itself, batch by batch
+    result = drawzoo.evaluate(model, x, num_samples=4, batch_size=3, active_units=True)
+    assert result["latent_sites"] == ["z"] and result["latent_units"] == [4] and result["active_units"] == [2]
+    assert result["unit_activity"][0] == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-12)
+    assert result["unit_activity"][0][2:] == [0.0, 0.0]
+    assert drawzoo.evaluation.ACTIVE_UNIT_THRESHOLD == 0.01
+    # the other figures are those without it
+    plain = drawzoo.evaluate(model, x, num_samples=4, batch_size=3)
+    assert (plain["neg_elbo"], plain["nll"]) == (result["neg_elbo"], result["nll"]) and "active_units" not in plain
+
+
+def test_a_two_layer_models_top_units_average_their_means_over_the_samples_below():
+    model, x = drawzoo.load("hvae", image_shape=SHAPE, latent_dims=(3, 2), hidden_dims=(8, 6)), binary_images(7, SHAPE)
+    result = drawzoo.evaluate(model, x, num_samples=5, seed=2, active_units=True, per_step=True)
+    assert result["latent_sites"] == ["z_1", "z_2"] and result["latent_units"] == [3, 2]
+    # E_q[z_2 | x] = E_{z_1 ~ q(z_1 | x)} mu_2(z_1): the mean of mu_2 over the 5 z_1's the same seeding draws
+    torch.manual_seed(2)
+    with torch.no_grad():
+        guide = pyro.poutine.trace(model.guide).get_trace(x.repeat(5, 1, 1, 1))
+    for site, activity in zip(("z_1", "z_2"), result["unit_activity"]):
+        means = guide.nodes[site]["fn"].mean.double().view(5, 7, -1).mean(0)
+        assert activity == pytest.approx(means.var(0, unbiased=False).tolist(), rel=1e-6)
+    assert result["active_units"] == [sum(a > 0.01 for a in activity) for activity in result["unit_activity"]]
+    assert len(result["kl_per_step"]) == 2  # with the KL per step, from the same passes
+
+
+def test_draw_has_latent_dim_units_a_step():
+    result = drawzoo.evaluate(drawzoo.load("draw", **TINY), binary_images(6, SHAPE), num_samples=2, active_units=True)
+    assert result["latent_sites"] == ["z_0", "z_1", "z_2"] and result["latent_units"] == [4, 4, 4]
+    assert all(0 <= a <= 4 for a in result["active_units"]) and all(len(u) == 4 for u in result["unit_activity"])
 
 
 def checkpoint(path, name="draw", **config):
@@ -170,6 +212,18 @@ def test_eval_per_step_prints_each_step_and_writes_the_plot_and_json(capsys, npz
         assert plot.format == "PNG" and plot.size == (900, 390)
         assert RED in {colour for _, colour in plot.convert("RGB").getcolors(1 << 16)}  # the -ELBO line
 
+    # --active-units: one line a latent site, their total, and the figures in the JSON
+    code, out, err = run(capsys, "eval", ckpt, "--data", npz, "--split", "all", "-k", 2, "--active-units",
+                         "--json", tmp_path / "a.json", "--quiet")
+    assert code == 0, err
+    result = json.loads((tmp_path / "a.json").read_text())
+    active = result["active_units"]
+    assert result["latent_units"] == [4, 4, 4] and len(result["unit_activity"]) == 3
+    lines = out.splitlines()
+    assert lines[1] == ("active units (Burda et al. 2016: the variance over the images of E_q[u | x] above 0.01; "
+                        "E_q from K=2):")
+    assert lines[2:] == [f"  z_0 {active[0]:5d} of 4", f"  z_1 {active[1]:5d} of 4", f"  z_2 {active[2]:5d} of 4",
+                         f"  all {sum(active):5d} of 12"]
     # without --per-step: neither the lines nor the figures
     code, out, _ = run(capsys, "eval", ckpt, "--data", npz, "--split", "all", "-k", 2, "--json", tmp_path / "p.json",
                        "--quiet")

@@ -1,6 +1,7 @@
 """``drawzoo eval``: score a trained model (`drawzoo.evaluate`): negative ELBO and importance-sampled
 NLL in nats per image and bits per dimension, with --mask the conditional NLL of the missing
-pixels, with --per-step the KL of each step's latent site and its plot."""
+pixels, with --per-step the KL of each step's latent site and its plot, with --active-units which
+latent units the model uses."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from .. import distributed
 from ..data import masks
 from ..data.batching import random_subset
+from ..evaluation.scoring import ACTIVE_UNIT_THRESHOLD
 from ..figures import plots
 from ..files import write_output
 from .console import say
@@ -34,7 +36,8 @@ def cmd_eval(args) -> int:
     name, split, data = eval_data(args, model)
     data = random_subset(data, args.limit, seed=args.seed)
     result = evaluate(model, data, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                      progress=not args.quiet, compile=args.compile or None, per_step=per_step, mask=args.mask)
+                      progress=not args.quiet, compile=args.compile or None, per_step=per_step, mask=args.mask,
+                      active_units=args.active_units)
     result.update(checkpoint=str(args.checkpoint), data=name, split=split)
     where = f"{args.checkpoint} on {name}/{split} ({result['num_images']} images)"
     conditional = ""
@@ -48,6 +51,8 @@ def cmd_eval(args) -> int:
         f"K={args.num_samples}){conditional}; {result['images_per_s']:.1f} images/s")
     if per_step:
         _report_per_step(result, plot, title=f"{where}, K={args.num_samples}")
+    if args.active_units:
+        _report_active_units(result, args.num_samples)
     if args.json and distributed.is_main_process():
         write_output(args.json, json.dumps(result, indent=2) + "\n", "JSON")
     return 0
@@ -69,6 +74,18 @@ def _report_per_step(result: dict, plot: str, title: str) -> None:
     say(f"wrote the plot of the KL per step to {plot}")
 
 
+def _report_active_units(result: dict, num_samples: int) -> None:
+    """Print `evaluate(..., active_units=True)`'s active units, one line a latent site and their total."""
+    sites, active, units = result["latent_sites"], result["active_units"], result["latent_units"]
+    say(f"active units (Burda et al. 2016: the variance over the images of E_q[u | x] above {ACTIVE_UNIT_THRESHOLD}; "
+        f"E_q from K={num_samples}):")
+    width = max(map(len, sites + ["all"]))
+    for site, a, u in zip(sites, active, units):
+        say(f"  {site:{width}s} {a:5d} of {u}")
+    if len(sites) > 1:
+        say(f"  {'all':{width}s} {sum(active):5d} of {sum(units)}")
+
+
 def add_eval_command(sub) -> None:
     p = checkpoint_command(sub, "eval", "score a trained model: negative ELBO and importance-sampled NLL, in nats "
                            "per image and bits per dimension", cmd_eval)
@@ -85,6 +102,9 @@ def add_eval_command(sub) -> None:
     p.add_argument("--plot", metavar="PATH", help="plot of --per-step's KL per step and its cumulative sum against "
                    "the negative ELBO, as PNG, SVG or PDF by PATH's suffix (implies --per-step; needs matplotlib: "
                    f"{plots.EXTRA}) [kl_per_step.png]")
+    p.add_argument("--active-units", action="store_true", help="also report which latent units the model uses: "
+                   "per latent site, how many units have a posterior mean E_q[u | x] that varies over the images "
+                   f"(variance above {ACTIVE_UNIT_THRESHOLD}, Burda et al. 2016's active units; E_q from the K samples)")
     p.add_argument("--compile", action="store_true", help="the fast path: compile the model's step functions "
                    "with torch.compile (the same figures up to float rounding)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

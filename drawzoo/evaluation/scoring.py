@@ -16,6 +16,16 @@ else the Monte Carlo estimate
 ``log q(z_t) - log p(z_t)`` at the sampled z_t; with ``reconstruction = -E_q log p(x | z)`` they add
 up to the negative ELBO with analytic KL terms (DRAW's L^x + L^z, the ``"elbo"`` objective's loss).
 
+Which latent units the model uses (`evaluate(..., active_units=True)`): the activity of a unit u
+of Burda et al. (2016, the IWAE paper), ``A_u = Var_x(E_q[u | x])``, the variance over the images
+of its posterior mean; a unit is active when ``A_u`` exceeds `ACTIVE_UNIT_THRESHOLD` (0.01, the
+threshold of the authors' code, github.com/yburda/iwae, iwae.py), and an inactive unit's posterior
+is the same for every image: it tells nothing. ``E_q[u | x]`` is the mean over the K samples of
+the mean of the distribution that drew u: exact for a site whose distribution depends on x only
+(z_1 of the VAEs); for one that depends on the z's drawn before (z_2, DRAW's z_t), the Monte Carlo
+average over those, which at K=1 is the estimate of the authors' ``get_units_variances``. Each
+unit of a site is one number of its event (DRAW's z_t: ``latent_dim`` units a step).
+
 The log-weights come from `drawzoo.models.importance`: the K samples of an image are drawn in one
 vectorised pass (the batch repeated K times), not in a Python loop.
 
@@ -75,12 +85,12 @@ def bits_per_dim(nats: float, image_shape) -> float:
     return nats / (math.prod(image_shape) * math.log(2))
 
 
-def _check_latent_sites(model: ZooModel, x: torch.Tensor) -> None:
-    """`NoLatentSitesError` unless the guide samples a latent site on images `x`."""
+def _check_latent_sites(model: ZooModel, x: torch.Tensor, what: str) -> None:
+    """`NoLatentSitesError` unless the guide samples a latent site on images `x`; `what` needs them."""
     trace = poutine.trace(model.guide).get_trace(x)
     if not any(not site["is_observed"] for site in sample_sites(trace).values()):
         raise NoLatentSitesError(f"model {model.zoo_name!r} has no latent site (its guide samples none): "
-                                 "no KL per step to report")
+                                 f"no {what} to report")
 
 
 def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tensor], list[str], torch.Tensor]:
@@ -111,6 +121,33 @@ def kl_terms(guide_trace, model_trace, rows: int) -> tuple[dict[str, torch.Tenso
     return kls, methods, reconstruction
 
 
+ACTIVE_UNIT_THRESHOLD = 0.01
+"""A latent unit is active when the variance over the images of its posterior mean exceeds this
+(Burda et al. 2016; the threshold of their code)."""
+
+
+def posterior_means(guide_trace, num_samples: int, batch: int) -> dict[str, torch.Tensor]:
+    """Per latent site of the guide (by name, in sampling order): ``E_q[z | x]`` ``[batch, units]``
+    (float64) of `drawzoo.models.importance.traces`'s K * B rows, the mean over the K samples of
+    each sample's distribution mean (its value where the distribution has no mean); a site's event
+    is flattened into its units."""
+    rows, means = num_samples * batch, {}
+    for name, site in sample_sites(guide_trace).items():
+        if site["is_observed"]:
+            continue
+        try:
+            mean = site["fn"].mean
+        except NotImplementedError:
+            mean = site["value"]
+        event = site["fn"].event_dim
+        mean = mean.reshape(*mean.shape[:mean.dim() - event], -1) if event else mean.unsqueeze(-1)
+        if mean.dim() != 2 or mean.shape[0] not in (1, rows):
+            raise ValueError(f"site {name!r} has batch shape {tuple(mean.shape[:-1])}; expected one value "
+                             f"per image ([{rows}]): put it inside pyro.plate('data', B) with its event dims")
+        means[name] = mean.expand(rows, -1).double().reshape(num_samples, batch, -1).mean(0).cpu()
+    return means
+
+
 def dataset_mask(mask, image_shape, num_images: int, seed: int = 0) -> torch.Tensor:
     """`mask` for a data set of `num_images` images: a name of `drawzoo.data.masks.NAMES` (``random:P``
     drawn per image with `seed`) or a bool tensor broadcastable to ``[N, C, H, W]``; bool
@@ -124,7 +161,7 @@ def dataset_mask(mask, image_shape, num_images: int, seed: int = 0) -> torch.Ten
 def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data.Dataset, *, num_samples: int = 1,
              batch_size: int | None = None, seed: int = 0, progress: bool = False,
              compile: bool | None = None, per_step: bool = False, mask=None, nested_k=(),
-             per_image: bool = False) -> dict:
+             per_image: bool = False, active_units: bool = False) -> dict:
     """Per-image means in nats over `data`: the negative ELBO and the importance-sampled NLL.
 
     The global RNG is left as it was (sampling uses a fork seeded with ``seed``): for one batch the
@@ -156,6 +193,9 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
             from the same samples: ``"nll_k"`` below.
         per_image: also ``"per_image"``, each image's figures, for standard errors (the figures'
             spread over images) and for scoring a data set in parts.
+        active_units: also which latent units the model uses, from the same passes (see the
+            module's docstring): the ``"active_units"``, ``"latent_units"`` and ``"unit_activity"``
+            figures below.
 
     Returns:
         ``{"neg_elbo", "nll", "num_samples", "num_images", "seconds", "images_per_s"}`` (the time
@@ -172,12 +212,16 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
         -log mean_group w}``, an unbiased estimate of E[-log p^_K'] (the K-convergence of the
         estimate at no extra cost; ``nll_k[K] == nll``). With ``per_image``, ``"per_image"``,
         ``{"neg_elbo": [N], "nll": [N], "nll_k": {K': [N]}}`` (float64, CPU, in the order of
-        ``data``).
+        ``data``). With ``active_units``, per latent site in the guide's order (named in
+        ``"latent_sites"``): ``"active_units"``, how many of its units have an activity
+        ``Var_x(E_q[u | x])`` above `ACTIVE_UNIT_THRESHOLD`, ``"latent_units"``, how many it has,
+        and ``"unit_activity"``, each unit's activity.
 
     Raises:
         ValueError: ``num_samples`` or ``batch_size`` below 1, or a ``nested_k`` that does not
             divide ``num_samples``.
-        NoLatentSitesError: ``per_step`` for a model without latent sites (before any work).
+        NoLatentSitesError: ``per_step`` or ``active_units`` for a model without latent sites
+            (before any work).
         InputError: a mask that observes every pixel of every image (the conditional figure would
             be 0 by definition).
         MemoryLimitError: K samples of one image cannot fit in memory (before any work).
@@ -212,13 +256,15 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
                                          generator=torch.Generator())  # draws nothing from the seeded RNG
     neg_elbo = nll = reconstruction = nll_observed = missing = 0.0
     kl_sums = kl_estimate = latent_sites = None
+    moments = None  # active_units: per latent site, the sums over images of E_q[z | x] and of its square
     n = 0
     images = {"neg_elbo": [], "nll": [], **{k: [] for k in nested_k}}  # per image, this process's
     devices = [model.device] if model.device.type == "cuda" else []
     started = time.perf_counter()
     with torch.random.fork_rng(devices=devices):
-        if per_step and len(dataset):  # before any work
-            _check_latent_sites(model, model.check_images(collate_images([dataset[0]])))
+        if (per_step or active_units) and len(dataset):  # before any work
+            _check_latent_sites(model, model.check_images(collate_images([dataset[0]])),
+                                "KL per step" if per_step else "active units")
         torch.manual_seed(seed + group.rank)
         for x in tqdm(loader, desc=f"evaluate (K={num_samples})", disable=not (progress and group.main),
                       leave=False):
@@ -250,6 +296,11 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
                 sums = (torch.stack(list(kls.values())).double().sum(1) / num_samples).tolist()
                 kl_sums = sums if kl_sums is None else [a + b for a, b in zip(kl_sums, sums)]
                 reconstruction += rec.double().sum().item() / num_samples
+            if active_units:
+                means = posterior_means(guide_trace, num_samples, len(x))
+                latent_sites = list(means)
+                sums = [(m.sum(0), (m * m).sum(0)) for m in means.values()]
+                moments = sums if moments is None else [(a + m, b + m2) for (a, b), (m, m2) in zip(moments, sums)]
     seconds = time.perf_counter() - started
     neg_elbo, nll, nll_observed, missing, n = group.sum(neg_elbo, nll, nll_observed, missing, n)
     result = {"neg_elbo": neg_elbo / n, "nll": nll / n, "num_samples": num_samples, "num_images": int(n),
@@ -270,6 +321,13 @@ def evaluate(model: ZooModel, data: torch.Tensor | np.ndarray | torch.utils.data
         kl_sums = [sum(column) for column in zip(*(share[0] for share in shares))]
         result.update(kl_per_step=[kl / n for kl in kl_sums], reconstruction=sum(share[1] for share in shares) / n,
                       kl_estimate=shares[0][2], latent_sites=shares[0][3])
+    if active_units:
+        shares = [share for share in group.gather((moments, latent_sites)) if share[0] is not None]
+        activity = [(sum(s[0][i][1] for s in shares) / n - (sum(s[0][i][0] for s in shares) / n) ** 2).clamp(min=0)
+                    for i in range(len(shares[0][0]))]  # Var_x(E_q[u | x]) = E_x[m^2] - E_x[m]^2
+        result.update(active_units=[int((a > ACTIVE_UNIT_THRESHOLD).sum()) for a in activity],
+                      latent_units=[len(a) for a in activity], unit_activity=[a.tolist() for a in activity],
+                      latent_sites=shares[0][1])
     if mask is not None:
         result.update(nll_observed=nll_observed / n, cond_nll=(nll - nll_observed) / n, missing_fraction=missing / n)
     return result
