@@ -35,9 +35,11 @@ same weights, K, seeds and chunks, computed by the same figure code (`figures_co
 starts again.
 
 A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve (a matplotlib
-plot: ``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in README.md and benchmarks/README.md are regenerated
-from the records (benchmarks/campaign/NAME.json, one per row: the recipe it began with, each job's
-code, settings, epochs and wall time, the history, the scores). Runs live in ``--runs`` (a cache
+plot: ``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in
+README.md and benchmarks/README.md are regenerated from the records (benchmarks/campaign/NAME.json,
+one per row: the recipe it began with, each job's code, settings, epochs and wall time, the
+history, the scores), with the paired differences of every two scored rows on the test images
+both scored (`orderings_section`) from their per-image scores. Runs live in ``--runs`` (a cache
 folder that survives between sittings); a milestone checkpoint of each unfinished row is copied
 to benchmarks/campaign/ every ``milestone_every`` epochs, and a fresh machine resumes from it.
 A row whose recipe changed after its run began is refused (exit 2, the changed fields named).
@@ -600,14 +602,15 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
     sha = pretrained.file_sha256(weights)
     test = datasets.load(row.recipe.data.train, "test", data_root)
     seed, K = row.train.seed, row.scoring.num_samples
-    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
+    order = scoring_order(seed, len(test))
     record = load_record(places, row)
-    first_target = min(row.scoring.test_limit or len(test), len(test))
+    first_target = first_images(row, len(test))
     end = row.end(record)
     target = len(test) if (stop == end and "nll" in record["scores"].get(str(stop), {})) else first_target
     ladder = [k for k in K_LADDER if K % k == 0 and k < K] + [K]
     compile = bool(row.train.compile)
-    parts = [("elbo", 1, len(test), [1], 2000), ("nll", K, target, ladder, max(1, min(200, 20_000 // K)))]
+    sizes = part_sizes(K)
+    parts = [("elbo", 1, len(test), [1], sizes["elbo"]), ("nll", K, target, ladder, sizes["nll"])]
     # how each image's figures are computed: the saved parts are reused only if done the same way
     how = {"code": figures_code(), "seed": seed, "compile": compile,
            "parts": [[stage, k, nested, size] for stage, k, _, nested, size in parts]}
@@ -617,7 +620,7 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
         done = state[stage]
         while len(done.get("neg_elbo", [])) < total:
             n = len(done.get("neg_elbo", []))
-            chunk = order[n:min(n + size, total)].sort().values
+            chunk = next_part(order, n, size, total)
             if time.monotonic() + state.get(f"{stage}_seconds_per_image", 0) * len(chunk) > deadline:
                 save_scores(path, state)
                 return EXIT_TIME_LIMIT
@@ -635,6 +638,45 @@ def _score(row: Row, stop: int, places: Places, deadline: float, data_root) -> i
     if target == len(test) or stop < end:  # scored as far as it ever goes: the tag holds the weights
         weights.unlink()
     return 0
+
+
+def scoring_order(seed: int, images: int) -> torch.Tensor:
+    """The seeded random order in which a row's test images are scored."""
+    return torch.randperm(images, generator=torch.Generator().manual_seed(seed))
+
+
+def first_images(row: Row, images: int) -> int:
+    """How many test images a row's NLL is scored on before its plan is done: its ``test_limit``."""
+    return min(row.scoring.test_limit or images, images)
+
+
+def part_sizes(K: int) -> dict[str, int]:
+    """Test images a scoring job scores (and saves) at a time, by stage: about 20,000 / K for the NLL."""
+    return {"elbo": 2000, "nll": max(1, min(200, 20_000 // K))}
+
+
+def next_part(order: torch.Tensor, n: int, size: int, total: int) -> torch.Tensor:
+    """The test images a scoring job scores after the first `n` of `order`, up to `total`: the next
+    `size` of them, in index order (as a subset evaluates them)."""
+    return order[n:min(n + size, total)].sort().values
+
+
+def scored_images_of(row: Row, state: dict, stage: str) -> torch.Tensor:
+    """The test image of each per-image figure a scoring job saved in `state` (a scores file) for
+    `stage` ("elbo": every test image; "nll": the ``test_limit`` first, then the rest), as
+    `_score` chose them: from the seed and part sizes of its ``how`` (files saved before it was
+    kept were scored with the row's seed and today's `part_sizes`)."""
+    how = state.get("how") or {"seed": row.train.seed,
+                               "parts": [[name, None, None, size] for name, size in part_sizes(state["K"]).items()]}
+    size = next(part[3] for part in how["parts"] if part[0] == stage)
+    images = len(state["elbo"]["neg_elbo"])  # the -ELBO stage scores every test image first
+    order, done = scoring_order(how["seed"], images), len(state[stage].get("neg_elbo", []))
+    first = images if stage == "elbo" else first_images(row, images)
+    parts, n = [], 0
+    while n < done:
+        parts.append(next_part(order, n, size, first if n < first else images))
+        n += len(parts[-1])
+    return torch.cat(parts)[:done] if parts else torch.zeros(0, dtype=torch.long)
 
 
 def saved_parts(path: Path, sha: str, K: int, how: dict) -> dict:
@@ -898,6 +940,85 @@ def curves_section(rows: list[Row], places: Places) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+STAGES = (("elbo", "neg_elbo"), ("nll", "nll"))  #: a scoring job's stages and the figure each gives the record
+
+
+def per_image_figures(row: Row, places: Places, record: dict) -> dict | None:
+    """A scored row's test figures image by image, at its latest scored stop and as far as its
+    record's figures go: ``{"neg_elbo": [images], "nll": [images], "K": K}``, NaN where an image was
+    not scored (the NLL of a DRAW row before its end); None if it has none."""
+    stops = sorted(int(e) for e, s in record.get("scores", {}).items() if s.get("nll"))
+    path = places.scores(row, stops[-1]) if stops else None
+    if path is None or not path.exists():
+        return None
+    score, state = record["scores"][str(stops[-1])], torch.load(path, weights_only=True)
+    if ((state["weights_sha256"], state["K"]) != (score["weights_sha256"], score["nll"]["K"])
+            or any(len(state[stage].get(key, [])) < score[key]["images"] for stage, key in STAGES)):
+        return None  # scored again since (a new K), not yet done: not the record's figures
+    figures = {"K": state["K"]}
+    for stage, key in STAGES:
+        done = score[key]["images"]
+        figures[key] = torch.full((len(state["elbo"]["neg_elbo"]),), math.nan, dtype=torch.float64)
+        figures[key][scored_images_of(row, state, stage)[:done]] = state[stage][key][:done]
+    return figures
+
+
+def published_range(row: Row, figure: str) -> tuple[float, float]:
+    """What a row's published figure says of its test `figure` (nll or neg_elbo), in nats: a published
+    NLL is the NLL and a lower bound of the -ELBO; a published -ELBO is the -ELBO and an upper bound
+    of the NLL."""
+    p = row.plan.published
+    if p is None:
+        return -math.inf, math.inf
+    if figure == row.plan.compare:
+        return p, p
+    return (p, math.inf) if figure == "neg_elbo" else (-math.inf, p)
+
+
+def difference_text(low: float, high: float) -> str:
+    """A published difference: +1.08, <= -7.74, >= -1.23, or - (the figures do not order the rows)."""
+    if low == high:
+        return f"{low:+.2f}"
+    if math.isinf(low) and math.isinf(high):
+        return "-"
+    return f"<= {high:+.2f}" if math.isinf(low) else f">= {low:+.2f}"
+
+
+def verdict(difference: float, se: float, low: float, high: float) -> str:
+    """A measured difference a - b (± se) against the published range [low, high] of a - b."""
+    if abs(difference) <= 2 * se:
+        return "within 2 s.e."
+    if high < 0 or low > 0:
+        return "as published" if (difference < 0) == (high < 0) else "**reversed**"
+    return "a better" if difference < 0 else "b better"  # the published figures do not order them
+
+
+def orderings_section(rows: list[Row], places: Places) -> str:
+    """Which of two scored rows is better, from their per-image test figures on the images both
+    scored: the mean paired difference a - b and its standard error, against what the published
+    figures say of a - b. Each pair is written so that a is the row with the lower published NLL."""
+    scored = [(row, figures) for row in rows
+              if (figures := per_image_figures(row, places, load_record(places, row))) is not None]
+    lines = [("| a - b | test NLL: a - b ± s.e. (K; images) | published | | test -ELBO: a - b ± s.e. (images) "
+              "| published | |"), "|---|---:|---:|---|---:|---:|---|"]
+    for i, first in enumerate(scored):
+        for second in scored[i + 1:]:
+            (a, fa), (b, fb) = sorted((first, second), key=lambda r: published_range(r[0], "nll")[1])  # stable
+            cells = []
+            for key in ("nll", "neg_elbo"):
+                both = ~(fa[key].isnan() | fb[key].isnan())
+                (la, ha), (lb, hb) = published_range(a, key), published_range(b, key)
+                if both.sum() < 2:  # rows scored on other seeds' images
+                    cells += ["- (no images both scored)", difference_text(la - hb, ha - lb), "-"]
+                    continue
+                d = mean_se(fa[key][both] - fb[key][both])
+                ks = ("" if key != "nll" else f"K={fa['K']}; " if fa["K"] == fb["K"] else f"K={fa['K']} and {fb['K']}; ")
+                cells += [f"{d['mean']:+.2f} ± {d['se']:.2f} ({ks}{d['images']:,})", difference_text(la - hb, ha - lb),
+                          verdict(d["mean"], d["se"], la - hb, ha - lb)]
+            lines.append(f"| {a.label} - {b.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else "(no two rows scored yet)"
+
+
 def replace_between(path: Path, name: str, text: str) -> bool:
     """Replace what lies between ``<!-- name -->`` and ``<!-- /name -->`` in `path`; False if it has no such markers."""
     if not path.exists():
@@ -913,12 +1034,14 @@ def replace_between(path: Path, name: str, text: str) -> bool:
 
 
 def regenerate(rows: list[Row], places: Places) -> str:
-    """The converged table into README.md and benchmarks/README.md, the curves into benchmarks/README.md."""
-    text = table(rows, places)
+    """The converged table into README.md and benchmarks/README.md; the curves and the paired orderings into
+    benchmarks/README.md. Returns the table and the orderings, to print."""
+    text, orderings = table(rows, places), orderings_section(rows, places)
     for path in (places.repo / "README.md", places.repo / "benchmarks" / "README.md"):
         replace_between(path, "campaign-table", text)
     replace_between(places.repo / "benchmarks" / "README.md", "campaign-curves", curves_section(rows, places))
-    return text
+    replace_between(places.repo / "benchmarks" / "README.md", "campaign-orderings", orderings)
+    return f"{text}\n\nWhich row is better, image by image:\n\n{orderings}"
 
 
 # ----------------------------------------------------------------------------------------------- the loop

@@ -3,6 +3,7 @@ its own process, scores it in parts, ships its tag, regenerates the tables; then
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -94,7 +95,8 @@ def setup(tmp_path):
     (repo / "drawzoo" / "weights" / "manifest.json").write_text("[]\n")
     for path in (repo / "README.md", repo / "benchmarks" / "README.md"):
         path.write_text("before\n<!-- campaign-table -->\nold\n<!-- /campaign-table -->\n"
-                        "<!-- campaign-curves -->\n<!-- /campaign-curves -->\nafter\n")
+                        "<!-- campaign-curves -->\n<!-- /campaign-curves -->\n"
+                        "<!-- campaign-orderings -->\n<!-- /campaign-orderings -->\nafter\n")
     args = ["--recipes", str(recipes), "--repo", str(repo), "--runs", str(runs)]
     return recipes, repo, runs, args
 
@@ -163,6 +165,9 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         assert "| tiny DRAW |" in text and "| final" in text and "old" not in text
         assert "| final; cosine over its plan's 2 epochs, then lr 0.0001 |" in text
     assert "![tiny VAE: -ELBO per epoch](../docs/campaign/tiny_vae.png)" in (repo / "benchmarks" / "README.md").read_text()
+    # the two rows image by image, the VAE first: the only published figure (tiny DRAW has none)
+    assert "\n| tiny VAE - tiny DRAW | " in (repo / "benchmarks" / "README.md").read_text()
+    assert "tiny VAE - tiny DRAW" not in (repo / "README.md").read_text() and "tiny VAE - tiny DRAW" in out
 
     before = _files(repo, runs)
     assert script.main([*args, "--jobs", "2"]) == 0
@@ -243,6 +248,83 @@ def test_saved_score_parts_go_on_only_with_the_same_weights_k_and_figures_code(t
                   dict(how={**how, "parts": [["nll", 10, [1, 10], 100]]})):
         args = {"sha": "sha", "K": 10, "how": how, **other}
         assert script.saved_parts(path, args["sha"], args["K"], args["how"])["nll"] == {}, other
+
+
+def _scored(tmp_path, monkeypatch, published):
+    """Both tiny rows scored by the real `_score` on 1,000 made-up test images, with an evaluate
+    whose per-image figures name the image: NLL = the image's index + the row's offset (its
+    "model"), -ELBO one more; each row's record as `publish` writes it. DRAW (offset 0) is scored
+    on its test_limit only (40), the VAE (offset 5) on its 60, then on every image."""
+    script = _script()
+    recipes, repo = tmp_path / "recipes", tmp_path / "repo"
+    recipes.mkdir(parents=True)
+    for name, text in ROWS.items():
+        text = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("published ="))
+        (recipes / f"{name}.toml").write_text(text.replace("[campaign]\n", f"[campaign]\npublished = {published[name]}\n"))
+    test = drawzoo.data.ImageDataset(torch.rand(1000, 1, 28, 28), binarize="threshold")
+    monkeypatch.setattr(script.datasets, "load", lambda *args: test)
+    monkeypatch.setattr(script.drawzoo, "load", lambda checkpoint: 5.0 * ("tiny_vae" in checkpoint.name))
+
+    def evaluate(offset, data, num_samples, seed, nested_k, per_image, compile):
+        nll = data.keys.double() + offset
+        return {"per_image": {"neg_elbo": nll + 1, "nll": nll, "nll_k": {k: nll for k in nested_k}}}
+
+    monkeypatch.setattr(script.drawzoo, "evaluate", evaluate)
+    monkeypatch.setattr(script.pretrain, "check_figure", lambda model, test: 0.0)
+    states = {}
+    monkeypatch.setattr(script, "publish", lambda row, stop, places, state, check, record: states.update({row.name: state}))
+    places = script.Places(tmp_path / "runs", repo)
+    rows = script.read_rows(recipes)
+    for row, passes in zip(rows, (1, 2)):  # the VAE's second pass: on from its test_limit to every image
+        places.weights(row, 2).parent.mkdir(parents=True, exist_ok=True)
+        places.weights(row, 2).write_bytes(row.name.encode())
+        record = {"scores": {"2": {}}}
+        for _ in range(passes):
+            script.save_record(places, row, record)
+            assert script._score(row, 2, places, math.inf, None) == 0
+            state = states[row.name]
+            record["scores"]["2"] = {"weights_sha256": state["weights_sha256"],
+                                     "neg_elbo": {**script.mean_se(state["elbo"]["neg_elbo"]), "K": 1},
+                                     "nll": {**script.mean_se(state["nll"]["nll"]), "K": state["K"]}}
+        script.save_record(places, row, record)
+    return script, rows, places, states
+
+
+def test_each_saved_per_image_figure_is_known_by_its_test_image(tmp_path, monkeypatch):
+    script, rows, places, states = _scored(tmp_path, monkeypatch, {"tiny_draw": 90.0, "tiny_vae": 99.0})
+    for row, offset, images in zip(rows, (0, 5), (40, 1000)):
+        state = states[row.name]
+        for stage, done in (("elbo", 1000), ("nll", images)):
+            order = script.scored_images_of(row, state, stage)
+            assert len(order) == done and len(set(order.tolist())) == done
+            assert torch.equal(state[stage]["nll"], order.double() + offset)
+            old = {k: v for k, v in state.items() if k != "how"}  # as saved before "how" was kept
+            assert torch.equal(script.scored_images_of(row, old, stage), order)
+        limit = row.scoring.test_limit  # 40 and 60, the first part; not a multiple of the part size, 200
+        first = script.scored_images_of(row, state, "nll")[:limit]
+        assert set(first.tolist()) == set(script.scoring_order(row.train.seed, 1000)[:limit].tolist())
+        figures = script.per_image_figures(row, places, script.load_record(places, row))
+        assert torch.equal(figures["nll"].isnan().logical_not().nonzero().flatten(),
+                           script.scored_images_of(row, state, "nll").sort().values)
+        assert torch.equal(figures["neg_elbo"], torch.arange(1000).double() + offset + 1)
+
+
+def test_the_orderings_pair_the_rows_image_by_image_against_the_published_figures(tmp_path, monkeypatch):
+    script, rows, places, _ = _scored(tmp_path, monkeypatch, {"tiny_draw": 90.0, "tiny_vae": 99.0})
+    text = script.orderings_section(rows, places)
+    # DRAW's NLL on its 40 images against the VAE's on the same 40: 5 nats better on every one
+    assert text.splitlines()[2] == ("| tiny DRAW - tiny VAE | -5.00 ± 0.00 (K=4 and 10; 40) | <= -9.00 | as published "
+                                    "| -5.00 ± 0.00 (1,000) | <= -9.00 | as published |")
+    # a published DRAW -ELBO of 100 bounds its NLL from above only, and a published VAE NLL of 99 its
+    # -ELBO from below only: neither figure is ordered; the VAE, the lower published figure, is a
+    script, rows, places, _ = _scored(tmp_path / "2", monkeypatch, {"tiny_draw": 100.0, "tiny_vae": 99.0})
+    line = script.orderings_section(rows, places).splitlines()[2]
+    assert line.startswith("| tiny VAE - tiny DRAW | +5.00 ± 0.00 (K=10 and 4; 40) | >= -1.00 | b better "
+                           "| +5.00 ± 0.00 (1,000) | >= -1.00 | b better |"), line
+    record = script.load_record(places, rows[1])
+    record["scores"]["2"]["nll"]["K"] = 20  # scored again with a new K, not yet done: no figures to pair
+    script.save_record(places, rows[1], record)
+    assert script.orderings_section(rows, places) == "(no two rows scored yet)"
 
 
 def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
