@@ -11,7 +11,7 @@ import json
 from .. import distributed
 from ..data import masks
 from ..data.batching import random_subset
-from ..evaluation.scoring import ACTIVE_UNIT_THRESHOLD
+from ..evaluation.scoring import ACTIVE_UNIT_THRESHOLD, evaluate
 from ..figures import plots
 from ..files import write_output
 from .console import say
@@ -20,8 +20,6 @@ from .trained import checked, checkpoint_command, eval_data, from_checkpoint
 
 
 def cmd_eval(args) -> int:
-    from ..evaluation.scoring import evaluate
-
     per_step = args.per_step or args.plot is not None
     plot = (args.plot or "kl_per_step.png") if per_step else None
     device = checked(args, "num_samples", "batch_size", "limit", outputs={"--json": args.json, "--plot": plot},
