@@ -16,6 +16,7 @@ from pyro.infer import TraceMeanField_ELBO
 import drawzoo
 from drawzoo.checkpoints import save_checkpoint
 from drawzoo.models import VAE
+from drawzoo.models.importance import log_prob_sum
 from drawzoo.figures.pictures import GREEN, RED
 from tests.conftest import binary_images, fake_distribution
 from tests.test_cli import npz, run  # noqa: F401 (npz: 40 images of SHAPE)
@@ -192,6 +193,19 @@ def test_draw_has_latent_dim_units_a_step():
 def checkpoint(path, name="draw", **config):
     save_checkpoint(path, drawzoo.load(name, **config))
     return path
+
+
+def test_a_site_outside_the_data_plate_is_named_with_its_shape():
+    """K=2 samples of 4 images are 8 rows; a site of batch shape (3,) gives no figure per image."""
+    def guide():
+        pyro.sample("z", dist.Normal(torch.zeros(3, 2), 1.0).to_event(1))
+
+    trace = pyro.poutine.trace(guide).get_trace()
+    with pytest.raises(ValueError, match=r"^site 'z' has batch shape \(3,\); expected one value per image \(\[8\]\): "
+                       r"put it inside pyro.plate\('data', B\)"):
+        drawzoo.evaluation.posterior_means(trace, num_samples=2, batch=4)
+    with pytest.raises(ValueError, match=r"^site 'z' has log_prob shape \(3,\); expected one value per image \(\[8\]\)"):
+        log_prob_sum(trace, 8)
 
 
 def test_eval_per_step_prints_each_step_and_writes_the_plot_and_json(capsys, npz, tmp_path):

@@ -69,6 +69,7 @@ from ..models.importance import (
     log_mean_exp,
     log_weights,
     mask_kwargs,
+    not_per_image,
     per_image,
     sample_sites,
     traces,
@@ -142,8 +143,7 @@ def posterior_means(guide_trace, num_samples: int, batch: int) -> dict[str, torc
         event = site["fn"].event_dim
         mean = mean.reshape(*mean.shape[:mean.dim() - event], -1) if event else mean.unsqueeze(-1)
         if mean.dim() != 2 or mean.shape[0] not in (1, rows):
-            raise ValueError(f"site {name!r} has batch shape {tuple(mean.shape[:-1])}; expected one value "
-                             f"per image ([{rows}]): put it inside pyro.plate('data', B) with its event dims")
+            raise not_per_image(name, "batch", mean.shape[:-1], rows)
         means[name] = mean.expand(rows, -1).double().reshape(num_samples, batch, -1).mean(0).cpu()
     return means
 

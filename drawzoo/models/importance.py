@@ -43,11 +43,16 @@ def sample_sites(trace):
             if site["type"] == "sample" and not site_is_subsample(site)}
 
 
+def not_per_image(name: str, what: str, shape, rows: int) -> ValueError:
+    """The error of a site whose `what` (log_prob, KL, batch) has `shape`, not one value per image."""
+    return ValueError(f"site {name!r} has {what} shape {tuple(shape)}; expected one value per image "
+                      f"([{rows}]): put it inside pyro.plate('data', B) with its event dims")
+
+
 def per_image(value: torch.Tensor, name: str, rows: int, what: str = "log_prob") -> torch.Tensor:
     """`value` as one figure per row ``[rows]``, or a ValueError naming the site."""
     if value.dim() > 1 or (value.dim() == 1 and value.shape[0] != rows):
-        raise ValueError(f"site {name!r} has {what} shape {tuple(value.shape)}; expected one value "
-                         f"per image ([{rows}]): put it inside pyro.plate('data', B) with its event dims")
+        raise not_per_image(name, what, value.shape, rows)
     return value.expand(rows)
 
 
