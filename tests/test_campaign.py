@@ -317,10 +317,24 @@ def test_the_orderings_pair_the_rows_image_by_image_against_the_published_figure
                                     "| -5.00 ± 0.00 (1,000) | <= -9.00 | as published |")
     # a published DRAW -ELBO of 100 bounds its NLL from above only, and a published VAE NLL of 99 its
     # -ELBO from below only: neither figure is ordered; the VAE, the lower published figure, is a
-    script, rows, places, _ = _scored(tmp_path / "2", monkeypatch, {"tiny_draw": 100.0, "tiny_vae": 99.0})
+    script, rows, places, states = _scored(tmp_path / "2", monkeypatch, {"tiny_draw": 100.0, "tiny_vae": 99.0})
     line = script.orderings_section(rows, places).splitlines()[2]
     assert line.startswith("| tiny VAE - tiny DRAW | +5.00 ± 0.00 (K=10 and 4; 40) | >= -1.00 | b better "
                            "| +5.00 ± 0.00 (1,000) | >= -1.00 | b better |"), line
+    # rows whose NLLs are of other images (other seeds): said so, their -ELBOs still paired
+    draw_images = script.scored_images_of(rows[0], states["tiny_draw"], "nll")
+    real = script.per_image_figures
+
+    def elsewhere(row, places, record):
+        figures = real(row, places, record)
+        if row.name == "tiny_vae":
+            figures["nll"][draw_images] = math.nan
+        return figures
+
+    monkeypatch.setattr(script, "per_image_figures", elsewhere)
+    assert script.orderings_section(rows, places).splitlines()[2] == (
+        "| tiny VAE - tiny DRAW | - (no images both scored) | >= -1.00 | - | +5.00 ± 0.00 (1,000) | >= -1.00 | b better |")
+    monkeypatch.setattr(script, "per_image_figures", real)
     record = script.load_record(places, rows[1])
     record["scores"]["2"]["nll"]["K"] = 20  # scored again with a new K, not yet done: no figures to pair
     script.save_record(places, rows[1], record)
