@@ -850,8 +850,8 @@ def figure(score: dict | None, key: str) -> str:
 def table(rows: list[Row], places: Places) -> str:
     """The converged table, from the rows' records: each row's latest scored stop."""
     lines = ["| model | parameters | epochs | train time | test -ELBO ± s.e. | test NLL ± s.e. (K, images) "
-             "| published (same protocol) | target | pretrained tag | status |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---|---|"]
+             "| published (same protocol) | target | pretrained tag | the command that trains it | status |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
     for row in rows:
         record = load_record(places, row)
         scored = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
@@ -877,12 +877,18 @@ def table(rows: list[Row], places: Places) -> str:
         published = row.scoring.reference or ("-" if row.plan.published is None else f"{row.plan.published:.2f}")
         target = "-" if row.plan.target is None else f"{'NLL' if row.plan.compare == 'nll' else '-ELBO'} <= {row.plan.target:g}"
         params = record.get("parameters")
+        command = f"`{row_command(row)}`"
         lines.append(f"| {row.label} | {params:,} | {epochs_text(epochs)} | {hours(minutes * 60)} | {figure(score, 'neg_elbo')} | "
-                     f"{nll} | {published} | {target} | {row.plan.tag if score else '-'} | {status} |"
+                     f"{nll} | {published} | {target} | {row.plan.tag if score else '-'} | {command} | {status} |"
                      if params else
                      f"| {row.label} | - | {epochs_text(epochs)} | {hours(minutes * 60)} | - | - | {published} | {target} | - | "
-                     f"{status} |")
+                     f"{command} | {status} |")
     return "\n".join(lines)
+
+
+def row_command(row: Row) -> str:
+    """The command that trains, scores and ships one row (rerun until it is done)."""
+    return f"python benchmarks/campaign.py --rows {row.name}"
 
 
 def epochs_text(epochs: float) -> str:
@@ -926,7 +932,7 @@ def curves_section(rows: list[Row], places: Places) -> str:
         marks = [e for e in marks if e in by_epoch]
         rel = os.path.relpath(curve, places.repo / "benchmarks")
         out += [f"#### {row.label}", "",
-                f"`python benchmarks/campaign.py --rows {row.name}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`)",
+                f"`{row_command(row)}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`)",
                 "", f"![{row.label}: -ELBO per epoch]({rel})", "",
                 "| epoch | " + " | ".join(str(e) for e in marks) + " |", "|---|" + "---:|" * len(marks),
                 "| valid -ELBO | " + " | ".join(f"{by_epoch[e]['valid']:.2f}" for e in marks) + " |",
