@@ -651,7 +651,8 @@ def first_images(row: Row, images: int) -> int:
 
 
 def part_sizes(K: int) -> dict[str, int]:
-    """Test images a scoring job scores (and saves) at a time, by stage: about 20,000 / K for the NLL."""
+    """Test images a scoring job scores (and saves) at a time, by stage: about 20,000 / K for the NLL.
+    Scores files saved without ``how`` (the one-layer rows') are read with these sizes: keep them."""
     return {"elbo": 2000, "nll": max(1, min(200, 20_000 // K))}
 
 
