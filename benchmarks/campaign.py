@@ -731,7 +731,7 @@ def publish(row: Row, stop: int, places: Places, state: dict, check: float, reco
         trained={"epochs": stop, "best_epoch": score["best_epoch"], "steps": stop * steps_per_epoch(row),
                  "minutes": round(minutes, 1), "machine": machine(), "date": datetime.date.today().isoformat(),
                  "valid_neg_elbo": [h["valid"] for h in history if h["valid"] is not None][:stop],
-                 "campaign": f"python benchmarks/campaign.py (row {row.name})"},
+                 "campaign": row_command(row)},
         # a model's first tag is its default (pretrained=True), as every model with tags has one
         url=None, default=old.default if old else not any(
             e.model == row.recipe.model and e.default for t, e in entries.items() if t != row.plan.tag),
