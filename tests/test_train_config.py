@@ -77,6 +77,8 @@ def test_the_train_options_are_exactly_the_train_config_fields():
     (dict(lr=1e-3, lr_min=1e-2), "train config 'lr_min' must be in [0, lr] = [0, 0.001], got 0.01"),
     (dict(lr_min=1e-5, anneal_epochs=0), "train config 'anneal_epochs' must be >= 1, got 0"),
     (dict(anneal_epochs=10), "train config 'anneal_epochs' is the length of lr_min's cosine: give lr_min too"),
+    (dict(anneal_from=10), "train config 'anneal_from' is the epoch lr_min's cosine begins at: give lr_min too"),
+    (dict(lr_min=1e-5, anneal_from=-1), "train config 'anneal_from' must be >= 0, got -1"),
     (dict(clip_norm=0), "train config 'clip_norm' must be a positive number (inf: off), got 0.0"),
     (dict(max_steps=0), "train config 'max_steps' must be >= 1, got 0"),
     (dict(max_minutes=0), "train config 'max_minutes' must be a positive finite number, got 0.0"),

@@ -1,4 +1,5 @@
 
+import math
 import re
 import signal
 import threading
@@ -10,6 +11,8 @@ from torch.utils.data import Dataset
 
 import drawzoo
 from drawzoo.checkpoints import CheckpointLock, read_checkpoint
+from drawzoo.evaluation import objectives
+from drawzoo.training.config import contradictions, stored_settings
 from tests.conftest import binary_images
 
 SHAPE = (1, 8, 8)
@@ -291,6 +294,47 @@ def test_a_cosine_run_trained_on_past_anneal_epochs_holds_lr_min(data, tmp_path,
     # the cosine, once given, is part of the run: resuming with another is refused
     with pytest.raises(drawzoo.CheckpointError, match="anneal_epochs: checkpoint has 2, given 3"):
         drawzoo.train(tiny_draw(), train, epochs=4, anneal_epochs=3, checkpoint=path, **kw)
+
+
+def test_a_constant_run_given_a_cosine_ahead_of_it_resumes_as_the_same_run(data, tmp_path, caplog):
+    train, _ = data  # 5 steps an epoch
+    kw = dict(seed=5, batch_size=16, lr=3e-3, progress=False)
+    cosine = dict(lr_min=1e-4, anneal_from=2)
+    whole, rates = tiny_draw(), _LearningRates()
+    straight = drawzoo.train(whole, train, epochs=4, callbacks=[rates], **cosine, **kw)
+    # lr for epochs 1-2, then a cosine over epochs 3-4 (steps 10-19) from lr down to lr_min
+    assert rates.lrs[:11] == [3e-3] * 11 and rates.lrs[-1] == pytest.approx(1e-4)
+    assert rates.lrs[15] == pytest.approx(1e-4 + 0.5 * 2.9e-3 * (1 + math.cos(math.pi * 5 / 9)))
+    # a run trained at a constant lr for 2 epochs, then given that cosine: the same run, bit for bit
+    path = tmp_path / "run.pt"
+    drawzoo.train(tiny_draw(), train, epochs=2, checkpoint=path, **kw)
+    constant = tmp_path / "constant.pt"
+    constant.write_bytes(path.read_bytes())
+    resumed = tiny_draw()
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        later = drawzoo.train(resumed, train, epochs=4, checkpoint=path, **cosine, **kw)
+    assert "its learning-rate schedule changes" in caplog.text and "lr_min: checkpoint has None, given 0.0001" \
+        in caplog.text and "anneal_from: checkpoint has None, given 2" in caplog.text
+    assert _losses(later) == _losses(straight) and _same_weights(_weights(resumed), _weights(whole))
+    assert read_checkpoint(path)["train_config"]["anneal_from"] == 2
+    # once a step was on the cosine, it is part of the run
+    with pytest.raises(drawzoo.CheckpointError, match="anneal_from: checkpoint has 2, given 3"):
+        drawzoo.train(tiny_draw(), train, epochs=5, checkpoint=path, lr_min=1e-4, anneal_from=3, **kw)
+    # a cosine that would have begun before where the constant run stands changes its past: refused
+    for late in (dict(lr_min=1e-4, anneal_from=1), dict(lr_min=1e-4)):
+        with pytest.raises(drawzoo.CheckpointError, match="lr_min: checkpoint has None, given 0.0001"):
+            drawzoo.train(tiny_draw(), train, epochs=4, checkpoint=constant, **late, **kw)
+
+
+def test_a_checkpoint_written_before_anneal_from_had_its_cosine_from_the_first_step():
+    progress = {"epoch": 2, "step_in_epoch": 0, "step": 10}
+    elbo = objectives.describe(objectives.make_elbo("elbo", 1))
+    older = {"train_config": {"lr": 3e-3, "lr_min": 1e-4, "epochs": 4}, "progress": progress, "elbo": elbo}
+    assert stored_settings(older)["anneal_from"] is None
+    given = drawzoo.TrainConfig(lr=3e-3, lr_min=1e-4, anneal_from=3, epochs=4)
+    assert contradictions(older, given, elbo) == ["anneal_from: checkpoint has None, given 3"]
+    constant = {"train_config": {"lr": 3e-3, "lr_min": None, "epochs": 2}, "progress": progress, "elbo": elbo}
+    assert contradictions(constant, given, elbo) == []
 
 
 class _StopAt(_LearningRates):

@@ -47,9 +47,13 @@ class TrainConfig:
     lr: float = fixed(1e-3, "Adam learning rate")
     lr_min: float | None = fixed(None, "anneal the learning rate from lr down to this along a cosine over the "
                                  "run (epochs, or max_steps if that comes first) [constant lr]")
+    anneal_from: int | None = fixed(None, "with lr_min: the cosine begins at this epoch, the learning rate is lr "
+                                    "before it (a run trained at a constant lr may be given a cosine that begins "
+                                    "where it stands or later, and resumes as the same run) [0: the first step]")
     anneal_epochs: int | None = fixed(None, "with lr_min: the cosine takes this many epochs, after which the "
                                       "learning rate stays at lr_min (a run trained on past its planned "
-                                      "schedule) [the run's epochs, or max_steps if that comes first]")
+                                      "schedule) [from anneal_from to the run's epochs, or max_steps if that "
+                                      "comes first]")
     clip_norm: float = fixed(10.0, "clip the global gradient norm to this (inf: no clipping)")
     objective: str = fixed(objectives.DEFAULT, "what training minimises, per image: a name of "
                            "drawzoo.evaluation.objectives.OBJECTIVES", choices=tuple(objectives.OBJECTIVES))
@@ -99,6 +103,10 @@ class TrainConfig:
             raise ConfigError(f"{KIND} 'lr_min' must be in [0, lr] = [0, {self.lr}], got {self.lr_min!r}")
         if self.anneal_epochs is not None and self.lr_min is None:
             raise ConfigError(f"{KIND} 'anneal_epochs' is the length of lr_min's cosine: give lr_min too")
+        if self.anneal_from is not None and self.lr_min is None:
+            raise ConfigError(f"{KIND} 'anneal_from' is the epoch lr_min's cosine begins at: give lr_min too")
+        if self.anneal_from is not None and self.anneal_from < 0:
+            raise ConfigError(f"{KIND} 'anneal_from' must be >= 0, got {self.anneal_from}")
         objectives.check(self.objective, self.particles)
         if self.validate not in VALIDATE:
             raise ConfigError(f"{KIND} 'validate' must be one of {', '.join(map(repr, VALIDATE))}, "
@@ -168,29 +176,80 @@ def stored_elbo(payload: dict) -> dict:
 
 def stored_settings(payload: dict) -> dict:
     """The TrainConfig fields a checkpoint records: its "train_config", or the "settings" of an older
-    one (batch_size, lr, lr_min, seed, clip_norm and the objective); {} for weights only."""
+    one (batch_size, lr, lr_min, seed, clip_norm and the objective); {} for weights only. One
+    written before anneal_from existed had its cosine (if any) begin at the first step."""
     if "train_config" in payload:
-        return dict(payload["train_config"])
-    if "settings" not in payload:
+        stored = dict(payload["train_config"])
+    elif "settings" in payload:
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        stored = {**{k: v for k, v in payload["settings"].items() if k in known},
+                  **objective_fields(stored_elbo(payload))}
+    else:
         return {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return {**{k: v for k, v in payload["settings"].items() if k in known}, **objective_fields(stored_elbo(payload))}
+    if "lr_min" in stored:
+        stored.setdefault("anneal_from", None)
+    return stored
 
 
 def cosine_epochs(settings: dict) -> int | None:
     """The epochs of the cosine of lr_min that TrainConfig fields `settings` describe: anneal_epochs,
-    else the run's epochs when no max_steps cuts it (None: not in epochs)."""
+    else the run's epochs from anneal_from on when no max_steps cuts it (None: not in epochs)."""
     if settings.get("anneal_epochs") is not None:
         return settings["anneal_epochs"]
-    return settings.get("epochs") if settings.get("max_steps") is None else None
+    return settings["epochs"] - (settings.get("anneal_from") or 0) if settings.get("max_steps") is None else None
+
+
+def cosine_start(settings: dict, steps_per_epoch: int) -> int:
+    """The optimizer step (0-based) at which the cosine of lr_min that `settings` describe begins."""
+    return (settings.get("anneal_from") or 0) * steps_per_epoch
 
 
 def cosine_steps(settings: dict, steps_per_epoch: int) -> float:
     """The optimizer steps of the cosine of lr_min that TrainConfig fields `settings` describe:
-    anneal_epochs epochs, else the run's budget, ``min(epochs * steps_per_epoch, max_steps)``."""
+    anneal_epochs epochs, else the run's budget, ``min(epochs * steps_per_epoch, max_steps)``, from
+    its start (`cosine_start`) on."""
     if settings.get("anneal_epochs") is not None:
         return settings["anneal_epochs"] * steps_per_epoch
-    return min(settings["epochs"] * steps_per_epoch, settings.get("max_steps") or math.inf)
+    budget = min(settings["epochs"] * steps_per_epoch, settings.get("max_steps") or math.inf)
+    return budget - cosine_start(settings, steps_per_epoch)
+
+
+def learning_rate(settings: dict, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimizer step `step` (0-based) under the schedule of TrainConfig fields
+    `settings`: lr, then with lr_min, from `cosine_start` on, a cosine over `cosine_steps` steps
+    from lr at its first step to lr_min at its last, and lr_min after it,
+    ``lr_min + (lr - lr_min) (1 + cos(pi min((step - start) / (steps - 1), 1))) / 2``."""
+    lr, lr_min, start = settings["lr"], settings.get("lr_min"), cosine_start(settings, steps_per_epoch)
+    if lr_min is None or step < start:
+        return lr
+    progress = min((step - start) / max(cosine_steps(settings, steps_per_epoch) - 1, 1), 1.0)
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def before_cosine(settings: dict, progress: dict) -> bool:
+    """Whether a run that stands at `progress` (a checkpoint's: epochs done, steps into the next)
+    took every step at lr under the schedule of TrainConfig fields `settings`: it has none (no
+    lr_min), or its cosine begins where the run stands or later."""
+    if settings.get("lr_min") is None:
+        return True
+    return progress["epoch"] + (progress["step_in_epoch"] > 0) <= (settings.get("anneal_from") or 0)
+
+
+#: The fields of the learning-rate schedule after lr: a change to them that leaves the rate of
+#: every step a run has taken at lr (`before_cosine` on both sides) resumes the same run.
+SCHEDULE = ("lr_min", "anneal_from", "anneal_epochs")
+
+
+def schedule_changes(payload: dict, config: TrainConfig) -> list[str]:
+    """``"field: checkpoint has A, given B"`` for each `SCHEDULE` field on which `config` differs
+    from the checkpoint `payload` where no step of its run was on either side's cosine: the same
+    run so far, whose learning rate changes from where it stands on (or later)."""
+    stored, given = stored_settings(payload), as_dict(config)
+    names = [k for k in SCHEDULE if k in stored]
+    if "progress" not in payload or not (before_cosine(stored, payload["progress"])
+                                         and before_cosine(given, payload["progress"])):
+        return []
+    return config_mismatches({k: stored[k] for k in names}, {k: given[k] for k in names})
 
 
 def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -> list[str]:
@@ -202,6 +261,8 @@ def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -
     given = as_dict(config)
     if "anneal_epochs" in names and cosine_epochs(stored) is not None and cosine_epochs(stored) == cosine_epochs(given):
         names.remove("anneal_epochs")  # the same cosine, its length said on one side only
+    if schedule_changes(payload, config):  # a cosine that no step taken was on: the same run so far
+        names = [k for k in names if k not in SCHEDULE]
     diffs = config_mismatches({k: stored[k] for k in names}, {k: given[k] for k in names})
     before = stored_elbo(payload)
     if before != elbo_description:

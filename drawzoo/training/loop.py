@@ -44,7 +44,7 @@ from ..errors import ConfigError, ObjectiveError
 from ..evaluation import objectives
 from ..files import check_outputs
 from . import callbacks as _callbacks
-from .config import TrainConfig, accelerators, cosine_steps, devices_here, parse_device
+from .config import TrainConfig, accelerators, devices_here, learning_rate, parse_device
 from .divergence import Divergence, DivergenceError, TrainingError
 from .loss import ELBOLoss, StepLoss
 from .report import Report, log, require_tensorboard
@@ -79,7 +79,8 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     validation negative ELBO (``valid_samples`` samples per image). With ``lr_min``, the learning
     rate follows a cosine from ``lr`` down to ``lr_min`` over the whole run (``epochs``, or
     ``max_steps`` if that comes first), or over ``anneal_epochs`` and then stays at ``lr_min``;
-    else it stays at ``lr``. ``max_steps`` may stop training mid-epoch.
+    with ``anneal_from``, it is ``lr`` until that epoch and the cosine begins there; without
+    ``lr_min`` it stays at ``lr``. ``max_steps`` may stop training mid-epoch.
 
     The objective is ``drawzoo.evaluation.objectives.make_elbo(objective, particles)``, or ``elbo``.
     Its loss on a batch is divided by the batch size: the train loss is in nats per image (for
@@ -91,9 +92,10 @@ def train(model, train_data, valid_data=None, config: TrainConfig | None = None,
     write.
 
     With a checkpoint, the model's name and config must be the checkpoint's, and so must the
-    fields of ``config`` that define the trajectory (seed, batch_size, lr, lr_min, anneal_epochs,
-    clip_norm, the objective and its particles as `drawzoo.evaluation.objectives.describe` has it,
-    valid_samples; ``anneal_epochs`` equal to the epochs of a cosine that had none is the same run).
+    fields of ``config`` that define the trajectory (seed, batch_size, lr, lr_min, anneal_from,
+    anneal_epochs, clip_norm, the objective and its particles as `drawzoo.evaluation.objectives.describe`
+    has it, valid_samples; ``anneal_epochs`` equal to the epochs of a cosine that had none is the same
+    run, and so is a schedule whose cosine, on either side, no step taken was on: a warning).
     The budget (epochs, max_steps, max_minutes) and where the run writes may change (without
     ``anneal_epochs``, another budget moves the cosine of ``lr_min``: a warning). The checkpoint
     holds ``config`` and is written atomically every ``every`` epochs, every ``every_steps``
@@ -229,7 +231,8 @@ class _Run:
         fused = config.compile and next(model.parameters()).device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused or None)
         self.total_steps = None
-        self.anneal_steps = None  #: the optimizer steps of the cosine of lr_min
+        self.schedule = as_dict(config)  #: the learning rate's schedule: lr, lr_min, anneal_from, anneal_epochs, budget
+        self.steps_per_epoch = None  #: the optimizer steps of an epoch, which the schedule counts in
         self.progress = progress
         self.state = Progress()
         self.checkpoint = RunCheckpoint(path, model, self.optimizer, config, objectives.describe(objective.elbo), group)
@@ -257,7 +260,7 @@ class _Run:
         epochs, max_steps = config.epochs, config.max_steps
         steps = len(self._epoch_batches(dataset))
         self.total_steps = min(epochs * steps, max_steps or math.inf)
-        self.anneal_steps = cosine_steps(as_dict(config), steps)
+        self.steps_per_epoch = steps
         self.callbacks.on_train_start(self.view)
         ended = state.step_in_epoch < steps  # else a stop on an epoch's last step left its end to this call
         if ended and (state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)):
@@ -402,11 +405,9 @@ class _Run:
         return (mean if bad == 0 else math.nan), stop > 0
 
     def _anneal(self, step: int) -> None:
-        """Cosine learning rate for optimizer step `step` (0-based): from lr at step 0 to lr_min at
-        the last of `anneal_steps`, and lr_min after it."""
-        progress = min(step / max(self.anneal_steps - 1, 1), 1.0)
-        lr_min, lr_max = self.config.lr_min, self.config.lr
-        lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * progress))
+        """The learning rate of optimizer step `step` (0-based): lr, then lr_min's cosine
+        (`drawzoo.training.config.learning_rate`)."""
+        lr = learning_rate(self.schedule, step, self.steps_per_epoch)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
 

@@ -22,7 +22,16 @@ from .. import distributed
 from ..checkpoints import check_matches, read_checkpoint, save_checkpoint
 from ..config import as_dict
 from ..errors import CheckpointError
-from .config import TrainConfig, check_resumable, cosine_steps, stored_settings, to_checkpoint
+from .config import (
+    TrainConfig,
+    check_resumable,
+    cosine_epochs,
+    cosine_start,
+    cosine_steps,
+    schedule_changes,
+    stored_settings,
+    to_checkpoint,
+)
 from .report import log
 
 
@@ -86,12 +95,14 @@ class RunCheckpoint:
         """A warning when the run resumed from a cosine learning rate (lr_min) whose length
         (`cosine_steps`) this call's budget changes: its learning rate does not go on from where the
         checkpoint's schedule stands (and rises again if the run had reached lr_min)."""
-        if self.resumed is None or "epochs" not in self.resumed or self.config.lr_min is None or progress.step == 0:
+        if self.resumed is None or "epochs" not in self.resumed or self.config.lr_min is None:
             return  # an older checkpoint that did not record its budget: nothing to compare
         before, after = self.resumed, as_dict(self.config)
+        if before.get("lr_min") is None or progress.step <= cosine_start(before, steps_per_epoch):
+            return  # no step taken was on its cosine: nothing moves
         if cosine_steps(before, steps_per_epoch) != cosine_steps(after, steps_per_epoch):
             budget = "epochs={epochs}, max_steps={max_steps}, anneal_epochs={anneal_epochs}"
-            keep = (f"; anneal_epochs={before['epochs']} keeps that cosine and then holds lr_min"
+            keep = (f"; anneal_epochs={cosine_epochs(before)} keeps that cosine and then holds lr_min"
                     if before.get("max_steps") is None and before.get("anneal_epochs") is None else "")
             log.warning("%s: its cosine learning rate ran over %s and now runs over %s: it leaves the "
                         "checkpoint's schedule (and rises again if the run had reached lr_min)%s", self.path,
@@ -133,6 +144,10 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict,
     if "progress" not in payload:
         raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
     check_resumable(payload, path, config, elbo)
+    changes = schedule_changes(payload, config)
+    if changes:
+        log.warning("%s: its learning-rate schedule changes before any step it took would have been on a cosine "
+                    "(%s): the same run so far, at a new learning rate from its cosine on", path, "; ".join(changes))
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(_implementation_of(optimizer, payload["optimizer"]))
     progress = Progress(**payload["progress"])
