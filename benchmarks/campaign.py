@@ -42,7 +42,10 @@ history, the scores), with the paired differences of every two scored rows on th
 both scored (`orderings_section`) from their per-image scores. Runs live in ``--runs`` (a cache
 folder that survives between sittings); a milestone checkpoint of each unfinished row is copied
 to benchmarks/campaign/ every ``milestone_every`` epochs, and a fresh machine resumes from it.
-A row whose recipe changed after its run began is refused (exit 2, the changed fields named).
+A row whose recipe changed after its run began is refused (exit 2, the changed fields named),
+but for its learning rate's schedule after lr (`AMENDABLE`) where its run has taken no step on the
+cosine of the old recipe or of the new one: the run so far is the same, its learning rate changes
+from the new cosine on, and the record keeps each such amendment (its date, epoch and fields).
 
 Exit status: 0 everything done (or --status/--table), 2 an error, 75 time limit with work left,
 128 + N stopped by signal N.
@@ -82,7 +85,7 @@ from drawzoo.training.stopping import StopRequests, signal_name  # noqa: E402
 from drawzoo.figures import plots  # noqa: E402
 from drawzoo.files import atomic_write, write_output  # noqa: E402
 from drawzoo.registry import model_class  # noqa: E402
-from drawzoo.training.config import TRAJECTORY, TrainConfig  # noqa: E402
+from drawzoo.training.config import SCHEDULE, TRAJECTORY, TrainConfig, before_cosine, cosine_epochs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]  #: the code's repository (its commit is recorded)
 PRESET = "paper"
@@ -106,8 +109,7 @@ class Plan:
     compare: str = param("nll", "which test figure `published` and `target` are: nll or neg_elbo",
                          choices=("nll", "neg_elbo"))
     target: float | None = param(None, "the figure this campaign aims for (nats, of `compare`)")
-    score_at: list[int] = param((), "epochs before the plan at which it is scored and its tag replaced "
-                                "(a constant learning rate only: the plan's epochs fix a cosine)")
+    score_at: list[int] = param((), "epochs before the plan at which it is scored and its tag replaced")
     milestone_every: int = param(20, "epochs between the milestone checkpoints committed to benchmarks/campaign/ "
                                  "(0: none; a fresh machine starts the row again)")
     extend: int = param(0, "a row that ends its plan (a cosine learning rate) with no plateau trains on at "
@@ -174,9 +176,6 @@ def read_rows(folder: Path = nll_mnist.RECIPES / PRESET, names: list[str] | None
         if plan.tag.partition(".")[0] != recipe.model or not plan.tag.partition(".")[2]:
             raise RecipeError(f"{path}: [campaign] tag must be {recipe.model}.NAME, got {plan.tag!r}")
         epochs = TrainConfig.from_dict(recipe.train).epochs
-        if plan.score_at and recipe.train.get("lr_min") is not None:
-            raise RecipeError(f"{path}: [campaign] score_at stops a run whose cosine learning rate the plan's "
-                              f"{epochs} epochs fix: score it at its plan only")
         if plan.milestone_every < 0:
             raise RecipeError(f"{path}: [campaign] milestone_every must be >= 0 (0: none), got {plan.milestone_every}")
         if plan.extend < 0 or (plan.extend and recipe.train.get("lr_min") is None):
@@ -275,6 +274,16 @@ def recipe_snapshot(row: Row) -> dict:
     return {"model": row.recipe.model, "config": config, "train": train, "data": as_dict(row.recipe.data)}
 
 
+#: The recipe fields a row may change after its run began: the learning rate's schedule after lr,
+#: where the run has taken no step on the cosine of either side (`prepare`).
+AMENDABLE = tuple(f"train.{name}" for name in SCHEDULE)
+
+
+def recipe_of(record: dict) -> dict:
+    """The recipe snapshot a row's run follows: the one it began with, or its last amendment's."""
+    return record["amended"][-1]["recipe"] if record.get("amended") else record["began"]["recipe"]
+
+
 def changed_fields(began: dict, now: dict, prefix: str = "") -> list[str]:
     """``key: before -> now`` for each (dotted) field that differs."""
     out = []
@@ -347,13 +356,22 @@ def prepare(row: Row, places: Places) -> dict:
     (the cache's or the committed milestone's) in `places.runs`, and return its record."""
     record = load_record(places, row)
     snapshot = recipe_snapshot(row)
+    run, milestone = places.run(row), places.milestone(row)
     if "began" in record:
-        changes = changed_fields(record["began"]["recipe"], snapshot)
-        if changes:
+        changes = changed_fields(recipe_of(record), snapshot)
+        stands = max(progress_of(run), progress_of(milestone), key=lambda p: p["step"])
+        if changes and all(c.partition(":")[0] in AMENDABLE for c in changes) and all(
+                before_cosine(recipe["train"], stands) for recipe in (recipe_of(record), snapshot)):
+            record.setdefault("amended", []).append({"date": now_iso(), "epoch": round(epoch_of(stands, row), 3),
+                                                     "changes": changes, "recipe": snapshot})
+            print(f"{row.name}: its learning rate's schedule changes at epoch {epoch_of(stands, row):g}, before "
+                  f"any step on a cosine ({'; '.join(changes)}): the same run so far")
+        elif changes:
             raise CampaignError(
                 f"row {row.name}: its recipe {row.recipe.path} changed after its run began ({'; '.join(changes)}): "
-                f"restore it, or remove {places.run(row)} and {places.committed / row.name}.* to start the row again")
-    run, milestone = places.run(row), places.milestone(row)
+                f"restore it, or remove {places.run(row)} and {places.committed / row.name}.* to start the row again "
+                f"(a running row may change only its learning rate's schedule after lr, where it has taken no "
+                f"step on a cosine)")
     if milestone.exists() and progress_of(milestone)["step"] > progress_of(run)["step"]:
         for source, dest in ((milestone, run), (places.milestone_best(row), places.best(row))):
             if source.exists():
@@ -446,16 +464,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def start(job: Job, places: Places, args, seconds: float) -> None:
-    """Start `job`'s process on `args.threads` threads, with `seconds` left, its output appended to the row's log."""
-    row, minutes = job.row, max(seconds / 60, 0.1)
+def job_command(job: Job, places: Places, args, minutes: float) -> list[str]:
+    """The command that runs `job` for at most `minutes` (inf: no limit)."""
+    row = job.row
     limit = ["--max-minutes", f"{minutes:.2f}"] if math.isfinite(minutes) else []
     if job.kind == "train":
         command = [sys.executable, "-m", "drawzoo", "train", "--recipe", row.recipe.path, "--checkpoint",
                    str(places.run(row)), "--best", str(places.best(row)), "--epochs", str(job.stop), *limit,
                    "--quiet"]
-        if row.train.lr_min is not None:  # the plan's cosine, held at lr_min on an extension
-            command += ["--anneal-epochs", str(row.train.epochs)]
+        if row.train.lr_min is not None:  # the plan's cosine, whatever the job's stop; lr_min on an extension
+            command += ["--anneal-epochs", str(cosine_epochs(as_dict(row.train)))]
         if args.data_root:
             command += ["--data-root", args.data_root]
     else:
@@ -463,6 +481,13 @@ def start(job: Job, places: Places, args, seconds: float) -> None:
                    str(places.runs), "--repo", str(places.repo), "--recipes", str(Path(row.recipe.path).parent)]
         if args.data_root:
             command += ["--data-root", args.data_root]
+    return command
+
+
+def start(job: Job, places: Places, args, seconds: float) -> None:
+    """Start `job`'s process on `args.threads` threads, with `seconds` left, its output appended to the row's log."""
+    row, minutes = job.row, max(seconds / 60, 0.1)
+    command = job_command(job, places, args, minutes)
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     places.runs.mkdir(parents=True, exist_ok=True)
@@ -474,7 +499,7 @@ def start(job: Job, places: Places, args, seconds: float) -> None:
                                    preexec_fn=_die_with_parent, cwd=REPO)
     log.close()
     job.started, job.started_at = time.time(), now_iso()
-    budget = f"{minutes:.0f} min left" if limit else "no time limit"
+    budget = f"{minutes:.0f} min left" if math.isfinite(minutes) else "no time limit"
     say(f"{row.name}: {job.kind} to epoch {job.stop} (pid {job.process.pid}, {threads} thread(s), {budget}; "
         f"log {places.log(row)})")
 
@@ -869,6 +894,8 @@ def table(rows: list[Row], places: Places) -> str:
                   else f"training: epoch {epochs:.1f} of {end}{best}" if epochs < end else "scoring")
         if end > row.train.epochs:
             status += f"; cosine over its plan's {row.train.epochs} epochs, then lr {row.train.lr_min:g}"
+        if row.train.anneal_from:
+            status += f"; {schedule_words(row)}"
         if score and scored[0] < end:
             status += f"; figures at epoch {scored[0]}"
         plateau = record.get("plateau")
@@ -906,6 +933,17 @@ def plateau_improvement(history: list[dict]) -> float | None:
     return min(valid[:-tail]) - min(valid)
 
 
+def schedule_words(row: Row) -> str:
+    """A row's learning rate over its plan, in words."""
+    train = row.train
+    if train.lr_min is None:
+        return f"lr {train.lr:g}, constant"
+    start, length = train.anneal_from or 0, cosine_epochs(as_dict(train))
+    if start:
+        return f"lr {train.lr:g} to epoch {start}, then a cosine down to {train.lr_min:g} at epoch {start + length}"
+    return f"lr: a cosine from {train.lr:g} down to {train.lr_min:g} over {length} epochs"
+
+
 def curves_section(rows: list[Row], places: Places) -> str:
     """benchmarks/README.md's learning curves: a plot and a table by epoch of each row."""
     out = []
@@ -925,6 +963,9 @@ def curves_section(rows: list[Row], places: Places) -> str:
         if later:  # the first epochs' losses would flatten the rest of the curve
             low = min(later + list(refs.values()))
             figure.axes[0].set_ylim(low - 2, max(later) + 2)
+        cosine_began = row.train.lr_min is not None and 0 < (row.train.anneal_from or 0) <= history[-1]["epoch"]
+        if cosine_began:
+            figure.axes[0].axvline(row.train.anneal_from, color="grey", linestyle=":", linewidth=1)
         plots.save_figure(figure, curve)
         last = int(history[-1]["epoch"])
         marks = sorted({e for e in (1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000) if e <= last}
@@ -933,7 +974,8 @@ def curves_section(rows: list[Row], places: Places) -> str:
         marks = [e for e in marks if e in by_epoch]
         rel = os.path.relpath(curve, places.repo / "benchmarks")
         out += [f"#### {row.label}", "",
-                f"`{row_command(row)}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`)",
+                f"`{row_command(row)}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`; {schedule_words(row)}"
+                + ("; the dotted line: the cosine begins" if cosine_began else "") + ")",
                 "", f"![{row.label}: -ELBO per epoch]({rel})", "",
                 "| epoch | " + " | ".join(str(e) for e in marks) + " |", "|---|" + "---:|" * len(marks),
                 "| valid -ELBO | " + " | ".join(f"{by_epoch[e]['valid']:.2f}" for e in marks) + " |",

@@ -1,6 +1,7 @@
 """`benchmarks/campaign.py` end to end on the real data, with tiny rows: trains each row to its plan in
 its own process, scores it in parts, ships its tag, regenerates the tables; then a rerun changes nothing."""
 
+import argparse
 import dataclasses
 import json
 import math
@@ -342,6 +343,34 @@ def test_the_orderings_pair_the_rows_image_by_image_against_the_published_figure
     assert script.orderings_section(rows, places) == "(no two rows scored yet)"
 
 
+def test_each_rows_learning_rate_is_said_and_where_its_cosine_begins_is_marked_on_its_curve(tmp_path, monkeypatch):
+    script = _script()
+    recipes, places = tmp_path / "recipes", script.Places(tmp_path / "runs", tmp_path / "repo")
+    recipes.mkdir()
+    for name, text in ROWS.items():
+        (recipes / f"{name}.toml").write_text(text)
+    assert [script.schedule_words(row) for row in script.read_rows(recipes)] == [
+        "lr 0.003, constant", "lr: a cosine from 0.003 down to 0.0001 over 2 epochs"]
+    draw = recipes / "tiny_draw.toml"
+    draw.write_text(draw.read_text().replace("lr = 3e-3\n", "lr = 3e-3\nlr_min = 1e-4\nanneal_from = 1\n"))
+    rows = script.read_rows(recipes)
+    assert script.schedule_words(rows[0]) == "lr 0.003 to epoch 1, then a cosine down to 0.0001 at epoch 2"
+    history = [{"epoch": 1, "train": 120.0, "valid": 121.0}, {"epoch": 2, "train": 110.0, "valid": 111.0}]
+    for row in rows:
+        places.record(row).parent.mkdir(parents=True, exist_ok=True)
+        script.save_record(places, row, {"history": history})
+    figures = {}
+    monkeypatch.setattr(script.plots, "save_figure", lambda figure, path: figures.update({path.stem: figure}))
+    text = script.curves_section(rows, places)
+    assert "; lr 0.003 to epoch 1, then a cosine down to 0.0001 at epoch 2; the dotted line: the cosine begins)" in text
+    assert "; lr: a cosine from 0.003 down to 0.0001 over 2 epochs)" in text
+
+    def dotted(figure):
+        return [line.get_xdata()[0] for line in figure.axes[0].lines if line.get_linestyle() == ":"]
+
+    assert dotted(figures[places.curve(rows[0]).stem]) == [1] and dotted(figures[places.curve(rows[1]).stem]) == []
+
+
 def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
     recipes, repo, runs, args = setup
     script = _script()
@@ -356,6 +385,47 @@ def test_a_row_whose_recipe_changed_is_refused_naming_the_fields(setup, capsys):
                                                    "0.003 -> 0.001)")
     assert script.main([*args, "--rows", "nope"]) == 2
     assert "no campaign row nope; rows: tiny_draw, tiny_vae" in capsys.readouterr().err
+
+
+def test_a_running_row_may_change_its_schedule_only_where_its_run_has_not_been(setup, monkeypatch, capsys):
+    recipes, repo, runs, _ = setup
+    script = _script()
+    places, recipe = script.Places(runs, repo), recipes / "tiny_draw.toml"
+    stands = {"epoch": 1, "step": 100, "step_in_epoch": 0, "history": [], "best_valid": math.inf}  # 100 steps an epoch
+    monkeypatch.setattr(script, "progress_of", lambda path: stands)
+    row = script.read_rows(recipes, ["tiny_draw"])[0]
+    script.save_record(places, row, script.prepare(row, places))  # its run began at a constant lr; at epoch 1 now
+
+    def amend(old, new):
+        recipe.write_text(recipe.read_text().replace(old, new))
+        return script.read_rows(recipes, ["tiny_draw"])[0]
+
+    # a cosine from epoch 1 on, over the plan's last epoch: the same run so far, its amendment recorded
+    row = amend("lr = 3e-3\n", "lr = 3e-3\nlr_min = 1e-4\nanneal_from = 1\n")
+    record = script.prepare(row, places)
+    changes = ["train.anneal_from: None -> 1", "train.lr_min: None -> 0.0001"]
+    assert [(a["epoch"], a["changes"], a["recipe"]) for a in record["amended"]] == \
+        [(1, changes, script.recipe_snapshot(row))]
+    assert "tiny_draw: its learning rate's schedule changes at epoch 1, before any step on a cosine" in \
+        capsys.readouterr().out
+    script.save_record(places, row, record)
+    assert len(script.prepare(row, places)["amended"]) == 1  # the amended recipe is the run's now
+    job = script.Job(row, "train", 2)
+    command = script.job_command(job, places, argparse.Namespace(data_root=None), math.inf)
+    assert command[-2:] == ["--anneal-epochs", "1"]  # the cosine's length, whatever the job's stop
+    # halfway through epoch 2 the run is on its cosine: no other schedule, and no other field ever
+    stands.update(step=150, step_in_epoch=50)
+    for old, new, change in (("anneal_from = 1", "anneal_from = 2", "train.anneal_from: 1 -> 2"),
+                             ("lr_min = 1e-4", "lr_min = 1e-5", "train.lr_min: 0.0001 -> 1e-05")):
+        amend(old, new)
+        with pytest.raises(script.CampaignError, match=f"changed after its run began \\({change}\\): .*\\(a running "
+                                                       "row may change only its learning rate's schedule after lr"):
+            script.prepare(script.read_rows(recipes, ["tiny_draw"])[0], places)
+        amend(new, old)
+    stands.update(step=100, step_in_epoch=0)
+    amend("lr = 3e-3", "lr = 1e-3")
+    with pytest.raises(script.CampaignError, match=r"\(train.lr: 0.003 -> 0.001\)"):
+        script.prepare(script.read_rows(recipes, ["tiny_draw"])[0], places)
 
 
 def test_sigterm_stops_every_job_with_a_checkpoint_and_the_next_call_resumes(setup, tmp_path):
