@@ -933,15 +933,16 @@ def plateau_improvement(history: list[dict]) -> float | None:
     return min(valid[:-tail]) - min(valid)
 
 
-def schedule_words(row: Row) -> str:
-    """A row's learning rate over its plan, in words."""
+def schedule_words(row: Row, end: int | None = None) -> str:
+    """A row's learning rate over its plan, and on to `end` (an extension's) at lr_min, in words."""
     train = row.train
     if train.lr_min is None:
         return f"lr {train.lr:g}, constant"
     start, length = train.anneal_from or 0, cosine_epochs(as_dict(train))
+    on = f", then {train.lr_min:g} to epoch {end}" if end is not None and end > start + length else ""
     if start:
-        return f"lr {train.lr:g} to epoch {start}, then a cosine down to {train.lr_min:g} at epoch {start + length}"
-    return f"lr: a cosine from {train.lr:g} down to {train.lr_min:g} over {length} epochs"
+        return f"lr {train.lr:g} to epoch {start}, then a cosine down to {train.lr_min:g} at epoch {start + length}{on}"
+    return f"lr: a cosine from {train.lr:g} down to {train.lr_min:g} over {length} epochs{on}"
 
 
 def curves_section(rows: list[Row], places: Places) -> str:
@@ -974,7 +975,8 @@ def curves_section(rows: list[Row], places: Places) -> str:
         marks = [e for e in marks if e in by_epoch]
         rel = os.path.relpath(curve, places.repo / "benchmarks")
         out += [f"#### {row.label}", "",
-                f"`{row_command(row)}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`; {schedule_words(row)}"
+                f"`{row_command(row)}` (recipe `{os.path.relpath(row.recipe.path, REPO)}`; "
+                f"{schedule_words(row, row.end(record))}"
                 + ("; the dotted line: the cosine begins" if cosine_began else "") + ")",
                 "", f"![{row.label}: -ELBO per epoch]({rel})", "",
                 "| epoch | " + " | ".join(str(e) for e in marks) + " |", "|---|" + "---:|" * len(marks),

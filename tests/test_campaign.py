@@ -355,6 +355,8 @@ def test_each_rows_learning_rate_is_said_and_where_its_cosine_begins_is_marked_o
     draw.write_text(draw.read_text().replace("lr = 3e-3\n", "lr = 3e-3\nlr_min = 1e-4\nanneal_from = 1\n"))
     rows = script.read_rows(recipes)
     assert script.schedule_words(rows[0]) == "lr 0.003 to epoch 1, then a cosine down to 0.0001 at epoch 2"
+    assert script.schedule_words(rows[1], 3) == ("lr: a cosine from 0.003 down to 0.0001 over 2 epochs, "
+                                                 "then 0.0001 to epoch 3")  # an extension's
     history = [{"epoch": 1, "train": 120.0, "valid": 121.0}, {"epoch": 2, "train": 110.0, "valid": 111.0}]
     for row in rows:
         places.record(row).parent.mkdir(parents=True, exist_ok=True)
