@@ -892,10 +892,8 @@ def table(rows: list[Row], places: Places) -> str:
         end = row.end(record)
         status = ("final" if epochs >= end and score and scored[0] == end
                   else f"training: epoch {epochs:.1f} of {end}{best}" if epochs < end else "scoring")
-        if end > row.train.epochs:
-            status += f"; cosine over its plan's {row.train.epochs} epochs, then lr {row.train.lr_min:g}"
-        if row.train.anneal_from:
-            status += f"; {schedule_words(row)}"
+        if end > row.train.epochs or row.train.anneal_from:  # not its recipe's plain schedule
+            status += f"; {schedule_words(row, end)}"
         if score and scored[0] < end:
             status += f"; figures at epoch {scored[0]}"
         plateau = record.get("plateau")

@@ -164,7 +164,7 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         text = readme.read_text()
         assert text.startswith("before\n<!-- campaign-table -->\n| model | parameters |") and text.endswith("after\n")
         assert "| tiny DRAW |" in text and "| final" in text and "old" not in text
-        assert "| final; cosine over its plan's 2 epochs, then lr 0.0001 |" in text
+        assert "| final; lr: a cosine from 0.003 down to 0.0001 over 2 epochs, then 0.0001 to epoch 3 |" in text
         assert "| hvae.tiny_test | `python benchmarks/campaign.py --rows tiny_vae` | final" in text  # the row's command
     assert "![tiny VAE: -ELBO per epoch](../docs/campaign/tiny_vae.png)" in (repo / "benchmarks" / "README.md").read_text()
     # the two rows image by image, the VAE first: the only published figure (tiny DRAW has none)
