@@ -326,6 +326,26 @@ def test_a_constant_run_given_a_cosine_ahead_of_it_resumes_as_the_same_run(data,
             drawzoo.train(tiny_draw(), train, epochs=4, checkpoint=constant, **late, **kw)
 
 
+def test_a_cosine_past_a_calls_budget_is_said_and_reached_by_a_longer_call(data, tmp_path, caplog):
+    train, _ = data  # 5 steps an epoch
+    kw = dict(seed=5, batch_size=16, lr=3e-3, progress=False, lr_min=1e-4, anneal_from=2)
+    path, first, second = tmp_path / "run.pt", _LearningRates(), _LearningRates()
+    for budget in (dict(epochs=2), dict(epochs=4, max_steps=10)):  # the cosine would begin at step 10
+        with caplog.at_level("WARNING", logger="drawzoo"):
+            drawzoo.train(tiny_draw(), train, callbacks=[first], **budget, **kw)
+        words = ", ".join(f"{k}={v}" for k, v in budget.items())
+        assert f"lr_min's cosine begins at epoch 2, at or after the end of this run's budget ({words})" in caplog.text
+        caplog.clear()
+    assert first.lrs == [3e-3] * 20
+    # the same settings in chunks: the first at lr, the second on to the cosine, with no warning
+    with caplog.at_level("WARNING", logger="drawzoo"):
+        drawzoo.train(tiny_draw(), train, epochs=2, checkpoint=path, **kw)
+        caplog.clear()
+        drawzoo.train(tiny_draw(), train, epochs=4, checkpoint=path, callbacks=[second], **kw)
+    assert "cosine" not in caplog.text
+    assert second.lrs[0] == pytest.approx(3e-3) and second.lrs[-1] == pytest.approx(1e-4)
+
+
 def test_a_checkpoint_written_before_anneal_from_had_its_cosine_from_the_first_step():
     progress = {"epoch": 2, "step_in_epoch": 0, "step": 10}
     elbo = objectives.describe(objectives.make_elbo("elbo", 1))

@@ -275,9 +275,11 @@ def contradictions(payload: dict, config: TrainConfig, elbo_description: dict) -
     return diffs
 
 
-def check_resumable(payload: dict, path, config: TrainConfig, elbo_description: dict) -> None:
-    """`CheckpointError` naming each of `contradictions` (with both values), if any."""
+def check_resumable(payload: dict, path, config: TrainConfig, elbo_description: dict) -> list[str]:
+    """`CheckpointError` naming each of `contradictions` (with both values), if any; else the
+    `schedule_changes` that resuming accepts (the same run so far, for the caller to warn of)."""
     diffs = contradictions(payload, config, elbo_description)
     if diffs:
         raise CheckpointError(f"{path}: given train config contradicts the checkpoint's (a resumed run follows "
                               f"the run it resumes): " + "; ".join(diffs))
+    return schedule_changes(payload, config)

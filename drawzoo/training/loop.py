@@ -44,7 +44,7 @@ from ..errors import ConfigError, ObjectiveError
 from ..evaluation import objectives
 from ..files import check_outputs
 from . import callbacks as _callbacks
-from .config import TrainConfig, accelerators, devices_here, learning_rate, parse_device
+from .config import TrainConfig, accelerators, cosine_start, devices_here, learning_rate, parse_device
 from .divergence import Divergence, DivergenceError, TrainingError
 from .loss import ELBOLoss, StepLoss
 from .report import Report, log, require_tensorboard
@@ -263,15 +263,19 @@ class _Run:
         self.steps_per_epoch = steps
         self.callbacks.on_train_start(self.view)
         ended = state.step_in_epoch < steps  # else a stop on an epoch's last step left its end to this call
+        budget = f"epochs={epochs}" + ("" if max_steps is None else f", max_steps={max_steps}")
         if ended and (state.epoch >= epochs or (max_steps is not None and state.step >= max_steps)):
             # a finished run rerun: no step, no validation, no write (the weights and figures stay)
-            budget = f"epochs={epochs}" + ("" if max_steps is None else f", max_steps={max_steps}")
             log.warning("the run is already complete (epoch %g, step %d; %s): nothing to train, nothing written",
                         state.epoch + state.step_in_epoch / len(self._epoch_batches(dataset)), state.step, budget)
             history = self._history()
         else:
             if state.step < self.total_steps:  # steps to take, along this call's cosine
                 self.checkpoint.warn_if_cosine_moves(state, steps)
+                if config.lr_min is not None and cosine_start(self.schedule, steps) >= self.total_steps:
+                    log.warning("lr_min's cosine begins at epoch %d, at or after the end of this run's budget (%s): "
+                                "every step it takes is at lr %g (a rerun with more epochs goes on to the cosine)",
+                                config.anneal_from, budget, config.lr)
             history = self._epochs(dataset, valid)
         self.callbacks.on_train_end(self.view, history)
         return history

@@ -28,7 +28,6 @@ from .config import (
     cosine_epochs,
     cosine_start,
     cosine_steps,
-    schedule_changes,
     stored_settings,
     to_checkpoint,
 )
@@ -143,8 +142,7 @@ def _resume(path: Path, model, optimizer, config: TrainConfig, elbo: dict,
     check_matches(payload, path, model)
     if "progress" not in payload:
         raise CheckpointError(f"{path}: holds weights only, no training state to resume from")
-    check_resumable(payload, path, config, elbo)
-    changes = schedule_changes(payload, config)
+    changes = check_resumable(payload, path, config, elbo)
     if changes:
         log.warning("%s: its learning-rate schedule changes before any step it took would have been on a cosine "
                     "(%s): the same run so far, at a new learning rate from its cosine on", path, "; ".join(changes))
