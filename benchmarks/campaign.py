@@ -357,9 +357,10 @@ def prepare(row: Row, places: Places) -> dict:
     record = load_record(places, row)
     snapshot = recipe_snapshot(row)
     run, milestone = places.run(row), places.milestone(row)
+    ran, kept = progress_of(run), progress_of(milestone)  # each checkpoint read once
     if "began" in record:
         changes = changed_fields(recipe_of(record), snapshot)
-        stands = max(progress_of(run), progress_of(milestone), key=lambda p: p["step"])
+        stands = max(ran, kept, key=lambda p: p["step"])
         if changes and all(c.partition(":")[0] in AMENDABLE for c in changes) and all(
                 before_cosine(recipe["train"], stands) for recipe in (recipe_of(record), snapshot)):
             record.setdefault("amended", []).append({"date": now_iso(), "epoch": round(epoch_of(stands, row), 3),
@@ -372,21 +373,21 @@ def prepare(row: Row, places: Places) -> dict:
                 f"restore it, or remove {places.run(row)} and {places.committed / row.name}.* to start the row again "
                 f"(a running row may change only its learning rate's schedule after lr, where it has taken no "
                 f"step on a cosine)")
-    if milestone.exists() and progress_of(milestone)["step"] > progress_of(run)["step"]:
+    if milestone.exists() and kept["step"] > ran["step"]:
         for source, dest in ((milestone, run), (places.milestone_best(row), places.best(row))):
             if source.exists():
                 copy(source, dest)
-        print(f"{row.name}: resuming from the milestone {milestone} (epoch {epoch_of(progress_of(run), row):g})")
+        ran = kept
+        print(f"{row.name}: resuming from the milestone {milestone} (epoch {epoch_of(ran, row):g})")
     if "milestone_epoch" not in record and milestone.exists():
-        record["milestone_epoch"] = progress_of(milestone)["epoch"]
+        record["milestone_epoch"] = kept["epoch"]
     record.setdefault("row", row.name)
     record.setdefault("began", {"date": now_iso(), "recipe": snapshot})
     if "jobs" not in record:
-        progress = progress_of(run)
-        record["jobs"] = [] if not progress["history"] else [{  # a run begun before the campaign: adopted
-            "job": "train", "to": progress["epoch"], "started": None, "exit": None,
-            "minutes": round(sum(h["seconds"] or 0 for h in progress["history"]) / 60, 2),
-            "epochs": [0, round(epoch_of(progress, row), 3)],
+        record["jobs"] = [] if not ran["history"] else [{  # a run begun before the campaign: adopted
+            "job": "train", "to": ran["epoch"], "started": None, "exit": None,
+            "minutes": round(sum(h["seconds"] or 0 for h in ran["history"]) / 60, 2),
+            "epochs": [0, round(epoch_of(ran, row), 3)],
             "note": "trained before the campaign by drawzoo train --recipe; minutes: its epochs' training time "
                     "from the run's history (validation not counted)"}]
     record.setdefault("scores", {})
