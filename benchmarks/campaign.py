@@ -761,13 +761,23 @@ def publish(row: Row, stop: int, places: Places, state: dict, check: float, reco
         # a model's first tag is its default (pretrained=True), as every model with tags has one
         url=None, default=old.default if old else not any(
             e.model == row.recipe.model and e.default for t, e in entries.items() if t != row.plan.tag),
-        note=old.note if old else "")
+        note=tag_note(row, stop, record))
     tags = [entry if t == row.plan.tag else e for t, e in entries.items()]  # a replaced tag keeps its place
     pretrain.write_manifest(tags if old else [*tags, entry], manifest_path)
     save_record(places, row, record)
     say(f"{row.name} at epoch {stop}: test -ELBO {score['neg_elbo']['mean']:.2f} ± {score['neg_elbo']['se']:.2f}, "
         f"NLL {score['nll']['mean']:.2f} ± {score['nll']['se']:.2f} (K={K}, {score['nll']['images']:,} images); "
         f"tag {row.plan.tag}")
+
+
+def tag_note(row: Row, stop: int, record: dict) -> str:
+    """The manifest's note of `row`'s tag scored at `stop`: before the row's end, that the campaign
+    trains on and replaces the tag (and at which epochs); at its end none (its figures say it all)."""
+    later = [e for e in row.stops(record) if e > stop]
+    if not later:
+        return ""
+    return (f"epoch {stop} of the {row.end(record)} that benchmarks/campaign.py trains its row {row.name} to: "
+            f"the campaign replaces this tag at epoch{'s' if len(later) > 1 else ''} {', '.join(map(str, later))}")
 
 
 def _k_order(item) -> int:

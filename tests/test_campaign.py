@@ -142,6 +142,7 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
         assert entry.sha256 == file_sha256(weights) and entry.test["nll"] == final["nll"]["mean"]
         assert entry.test["nll_images"] == 10_000 and entry.test["nll_samples"] == (4 if name == "tiny_draw" else 10)
         assert entry.trained["epochs"] == end and entry.trained["best_epoch"] == final["best_epoch"]
+        assert entry.note == ""  # the epoch-1 tag's note (`tag_note`) went with it
         assert entry.describe() == (f"binarized_mnist: test -ELBO {final['neg_elbo']['mean']:.2f} ± "
                                     f"{final['neg_elbo']['se']:.2f} nats (10,000 images), NLL {final['nll']['mean']:.2f} ± "
                                     f"{final['nll']['se']:.2f} (K={entry.test['nll_samples']}, 10,000 images)")
@@ -366,6 +367,13 @@ def test_each_rows_learning_rate_is_said_and_where_its_cosine_begins_is_marked_o
     text = script.curves_section(rows, places)
     assert "; lr 0.003 to epoch 1, then a cosine down to 0.0001 at epoch 2; the dotted line: the cosine begins)" in text
     assert "; lr: a cosine from 0.003 down to 0.0001 over 2 epochs)" in text
+
+    # a tag scored before the row's end says that the campaign replaces it, and when
+    assert script.tag_note(rows[0], 1, {}) == ("epoch 1 of the 2 that benchmarks/campaign.py trains its row "
+                                               "tiny_draw to: the campaign replaces this tag at epoch 2")
+    assert script.tag_note(rows[0], 1, {"end": 4}).endswith("of the 4 that benchmarks/campaign.py trains its row "
+                                                            "tiny_draw to: the campaign replaces this tag at epoch 4")
+    assert script.tag_note(rows[0], 2, {}) == "" and script.tag_note(rows[1], 3, {"end": 3}) == ""
 
     def dotted(figure):
         return [line.get_xdata()[0] for line in figure.axes[0].lines if line.get_linestyle() == ":"]
