@@ -34,8 +34,9 @@ A scoring job that stops goes on later from the per-image figures it saved, only
 same weights, K, seeds and chunks, computed by the same figure code (`figures_code`); else it
 starts again.
 
-A scored row's tag goes into drawzoo/weights/ with its figures, its learning curve (a matplotlib
-plot: ``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in
+A scored row's tag goes into drawzoo/weights/ with its figures (before the row's end, with a note
+that the campaign replaces it: `tag_note`), its learning curve (a matplotlib plot:
+``drawzoo[plots]``, checked before any work) into docs/campaign/, and the converged tables in
 README.md and benchmarks/README.md are regenerated from the records (benchmarks/campaign/NAME.json,
 one per row: the recipe it began with, each job's code, settings, epochs and wall time, the
 history, the scores), with the paired differences of every two scored rows on the test images
