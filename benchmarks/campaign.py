@@ -157,7 +157,14 @@ class Row:
         return [e for e in self.plan.score_at if e < end] + [end]
 
     def next_stop(self, epoch: float, record: dict) -> int | None:
-        return next((e for e in self.stops(record) if e > epoch), None)
+        """The stop a run at `epoch` trains to: the first one after it not scored yet (a run that
+        lost its checkpoint with a machine trains past the stops it scored: their weights are scored)."""
+        return next((e for e in self.stops(record) if e > epoch and not scored(record, e)), None)
+
+
+def scored(record: dict, stop: int) -> bool:
+    """Whether `stop`'s weights have their NLL in `record`."""
+    return bool(record.get("scores", {}).get(str(stop), {}).get("nll"))
 
 
 def read_rows(folder: Path = nll_mnist.RECIPES / PRESET, names: list[str] | None = None) -> list[Row]:
@@ -380,6 +387,9 @@ def prepare(row: Row, places: Places) -> dict:
                 copy(source, dest)
         ran = kept
         print(f"{row.name}: resuming from the milestone {milestone} (epoch {epoch_of(ran, row):g})")
+    if not scored(record, row.end(record)):  # a finished row's record and tag stand for it: nothing to resume
+        note_lost(row, record, ran, "the committed milestone" if ran is kept else "this machine's run" if ran["step"]
+                  else "none: started again")
     if "milestone_epoch" not in record and milestone.exists():
         record["milestone_epoch"] = kept["epoch"]
     record.setdefault("row", row.name)
@@ -393,6 +403,38 @@ def prepare(row: Row, places: Places) -> dict:
                     "from the run's history (validation not counted)"}]
     record.setdefault("scores", {})
     return record
+
+
+def note_lost(row: Row, record: dict, progress: dict, resumed: str) -> None:
+    """Epochs that the record's train jobs reached beyond `progress` (the checkpoint this machine has:
+    the cache's run or the committed milestone) went with another machine's run: mark them in each
+    job (`lost`: their epochs and minutes, which leave the row's train time), keep their validation
+    curve in the record's ``lost`` list, and say so. They are trained again."""
+    epoch = epoch_of(progress, row)
+    beyond = [j for j in record.get("jobs", []) if j["job"] == "train" and "lost" not in j
+              and j["epochs"][1] > epoch + 0.5 / steps_per_epoch(row)]
+    if not beyond:
+        return
+    for job in beyond:
+        start, end = job["epochs"]
+        part = (end - max(start, epoch)) / (end - start)
+        job["lost"] = {"epochs": [round(max(start, epoch), 3), end], "minutes": round(job["minutes"] * part, 2)}
+    history = record.get("history", [])
+    reached = max(j["epochs"][1] for j in beyond)
+    minutes = sum(j["lost"]["minutes"] for j in beyond)
+    record.setdefault("lost", []).append({
+        "date": now_iso(), "epochs": [round(epoch, 3), reached], "minutes": round(minutes, 2), "resumed_from": resumed,
+        "history": [h for h in history if h["epoch"] > progress["epoch"]]})
+    record["history"] = [h for h in history if h["epoch"] <= progress["epoch"]]
+    record["epochs"], record["steps"] = epoch, progress["step"]
+    print(f"{row.name}: its run reached epoch {reached:g} on a machine whose checkpoint is not here; this one resumes "
+          f"at epoch {epoch:g} ({resumed}): epochs {epoch:g}-{reached:g} ({hours(minutes * 60)} of training) "
+          f"are trained again (the record keeps their curve under 'lost')")
+
+
+def train_minutes(record: dict) -> float:
+    """The wall time of the training that made the row's run: its train jobs, less the parts lost (`note_lost`)."""
+    return sum(j["minutes"] - j.get("lost", {}).get("minutes", 0) for j in record.get("jobs", []) if j["job"] == "train")
 
 
 # ------------------------------------------------------------------------------------------------ jobs
@@ -412,14 +454,15 @@ class Job:
     signalled: bool = False  #: SIGTERM sent
 
 
-def pending_score(row: Row, record: dict, epoch: float, every_image: bool) -> int | None:
-    """The first stop reached and not scored as far as it goes now (`every_image`: on to every test
-    image, once the plan is done); None if none. A recipe's new K re-scores the latest scored stop
-    (its weights are the tag's); earlier ones keep the figures of their K."""
+def pending_score(row: Row, record: dict, epoch: float, every_image: bool, places: Places) -> int | None:
+    """The first stop reached (or whose weights are kept: `weights_kept`) and not scored as far as
+    it goes now (`every_image`: on to every test image, once the plan is done); None if none. A
+    recipe's new K re-scores the latest scored stop (its weights are the tag's); earlier ones keep
+    the figures of their K."""
     scored = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
     for stop in row.stops(record):
-        if stop > epoch:
-            return None
+        if stop > epoch and not weights_kept(row, stop, places, record):
+            continue
         score = record.get("scores", {}).get(str(stop), {})
         if not score.get("nll") or (score["nll"]["K"] != row.scoring.num_samples and stop == max(scored)):
             return stop
@@ -438,7 +481,7 @@ def next_job(rows: list[Row], records: dict, places: Places, busy: set[str], fai
             epoch = epoch_of(progress_of(places.run(row)), row)
             if extended(row, records[row.name], epoch):  # at its end before, with no plateau
                 save_record(places, row, records[row.name])
-            stop = pending_score(row, records[row.name], epoch, every_image)
+            stop = pending_score(row, records[row.name], epoch, every_image, places)
             if stop is not None:
                 restore_weights(row, stop, places, records[row.name])
                 if not places.weights(row, stop).exists():  # the run stopped before its snapshot was taken
@@ -557,6 +600,14 @@ def extended(row: Row, record: dict, epoch: float) -> bool:
         f"{'?' if improvement is None else f'{improvement:.3f}'} nats over the last 10% of epochs): "
         f"training on to {record['end']} at lr_min {row.train.lr_min:g}")
     return True
+
+
+def weights_kept(row: Row, stop: int, places: Places, record: dict) -> bool:
+    """Whether the weights that `stop` scores are here without the run: their file (committed while
+    they are scored), or the row's tag holding them (the same sha256)."""
+    sha = record.get("scores", {}).get(str(stop), {}).get("weights_sha256")
+    tag = places.repo / "drawzoo" / "weights" / f"{row.plan.tag}.pt"
+    return places.weights(row, stop).exists() or bool(sha and tag.exists() and pretrained.file_sha256(tag) == sha)
 
 
 def restore_weights(row: Row, stop: int, places: Places, record: dict) -> None:
@@ -746,7 +797,7 @@ def publish(row: Row, stop: int, places: Places, state: dict, check: float, reco
     manifest_path = dest.with_name("manifest.json")
     entries = pretrained.manifest(manifest_path)
     old = entries.get(row.plan.tag)
-    minutes = sum(j["minutes"] for j in record["jobs"] if j["job"] == "train")
+    minutes = train_minutes(record)
     entry = pretrained.Pretrained(
         tag=row.plan.tag, model=row.recipe.model, config=record["began"]["recipe"]["config"],
         data=row.recipe.data.train, recipe=os.path.relpath(row.recipe.path, REPO), file=dest.name,
@@ -793,8 +844,11 @@ def row_state(row: Row, places: Places, record: dict) -> dict:
     """Where a row stands, from its run checkpoint (or its committed milestone, if that is further
     along: a fresh machine) and its record; reads no data, trains nothing."""
     progress = max(progress_of(places.run(row)), progress_of(places.milestone(row)), key=lambda p: p["step"])
-    epoch = epoch_of(progress, row)
-    history = progress["history"]
+    epoch, best_valid = epoch_of(progress, row), progress.get("best_valid", math.inf)
+    end = row.end(record)
+    if epoch < end and scored(record, end):  # finished, its run not on this machine: its record says
+        epoch, best_valid = end, record["scores"][str(end)]["best_valid"]
+    history = progress["history"] or record.get("history", [])
     recent = [h["seconds"] for h in history[-10:] if h.get("seconds")]
     seconds = sorted(recent)[len(recent) // 2] if recent else None
     running = False
@@ -804,9 +858,9 @@ def row_state(row: Row, places: Places, record: dict) -> dict:
                 pass
         except CheckpointError:  # a training process holds it
             running = True
-    scored = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
-    return {"epoch": epoch, "progress": progress, "seconds": seconds, "running": running, "scored": scored,
-            "best_valid": progress.get("best_valid", math.inf)}
+    done = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
+    return {"epoch": epoch, "progress": progress, "seconds": seconds, "running": running, "scored": done,
+            "best_valid": best_valid}
 
 
 def hours(seconds: float) -> str:
@@ -818,7 +872,7 @@ def status_line(row: Row, places: Places, record: dict) -> str:
     job = running_jobs(places).get(row.name)
     epoch, plan = s["epoch"], row.end(record)
     stop = row.next_stop(epoch, record)
-    pending = pending_score(row, record, epoch, every_image=True) if record else None
+    pending = pending_score(row, record, epoch, every_image=True, places=places) if record else None
     if job is not None:
         state = f"running: {job['kind']} to {job['stop']}, pid {job['pid']}, since {job['started']}"
     else:
@@ -895,7 +949,7 @@ def table(rows: list[Row], places: Places) -> str:
         scored = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
         score = record["scores"][str(scored[0])] if scored else None
         epochs = record["epochs"] if "epochs" in record else row_state(row, places, record)["epoch"]
-        minutes = sum(j["minutes"] for j in record.get("jobs", []) if j["job"] == "train")
+        minutes = train_minutes(record)
         nll = figure(score, "nll")
         if score:
             nll += f" ({score['nll']['K']}, {score['nll']['images']:,})"

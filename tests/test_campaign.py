@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,18 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
     assert script.main([*args, "--status"]) == 0
     assert all("done" in line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny"))
 
+    # a fresh machine: the runs are gone with the old one (a finished row keeps no milestone); its
+    # record and tag stand for the row, which is neither trained nor scored again
+    shutil.rmtree(runs)
+    before = _files(repo)
+    assert script.main([*args, "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "every row is done" in out and "train to" not in out and "score" not in out.split("| model |")[0]
+    assert _files(repo) == before
+    assert script.main([*args, "--status"]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert "epoch    2.0/2" in status[0] and "epoch    3.0/3" in status[1] and all("[waiting: done]" in line for line in status)
+
 
 def test_a_row_without_a_plateau_at_its_end_trains_on_until_it_has_one_or_reaches_max_epochs(setup):
     recipes, repo, runs, args = setup
@@ -215,7 +228,12 @@ def test_a_new_k_rescores_the_latest_stop_from_its_tag_and_leaves_earlier_ones(s
     tag.write_bytes(b"the weights of epoch 2")
     record = {"scores": {"1": {"nll": {"K": 2}, "weights_sha256": "gone"},
                          "2": {"nll": {"K": 2}, "weights_sha256": file_sha256(tag)}}}
-    assert script.pending_score(row, record, 2, every_image=False) == 2  # epoch 1's weights are gone: kept
+    assert script.pending_score(row, record, 2, every_image=False, places=places) == 2  # epoch 1's weights are gone: kept
+    # a fresh machine, its run gone: the tag's weights are scored again all the same, and no stop is
+    # trained to again (both are scored); a stop scored and gone from the tag is passed over
+    assert script.pending_score(row, record, 0, every_image=False, places=places) == 2
+    assert row.next_stop(0, record) is None
+    assert row.next_stop(0, {"scores": {"1": record["scores"]["1"]}}) == 2
     script.restore_weights(row, 2, places, record)
     assert places.weights(row, 2).read_bytes() == tag.read_bytes()
     script.restore_weights(row, 1, places, record)
@@ -504,9 +522,25 @@ def test_a_fresh_machine_resumes_from_the_committed_milestone(setup, capsys):
     model = drawzoo.load("hvae", latent_dims=[2], hidden_dims=[8])
     images = drawzoo.data.load("binarized_mnist", "valid")[:1000]
     drawzoo.train(model, images, None, row.train, checkpoint=milestone, max_steps=1, progress=False)
+    # the record says the run went on to epoch 2 on the old machine (two jobs of 2 and 3 minutes)
+    history = [{"epoch": e, "train": 150.0, "valid": 149.0, "seconds": 60.0} for e in (1, 2)]
+    jobs = [{"job": "train", "epochs": [0, 1.0], "minutes": 2.0}, {"job": "train", "epochs": [1.0, 2.0], "minutes": 3.0}]
+    script.save_record(places, row, {"jobs": jobs, "history": history, "epochs": 2.0, "steps": 200})
     record = script.prepare(row, places)
     assert read_checkpoint(places.run(row))["progress"]["step"] == 1 and record["milestone_epoch"] == 0
-    assert "resuming from the milestone" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resuming from the milestone" in out
+    # what went with the old machine is said, kept apart, and out of the row's train time
+    assert ("tiny_vae: its run reached epoch 2 on a machine whose checkpoint is not here; this one resumes at "
+            "epoch 0.01 (the committed milestone): epochs 0.01-2 (5 min of training) are trained again") in out
+    assert [j["lost"] for j in record["jobs"]] == [{"epochs": [0.01, 1.0], "minutes": 1.98},
+                                                   {"epochs": [1.0, 2.0], "minutes": 3.0}]
+    (lost,) = record["lost"]
+    assert lost["epochs"] == [0.01, 2.0] and lost["history"] == history and lost["resumed_from"] == "the committed milestone"
+    assert record["history"] == [] and record["epochs"] == 0.01 and record["steps"] == 1
+    assert script.train_minutes(record) == pytest.approx(0.02)
+    script.save_record(places, row, record)
+    assert script.prepare(row, places)["lost"] == [lost]  # said once
 
 
 def test_a_diverging_row_fails_alone_and_keeps_its_last_checkpoint(setup, capsys):
