@@ -1179,8 +1179,8 @@ def left(stop: StopRequests) -> float:
     return math.inf if stop.deadline is None else stop.deadline - time.monotonic()
 
 
-def campaign(rows: list[Row], places: Places, args) -> int:
-    """Run jobs until every row is done, the time limit, or a signal; then the tables."""
+def campaign(rows: list[Row], places: Places, args, every: list[Row]) -> int:
+    """Run `rows`' jobs until each is done, the time limit, or a signal; then the tables, of `every` row."""
     stop = CampaignStop(args.max_minutes, time.monotonic())
     spare = min(SPARE_MINUTES, (args.max_minutes or math.inf) / 10) * 60
     records = {row.name: prepare(row, places) for row in rows}
@@ -1223,7 +1223,7 @@ def campaign(rows: list[Row], places: Places, args) -> int:
                     save_record(places, job.row, records[job.row.name])
                 say(f"{job.row.name}: {job.kind} ended (exit {job.process.returncode}); "
                     f"epoch {epoch_of(progress_of(places.run(job.row)), job.row):g}")
-    print("\n" + regenerate(rows, places) + "\n")
+    print("\n" + regenerate(every, places) + "\n")
     if stop.signum:
         say(f"stopped by {signal.Signals(stop.signum).name}: every job checkpointed; rerun to continue")
         return 128 + stop.signum
@@ -1264,6 +1264,7 @@ def run(args) -> int:
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise CampaignError(f"--max-minutes must be > 0, got {args.max_minutes}")
     rows = read_rows(Path(args.recipes), names=args.rows.split(",") if args.rows else None)
+    every = rows if not args.rows else read_rows(Path(args.recipes))  # the tables are the preset's, whichever rows run
     if args.score_job:
         name, _, stop = args.score_job.rpartition(":")
         row = next(r for r in rows if r.name == name)
@@ -1275,9 +1276,9 @@ def run(args) -> int:
         return 0
     plots.require_matplotlib("campaign.py (its learning curves, docs/campaign/)")  # not after hours of training
     if args.table:
-        print(regenerate(rows, places))
+        print(regenerate(every, places))
         return 0
-    return campaign(rows, places, args)
+    return campaign(rows, places, args, every)
 
 
 if __name__ == "__main__":

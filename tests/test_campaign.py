@@ -189,6 +189,10 @@ def test_a_campaign_trains_scores_and_ships_each_row_then_a_rerun_changes_nothin
     out = capsys.readouterr().out
     assert "every row is done" in out and "train to" not in out and "score" not in out.split("| model |")[0]
     assert _files(repo) == before
+    # one row's command (the table's own) regenerates the tables with every row
+    assert script.main([*args, "--rows", "tiny_vae"]) == 0 and script.main([*args, "--rows", "tiny_draw", "--table"]) == 0
+    assert _files(repo) == before
+    capsys.readouterr()
     assert script.main([*args, "--status"]) == 0
     status = capsys.readouterr().out.splitlines()
     assert "epoch    2.0/2" in status[0] and "epoch    3.0/3" in status[1] and all("[waiting: done]" in line for line in status)
