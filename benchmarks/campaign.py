@@ -417,7 +417,7 @@ def note_lost(row: Row, record: dict, progress: dict, resumed: str) -> None:
         return
     for job in beyond:
         start, end = job["epochs"]
-        part = (end - max(start, epoch)) / (end - start)
+        part = (end - max(start, epoch)) / (end - start) if end > start else 1.0
         job["lost"] = {"epochs": [round(max(start, epoch), 3), end], "minutes": round(job["minutes"] * part, 2)}
     history = record.get("history", [])
     reached = max(j["epochs"][1] for j in beyond)
@@ -962,6 +962,9 @@ def table(rows: list[Row], places: Places) -> str:
             status += f"; {schedule_words(row, end)}"
         if score and scored[0] < end:
             status += f"; figures at epoch {scored[0]}"
+        for lost in record.get("lost", []):
+            status += (f"; epochs {round(lost['epochs'][0], 1):g}-{round(lost['epochs'][1], 1):g} went with a machine on {lost['date'][:10]} "
+                       f"({hours(lost['minutes'] * 60)} of training, not counted): trained again")
         plateau = record.get("plateau")
         if plateau is not None and epochs >= end:
             status += (f"; plateau (valid improved {plateau:.3f} nats over the last 10% of epochs)" if plateau < PLATEAU

@@ -544,6 +544,9 @@ def test_a_fresh_machine_resumes_from_the_committed_milestone(setup, capsys):
     assert record["history"] == [] and record["epochs"] == 0.01 and record["steps"] == 1
     assert script.train_minutes(record) == pytest.approx(0.02)
     script.save_record(places, row, record)
+    (line,) = [line for line in script.table([row], places).splitlines() if line.startswith("| tiny VAE")]
+    assert "| 0 min |" in line and "epochs 0-2 went with a machine on " in line and "(5 min of training, not counted)" in line
+    script.save_record(places, row, record)
     assert script.prepare(row, places)["lost"] == [lost]  # said once
 
 
