@@ -42,7 +42,9 @@ one per row: the recipe it began with, each job's code, settings, epochs and wal
 history, the scores), with the paired differences of every two scored rows on the test images
 both scored (`orderings_section`) from their per-image scores. Runs live in ``--runs`` (a cache
 folder that survives between sittings); a milestone checkpoint of each unfinished row is copied
-to benchmarks/campaign/ every ``milestone_every`` epochs, and a fresh machine resumes from it.
+to benchmarks/campaign/ every ``milestone_every`` epochs, and a fresh machine resumes from it: the
+record keeps the epochs that went with the old machine's run (`note_lost`), out of the row's train
+time; a finished row, or a stop already scored, is not trained again.
 A row whose recipe changed after its run began is refused (exit 2, the changed fields named),
 but for its learning rate's schedule after lr (`AMENDABLE`) where its run has taken no step on the
 cosine of the old recipe or of the new one: the run so far is the same, its learning rate changes
@@ -459,12 +461,12 @@ def pending_score(row: Row, record: dict, epoch: float, every_image: bool, place
     it goes now (`every_image`: on to every test image, once the plan is done); None if none. A
     recipe's new K re-scores the latest scored stop (its weights are the tag's); earlier ones keep
     the figures of their K."""
-    scored = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
+    done = [int(e) for e, s in record.get("scores", {}).items() if s.get("nll")]
     for stop in row.stops(record):
         if stop > epoch and not weights_kept(row, stop, places, record):
             continue
         score = record.get("scores", {}).get(str(stop), {})
-        if not score.get("nll") or (score["nll"]["K"] != row.scoring.num_samples and stop == max(scored)):
+        if not score.get("nll") or (score["nll"]["K"] != row.scoring.num_samples and stop == max(done)):
             return stop
         if every_image and stop == row.end(record) and score["nll"]["images"] < score["neg_elbo"]["images"]:
             return stop
@@ -946,8 +948,8 @@ def table(rows: list[Row], places: Places) -> str:
              "|---|---:|---:|---:|---:|---:|---|---:|---|---|---|"]
     for row in rows:
         record = load_record(places, row)
-        scored = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
-        score = record["scores"][str(scored[0])] if scored else None
+        latest = sorted((int(e) for e, s in record.get("scores", {}).items() if s.get("nll")), reverse=True)
+        score = record["scores"][str(latest[0])] if latest else None
         epochs = record["epochs"] if "epochs" in record else row_state(row, places, record)["epoch"]
         minutes = train_minutes(record)
         nll = figure(score, "nll")
@@ -956,15 +958,16 @@ def table(rows: list[Row], places: Places) -> str:
         valid = [h["valid"] for h in record.get("history", []) if h.get("valid") is not None]
         best = f" (best valid -ELBO {min(valid):.2f})" if valid else ""
         end = row.end(record)
-        status = ("final" if epochs >= end and score and scored[0] == end
+        status = ("final" if epochs >= end and score and latest[0] == end
                   else f"training: epoch {epochs:.1f} of {end}{best}" if epochs < end else "scoring")
         if end > row.train.epochs or row.train.anneal_from:  # not its recipe's plain schedule
             status += f"; {schedule_words(row, end)}"
-        if score and scored[0] < end:
-            status += f"; figures at epoch {scored[0]}"
+        if score and latest[0] < end:
+            status += f"; figures at epoch {latest[0]}"
         for lost in record.get("lost", []):
-            status += (f"; epochs {round(lost['epochs'][0], 1):g}-{round(lost['epochs'][1], 1):g} went with a machine on {lost['date'][:10]} "
-                       f"({hours(lost['minutes'] * 60)} of training, not counted): trained again")
+            (a, b), date = (round(e, 1) for e in lost["epochs"]), lost["date"][:10]
+            status += (f"; epochs {a:g}-{b:g} went with a machine on {date} ({hours(lost['minutes'] * 60)} "
+                       f"of training, not counted): trained again")
         plateau = record.get("plateau")
         if plateau is not None and epochs >= end:
             status += (f"; plateau (valid improved {plateau:.3f} nats over the last 10% of epochs)" if plateau < PLATEAU
