@@ -1026,11 +1026,19 @@ def curves_section(rows: list[Row], places: Places) -> str:
         curve = places.curve(row)
         refs = {} if row.plan.published is None else {f"published ({row.plan.compare}, test)": row.plan.published}
         curve.parent.mkdir(parents=True, exist_ok=True)
-        figure = plots.curve_plot({"train -ELBO": [(h["epoch"], h["train"]) for h in history],
-                                   "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]},
-                                  references=refs, title=f"{row.label}: -ELBO per epoch (nats)",
+        curves = {"train -ELBO": [(h["epoch"], h["train"]) for h in history],
+                  "valid -ELBO": [(h["epoch"], h["valid"]) for h in history]}
+        lost = [(entry, [h for h in entry["history"] if h.get("valid") is not None]) for entry in record.get("lost", [])]
+        for entry, points in lost:  # the epochs that went with a machine (`note_lost`): measured all the same
+            if points:
+                curves[f"valid -ELBO, the run that went with a machine on {entry['date'][:10]}"] = [
+                    (h["epoch"], h["valid"]) for h in points]
+        figure = plots.curve_plot(curves, references=refs, title=f"{row.label}: -ELBO per epoch (nats)",
                                   ylabel="-ELBO, nats per image")
         later = [v for h in history if h["epoch"] >= max(3, history[-1]["epoch"] / 50) for v in (h["train"], h["valid"])]
+        if lost:  # both in sight: the run trained again (from its first epochs, while it has no more) and the lost one
+            later = (later or [v for h in history for v in (h["train"], h["valid"])]) + [
+                h["valid"] for _, points in lost for h in points if h["epoch"] >= 3]
         if later:  # the first epochs' losses would flatten the rest of the curve
             low = min(later + list(refs.values()))
             figure.axes[0].set_ylim(low - 2, max(later) + 2)
@@ -1052,6 +1060,12 @@ def curves_section(rows: list[Row], places: Places) -> str:
                 "| epoch | " + " | ".join(str(e) for e in marks) + " |", "|---|" + "---:|" * len(marks),
                 "| valid -ELBO | " + " | ".join(f"{by_epoch[e]['valid']:.2f}" for e in marks) + " |",
                 "| train -ELBO | " + " | ".join(f"{by_epoch[e]['train']:.2f}" for e in marks) + " |", ""]
+        for entry, points in lost:
+            (a, b), best = (round(e, 1) for e in entry["epochs"]), min(points, key=lambda h: h["valid"], default=None)
+            out += [f"Epochs {a:g}-{b:g} of an earlier run went with a machine on {entry['date'][:10]} "
+                    f"({hours(entry['minutes'] * 60)} of training), and are trained again"
+                    + (f"; their validation -ELBO is on the plot (best {best['valid']:.2f} at epoch {best['epoch']})"
+                       if best else "") + ".", ""]
         k_rows = [(e, s) for e, s in record.get("scores", {}).items() if s.get("nll_k")]
         for e, s in k_rows:
             ks = s["nll_k"]

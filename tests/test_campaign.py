@@ -546,6 +546,13 @@ def test_a_fresh_machine_resumes_from_the_committed_milestone(setup, capsys):
     script.save_record(places, row, record)
     (line,) = [line for line in script.table([row], places).splitlines() if line.startswith("| tiny VAE")]
     assert "| 0 min |" in line and "epochs 0-2 went with a machine on " in line and "(5 min of training, not counted)" in line
+    record["history"] = [{"epoch": 1, "train": 160.0, "valid": 155.0, "seconds": 60.0}]  # the run trained again
+    script.save_record(places, row, record)
+    section = script.curves_section([row], places)
+    assert "Epochs 0-2 of an earlier run went with a machine on " in section and (
+        "(5 min of training), and are trained again; their validation -ELBO is on the plot (best 149.00 at epoch 1)."
+        in section)
+    record["history"] = []
     script.save_record(places, row, record)
     assert script.prepare(row, places)["lost"] == [lost]  # said once
 
