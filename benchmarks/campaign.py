@@ -604,21 +604,24 @@ def extended(row: Row, record: dict, epoch: float) -> bool:
     return True
 
 
-def weights_kept(row: Row, stop: int, places: Places, record: dict) -> bool:
-    """Whether the weights that `stop` scores are here without the run: their file (committed while
-    they are scored), or the row's tag holding them (the same sha256)."""
+def tag_holds(row: Row, stop: int, places: Places, record: dict) -> Path | None:
+    """The row's tag file, if it holds the weights that `stop` scores (the same sha256); else None."""
     sha = record.get("scores", {}).get(str(stop), {}).get("weights_sha256")
     tag = places.repo / "drawzoo" / "weights" / f"{row.plan.tag}.pt"
-    return places.weights(row, stop).exists() or bool(sha and tag.exists() and pretrained.file_sha256(tag) == sha)
+    return tag if sha and tag.exists() and pretrained.file_sha256(tag) == sha else None
+
+
+def weights_kept(row: Row, stop: int, places: Places, record: dict) -> bool:
+    """Whether the weights that `stop` scores are here without the run: their file (committed while
+    they are scored), or the row's tag holding them (`tag_holds`)."""
+    return places.weights(row, stop).exists() or tag_holds(row, stop, places, record) is not None
 
 
 def restore_weights(row: Row, stop: int, places: Places, record: dict) -> None:
     """The weights of `stop`, scored before and deleted since, back from the row's tag if it holds them
-    (the same sha256): to score them again (a new K)."""
-    weights, tag = places.weights(row, stop), places.repo / "drawzoo" / "weights" / f"{row.plan.tag}.pt"
-    sha = record.get("scores", {}).get(str(stop), {}).get("weights_sha256")
-    if not weights.exists() and sha and tag.exists() and pretrained.file_sha256(tag) == sha:
-        copy(tag, weights)
+    (`tag_holds`): to score them again (a new K)."""
+    if not places.weights(row, stop).exists() and (tag := tag_holds(row, stop, places, record)) is not None:
+        copy(tag, places.weights(row, stop))
 
 
 def snapshot(row: Row, stop: int, places: Places, record: dict) -> None:
