@@ -872,6 +872,13 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def valid_text(nats: float) -> str:
+    """A best validation -ELBO as ``--status`` and the tables print it: to the record's 3 decimals, so
+    that a run's full-precision figure and its record's rounded one read the same (2 decimals would
+    round the record's twice: 85.5147 -> 85.515 -> 85.52, against 85.51 from the run)."""
+    return f"{round(nats, 3):.3f}"
+
+
 def status_line(row: Row, places: Places, record: dict) -> str:
     s = row_state(row, places, record)
     job = running_jobs(places).get(row.name)
@@ -883,7 +890,7 @@ def status_line(row: Row, places: Places, record: dict) -> str:
     else:
         state = "waiting" + (f" to score epoch {pending}" if pending is not None else f" to train to {stop}"
                              if stop else ": done")
-    best = "-" if not math.isfinite(s["best_valid"]) else f"{s['best_valid']:.2f}"
+    best = "-" if not math.isfinite(s["best_valid"]) else valid_text(s["best_valid"])
     line = f"{row.name:24s} epoch {epoch:6.1f}/{plan:<4d} best valid -ELBO {best:>7s}"
     if s["seconds"]:
         left = (plan - epoch) * s["seconds"]
@@ -959,7 +966,7 @@ def table(rows: list[Row], places: Places) -> str:
         if score:
             nll += f" ({score['nll']['K']}, {score['nll']['images']:,})"
         valid = [h["valid"] for h in record.get("history", []) if h.get("valid") is not None]
-        best = f" (best valid -ELBO {min(valid):.2f})" if valid else ""
+        best = f" (best valid -ELBO {valid_text(min(valid))})" if valid else ""
         end = row.end(record)
         status = ("final" if epochs >= end and score and latest[0] == end
                   else f"training: epoch {epochs:.1f} of {end}{best}" if epochs < end else "scoring")

@@ -494,9 +494,14 @@ def test_sigterm_stops_every_job_with_a_checkpoint_and_the_next_call_resumes(set
     assert (kept["valid_loss"], kept["epoch"]) == (best["valid_loss"], best["epoch"])
     assert all(kept["state_dict"][k].dtype == torch.float16 and torch.equal(kept["state_dict"][k], v.half())
                for k, v in best["state_dict"].items() if v.is_floating_point())
-    # milestone_every = 0: none
     script, places = _script(), _script().Places(runs, repo)
     row = script.read_rows(recipes, ["tiny_draw"])[0]
+    # --status (the run's best) and the table (the record's, rounded) print the same best validation -ELBO
+    best = script.valid_text(progress["best_valid"])
+    assert f"best valid -ELBO {best:>7s}" in script.status_line(row, places, record)
+    assert f"(best valid -ELBO {best})" in script.table([row], places)
+    assert script.valid_text(85.5147) == script.valid_text(round(85.5147, 3)) == "85.515"
+    # milestone_every = 0: none
     none = dataclasses.replace(row, plan=dataclasses.replace(row.plan, milestone_every=0), name="no_milestones")
     script.milestone(none, places, {}, {"epoch": 40})
     assert not places.milestone(none).exists()
